@@ -1,0 +1,257 @@
+"""The ``medgraft`` command line: one subcommand per job a researcher runs."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from medgraft.errors import MedgraftError
+
+app = typer.Typer(
+    help="Medical image segmentation by transfer learning from ImageNet encoders.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True, highlight=False)
+_state = {"debug": False}
+
+DEMO_DATA = Path("data") / "hippocampus"
+
+
+@app.callback()
+def _options(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show Python tracebacks on errors.")
+    ] = False,
+) -> None:
+    _state["debug"] = debug
+
+
+@app.command()
+def train(
+    data: Annotated[
+        Path, typer.Option(help="Dataset folder (MSD, nnU-Net raw, or images/+labels/).")
+    ],
+    output: Annotated[Path, typer.Option(help="Run folder for checkpoints, config and metrics.")],
+    encoder: Annotated[
+        str, typer.Option(help="smp encoder name or tu-<timm model>.")
+    ] = "tu-tf_efficientnet_lite0",
+    weights: Annotated[
+        str, typer.Option(help="imagenet | none (scratch) | PATH to a weight file.")
+    ] = "imagenet",
+    offline: Annotated[bool, typer.Option(help="Never download weights.")] = False,
+    epochs: Annotated[int, typer.Option(min=1)] = 8,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, poly decay).")] = 2e-3,
+    val_fraction: Annotated[
+        float, typer.Option(help="Share of cases held out for validation.")
+    ] = 0.2,
+    seed: int = 0,
+    slices: Annotated[int, typer.Option(help="k adjacent slices per 2.5D sample (odd).")] = 3,
+    image_size: Annotated[int, typer.Option(help="Training size of 2D images (resized).")] = 256,
+    amp: Annotated[str, typer.Option(help="auto | fp16 | bf16 | off")] = "auto",
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run in --output.")] = False,
+) -> None:
+    """Fine-tune a U-Net with a pretrained encoder on a labelled dataset."""
+    from medgraft.engine.train import TrainConfig
+    from medgraft.engine.train import train as run_training
+
+    config = TrainConfig(
+        data=str(data),
+        output=str(output),
+        encoder=encoder,
+        weights=weights,
+        offline=offline,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        val_fraction=val_fraction,
+        seed=seed,
+        slices=slices,
+        image_size=image_size,
+        amp=amp,
+        device=device,
+        overwrite=overwrite,
+    )
+    result = run_training(config)
+    console.print(
+        f"best validation Dice {result.best_dice:.3f} at epoch {result.best_epoch}; "
+        f"model: {result.run_dir / 'best.pt'} ({result.seconds:.0f}s)"
+    )
+
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Option(help="Run folder (uses best.pt) or checkpoint file.")],
+    input: Annotated[Path, typer.Option("--input", "-i", help="Image file or folder of images.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the masks.")],
+    batch_size: Annotated[int, typer.Option(min=1, help="Slices per forward pass.")] = 32,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+) -> None:
+    """Segment a file or every NIfTI / 2D image in a folder."""
+    from medgraft.engine.predict import input_files
+
+    failed = _run_predict(model, input_files(input), output, batch_size, device)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def evaluate(
+    pred: Annotated[Path, typer.Option(help="Folder of predicted masks.")],
+    truth: Annotated[Path, typer.Option(help="Folder of ground-truth masks (same names).")],
+    labels: Annotated[Path | None, typer.Option(help="dataset.json naming the labels.")] = None,
+    output: Annotated[Path | None, typer.Option(help="Write per-case Dice to this CSV.")] = None,
+) -> None:
+    """Per-case and per-class Dice of predictions against ground truth."""
+    _run_evaluate(pred, truth, labels, output, cases=None)
+
+
+@app.command()
+def demo(
+    output: Annotated[
+        Path | None, typer.Option(help="Demo folder (default runs/demo-<time>).")
+    ] = None,
+    data: Annotated[Path, typer.Option(help="Dataset to use.")] = DEMO_DATA,
+    epochs: Annotated[int, typer.Option(min=1)] = 8,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+) -> None:
+    """Train on the embedded MRI data, segment held-out scans, print per-class Dice (offline)."""
+    from medgraft.data.discovery import discover_dataset
+    from medgraft.engine.train import TrainConfig
+    from medgraft.engine.train import train as run_training
+
+    started = time.perf_counter()
+    output = output or Path("runs") / f"demo-{datetime.now():%Y%m%d-%H%M%S}"
+    if not data.is_dir():
+        raise MedgraftError(
+            f"{data}: demo data not found; run from the medgraft checkout or pass --data"
+        )
+    result = run_training(
+        TrainConfig(
+            data=str(data),
+            output=str(output / "model"),
+            epochs=epochs,
+            val_fraction=0.25,
+            offline=True,
+            device=device,
+        )
+    )
+    held_out = [Path(r["image"]) for r in result.val_cases]
+    _run_predict(output / "model", held_out, output / "predictions", 32, device)
+    spec = discover_dataset(data)
+    if spec.test:
+        _run_predict(
+            output / "model",
+            [Path(r["image"]) for r in spec.test],
+            output / "predictions-unlabelled",
+            32,
+            device,
+        )
+    truth_dir = Path(result.val_cases[0]["label"]).parent
+    evaluation = _run_evaluate(
+        output / "predictions",
+        truth_dir,
+        None,
+        output / "dice.csv",
+        cases=[r["case_id"] for r in result.val_cases],
+        label_names=spec.labels,
+    )
+    console.print(
+        f"[bold]demo finished in {time.perf_counter() - started:.0f}s[/]: mean foreground "
+        f"Dice {evaluation.mean_dice():.3f} on {len(held_out)} held-out cases; outputs in {output}"
+    )
+
+
+def _run_predict(
+    model: Path, inputs: list[Path], output: Path, batch_size: int, device: str
+) -> int:
+    from rich.progress import track
+
+    from medgraft.engine.predict import predict_files
+    from medgraft.engine.train import select_device
+
+    cases = predict_files(
+        model, inputs, output, device=select_device(device), batch_size=batch_size
+    )
+    results = list(
+        track(
+            cases, total=len(inputs), description="segmenting", console=err_console, transient=True
+        )
+    )
+    failed = [r for r in results if r.status != "ok"]
+    for r in failed:
+        err_console.print(f"[red]failed:[/] {r.message}")
+    console.print(f"segmented {len(results) - len(failed)}/{len(results)} case(s) into {output}")
+    return len(failed)
+
+
+def _run_evaluate(
+    pred: Path,
+    truth: Path,
+    labels: Path | None,
+    output: Path | None,
+    cases: list[str] | None,
+    label_names: dict[int, str] | None = None,
+):
+    from medgraft.engine.evaluate import evaluate_folders
+
+    if labels is not None:
+        from medgraft.data.discovery import parse_labels
+
+        try:
+            label_names = parse_labels(json.loads(labels.read_text()), labels)
+        except (OSError, json.JSONDecodeError) as exc:
+            raise MedgraftError(f"{labels}: cannot read labels ({exc})") from exc
+    evaluation = evaluate_folders(pred, truth, label_names, cases=cases)
+    table = Table(title="Dice per case")
+    table.add_column("case")
+    for name in evaluation.label_names.values():
+        table.add_column(name, justify="right")
+    table.add_column("mean", justify="right")
+    for row in evaluation.rows:
+        table.add_row(
+            row["case_id"],
+            *[f"{row[n]:.3f}" for n in evaluation.label_names.values()],
+            f"{row['mean']:.3f}",
+        )
+    table.add_section()
+    table.add_row(
+        "MEAN",
+        *[f"{v:.3f}" for v in evaluation.class_means().values()],
+        f"{evaluation.mean_dice():.3f}",
+        style="bold",
+    )
+    console.print(table)
+    for case in evaluation.missing:
+        err_console.print(f"[yellow]missing prediction:[/] {case}")
+    if evaluation.extra:
+        err_console.print(
+            f"{len(evaluation.extra)} prediction(s) without ground truth were not scored"
+        )
+    if output is not None:
+        evaluation.write_csv(output)
+        console.print(f"wrote {output}")
+    return evaluation
+
+
+def main() -> None:
+    """Console entry point: user errors become one red line and exit code 1."""
+    try:
+        app()
+    except MedgraftError as exc:
+        if _state["debug"]:
+            raise
+        err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(1)

@@ -1,0 +1,63 @@
+"""2.5D: cut volumes into stacks of k adjacent axial slices and put predictions back together.
+
+Each stack becomes the channels of one 2D sample, so a 3-channel ImageNet encoder sees k=3
+neighbouring slices unchanged. Slices past either end of the volume repeat the edge slice.
+The slicing axis is the last array axis (axial for RAS/LPS-stored volumes).
+"""
+
+from __future__ import annotations
+
+import torch
+from monai.transforms import Compose
+from torch.utils.data import Dataset
+
+
+def stack_indices(depth: int, k: int) -> torch.Tensor:
+    """(depth, k) slice indices of every stack, clamped at the volume's ends."""
+    if k < 1 or k % 2 == 0:
+        raise ValueError(f"k must be a positive odd number of slices, got {k}")
+    offsets = torch.arange(k) - k // 2
+    return (torch.arange(depth)[:, None] + offsets[None, :]).clamp(0, depth - 1)
+
+
+def volume_to_stacks(volume: torch.Tensor, k: int) -> torch.Tensor:
+    """(1, H, W, D) volume → (D, k, H, W) stacks, one per axial slice."""
+    if volume.ndim != 4 or volume.shape[0] != 1:
+        raise ValueError(
+            f"expected a single-channel (1, H, W, D) volume, got {tuple(volume.shape)}"
+        )
+    slices = volume[0].permute(2, 0, 1)  # (D, H, W)
+    return slices[stack_indices(slices.shape[0], k)]
+
+
+def stacks_to_volume(per_slice: torch.Tensor) -> torch.Tensor:
+    """(D, C, H, W) per-slice outputs → (C, H, W, D) volume; the inverse of the slicing."""
+    return per_slice.permute(1, 2, 3, 0)
+
+
+class SliceStackDataset(Dataset):
+    """Every axial slice of every cached case as a sample ``{image: (k,H,W), label: (1,H,W)}``."""
+
+    def __init__(self, cases: list[dict], k: int, transform: Compose | None = None) -> None:
+        self.cases = cases
+        self.k = k
+        self.transform = transform
+        self.index = [
+            (case_idx, z)
+            for case_idx, case in enumerate(cases)
+            for z in range(case["image"].shape[-1])
+        ]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, item: int) -> dict:
+        case_idx, z = self.index[item]
+        case = self.cases[case_idx]
+        depth = case["image"].shape[-1]
+        zs = stack_indices(depth, self.k)[z]
+        sample = {
+            "image": case["image"][0][..., zs].permute(2, 0, 1).contiguous(),
+            "label": case["label"][..., z],
+        }
+        return self.transform(sample) if self.transform else sample

@@ -1,0 +1,77 @@
+"""Shared fixtures: small datasets built from the embedded demo data or generated on the fly."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from medgraft.cli import app
+
+DEMO = Path(__file__).resolve().parents[1] / "data" / "hippocampus"
+
+
+@pytest.fixture(scope="session")
+def demo_dir() -> Path:
+    return DEMO
+
+
+@pytest.fixture(scope="session")
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def invoke(runner: CliRunner, *args: str):
+    """Run the CLI in-process the way ``main`` does, returning the click result."""
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_msd(tmp_path_factory) -> Path:
+    """Six real hippocampus cases in MSD layout (four to train, two to validate)."""
+    root = tmp_path_factory.mktemp("tiny_msd")
+    manifest = json.loads((DEMO / "dataset.json").read_text())
+    manifest["training"] = manifest["training"][:6]
+    manifest["test"] = manifest["test"][:1]
+    for entry in manifest["training"]:
+        for key in ("image", "label"):
+            (root / entry[key]).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(DEMO / entry[key], root / entry[key])
+    (root / "imagesTs").mkdir(exist_ok=True)
+    shutil.copy(DEMO / manifest["test"][0], root / manifest["test"][0])
+    (root / "dataset.json").write_text(json.dumps(manifest))
+    return root
+
+
+def disk_image(size: tuple[int, int], center: tuple[int, int], radius: int, seed: int):
+    """A noisy RGB image with one bright disk, and its 0/255 mask."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: size[0], : size[1]]
+    disk = (yy - center[0]) ** 2 + (xx - center[1]) ** 2 <= radius**2
+    rgb = rng.integers(0, 80, (*size, 3)).astype(np.uint8)
+    rgb[disk] = rng.integers(170, 255, (int(disk.sum()), 3)).astype(np.uint8)
+    return rgb, (disk * 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def tiny_2d(tmp_path_factory) -> Path:
+    """A plain images/ + masks/ folder of synthetic RGB PNGs with 0/255 masks, varied sizes."""
+    root = tmp_path_factory.mktemp("tiny_2d")
+    (root / "images").mkdir()
+    (root / "masks").mkdir()
+    for i in range(6):
+        size = (40 + 4 * i, 52 - 2 * i)
+        rgb, mask = disk_image(size, (size[0] // 2, size[1] // 2 - i), 8 + i, seed=i)
+        Image.fromarray(rgb).save(root / "images" / f"case{i}.png")
+        Image.fromarray(mask).save(root / "masks" / f"case{i}.png")
+    return root
+
+
+def write_nifti(path: Path, array: np.ndarray, affine: np.ndarray | None = None) -> None:
+    nib.save(nib.Nifti1Image(array, np.eye(4) if affine is None else affine), str(path))

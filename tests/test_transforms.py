@@ -1,0 +1,70 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_nifti
+from PIL import Image
+
+from medgraft.data.transforms import apply_case_transforms, case_transforms
+from medgraft.errors import MedgraftError
+
+
+def test_volume_intensity_is_scaled_to_unit_range(tmp_path: Path):
+    rng = np.random.default_rng(0)
+    write_nifti(tmp_path / "img.nii.gz", (rng.normal(500, 80, (8, 8, 6))).astype(np.float32))
+    write_nifti(tmp_path / "lbl.nii.gz", (rng.random((8, 8, 6)) > 0.5).astype(np.uint8))
+    out = case_transforms(volumetric=True, labels=[0, 1])(
+        {"image": str(tmp_path / "img.nii.gz"), "label": str(tmp_path / "lbl.nii.gz")}
+    )
+    assert out["image"].shape == (1, 8, 8, 6)
+    assert float(out["image"].min()) == 0.0 and float(out["image"].max()) == 1.0
+    assert out["label"].dtype == torch.int64
+
+
+def test_label_outside_declared_set_names_file_value_and_count(tmp_path: Path):
+    label = np.zeros((6, 6, 4), np.uint8)
+    label[0, 0, :3] = 7
+    write_nifti(
+        tmp_path / "img.nii.gz", np.random.default_rng(1).random((6, 6, 4)).astype(np.float32)
+    )
+    write_nifti(tmp_path / "bad_label.nii.gz", label)
+    with pytest.raises(MedgraftError, match=r"bad_label.nii.gz: label values \[7\] \(3 voxels\)"):
+        apply_case_transforms(
+            case_transforms(volumetric=True, labels=[0, 1, 2]),
+            {"image": str(tmp_path / "img.nii.gz"), "label": str(tmp_path / "bad_label.nii.gz")},
+        )
+
+
+def test_non_integer_labels_are_refused(tmp_path: Path):
+    write_nifti(
+        tmp_path / "img.nii.gz", np.random.default_rng(2).random((4, 4, 4)).astype(np.float32)
+    )
+    write_nifti(tmp_path / "soft.nii.gz", np.full((4, 4, 4), 0.5, np.float32))
+    with pytest.raises(MedgraftError, match=r"soft\.nii\.gz: label map has non-integer values"):
+        apply_case_transforms(
+            case_transforms(volumetric=True, labels=[0, 1]),
+            {"image": str(tmp_path / "img.nii.gz"), "label": str(tmp_path / "soft.nii.gz")},
+        )
+
+
+def test_2d_png_rows_stay_rows_and_byte_masks_become_binary(tmp_path: Path):
+    rgb = np.zeros((10, 20, 3), np.uint8)
+    rgb[:3] = 255  # top rows bright
+    mask = np.zeros((10, 20), np.uint8)
+    mask[:3] = 255
+    Image.fromarray(rgb).save(tmp_path / "i.png")
+    Image.fromarray(mask).convert("RGB").save(tmp_path / "m.png")
+    out = case_transforms(volumetric=False, labels=[0, 1])(
+        {"image": str(tmp_path / "i.png"), "label": str(tmp_path / "m.png")}
+    )
+    assert out["image"].shape == (3, 10, 20)  # (C, H, W), not MONAI's default (W, H)
+    assert torch.all(out["image"][:, :3] == 1.0) and torch.all(out["image"][:, 3:] == 0.0)
+    assert out["label"].shape == (1, 10, 20)
+    assert set(torch.unique(out["label"]).tolist()) == {0, 1}
+
+
+def test_grayscale_2d_becomes_three_channels(tmp_path: Path):
+    Image.fromarray(np.full((8, 8), 128, np.uint8)).save(tmp_path / "g.png")
+    out = case_transforms(volumetric=False, labels=None)({"image": str(tmp_path / "g.png")})
+    assert out["image"].shape == (3, 8, 8)
