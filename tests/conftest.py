@@ -75,3 +75,26 @@ def tiny_2d(tmp_path_factory) -> Path:
 
 def write_nifti(path: Path, array: np.ndarray, affine: np.ndarray | None = None) -> None:
     nib.save(nib.Nifti1Image(array, np.eye(4) if affine is None else affine), str(path))
+
+
+@pytest.fixture(scope="session")
+def mri_run(tiny_msd: Path, runner, tmp_path_factory) -> Path:
+    """One real training run (1 epoch, 4 cases) shared by the tests that need a model."""
+    run = tmp_path_factory.mktemp("mri") / "run"
+    result = invoke(
+        runner,
+        "train",
+        "--data",
+        tiny_msd,
+        "--output",
+        run,
+        "--epochs",
+        "1",
+        "--val-fraction",
+        "0.34",
+        "--batch-size",
+        "32",
+        "--offline",
+    )
+    assert result.exit_code == 0, result.output
+    return run

