@@ -85,7 +85,7 @@ def test_evaluate_prints_dice_and_writes_csv(mri_run: Path, tiny_msd: Path, runn
     assert result.exit_code == 0, result.output
     assert "Anterior" in result.output and "Posterior" in result.output
     rows = list(csv.DictReader(csv_path.open()))
-    assert [r["case_id"] for r in rows][-1] == "MEAN" and len(rows) == 7
+    assert [r["case_id"] for r in rows][-2:] == ["STD", "MEAN"] and len(rows) == 8
     assert all(0.0 <= float(r["dice_Anterior"]) <= 1.0 for r in rows)
 
 

@@ -119,16 +119,52 @@ def train(
 
 @app.command()
 def predict(
-    model: Annotated[Path, typer.Option(help="Run folder (uses best.pt) or checkpoint file.")],
-    input: Annotated[Path, typer.Option("--input", "-i", help="Image file or folder of images.")],
+    model: Annotated[
+        list[Path],
+        typer.Option(help="Run folder (uses best.pt) or checkpoint; repeat to ensemble."),
+    ],
+    input: Annotated[
+        Path, typer.Option("--input", "-i", help="Image file, DICOM series, or folder of them.")
+    ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the masks.")],
+    tta: Annotated[bool, typer.Option(help="Mirroring test-time augmentation.")] = True,
+    largest_component: Annotated[
+        bool, typer.Option(help="Keep only the largest connected component of each class.")
+    ] = False,
+    min_size: Annotated[
+        int, typer.Option(min=0, help="Remove components smaller than N voxels per class.")
+    ] = 0,
+    save_probabilities: Annotated[
+        bool, typer.Option(help="Also write class probabilities (NIfTI, or .npz for 2D).")
+    ] = False,
+    overlays: Annotated[bool, typer.Option(help="Write a PNG montage per case for QA.")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Redo cases whose mask exists (default: skip them).")
+    ] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Slices per forward pass.")] = 32,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    amp: Annotated[str, typer.Option(help="auto | fp16 | bf16 | off")] = "auto",
 ) -> None:
-    """Segment a file or every NIfTI / 2D image in a folder."""
-    from medgraft.engine.predict import input_files
+    """Segment a file or every NIfTI / DICOM series / 2D image in a folder.
 
-    failed = _run_predict(model, input_files(input), output, batch_size, device)
+    Under torchrun each process takes its share of the cases.
+    """
+    from medgraft.engine.predict import PredictOptions, input_cases
+    from medgraft.engine.train import amp_dtype, select_device
+
+    torch_device = select_device(device)
+    options = PredictOptions(
+        batch_size=batch_size,
+        tta=tta,
+        largest_component=largest_component,
+        min_size=min_size,
+        save_probabilities=save_probabilities,
+        overlays=overlays,
+        overwrite=overwrite,
+        device=torch_device,
+        amp_dtype=amp_dtype(amp, torch_device),
+    )
+    failed = _run_predict(model, input_cases(input), output, options)
     if failed:
         raise typer.Exit(1)
 
@@ -138,10 +174,15 @@ def evaluate(
     pred: Annotated[Path, typer.Option(help="Folder of predicted masks.")],
     truth: Annotated[Path, typer.Option(help="Folder of ground-truth masks (same names).")],
     labels: Annotated[Path | None, typer.Option(help="dataset.json naming the labels.")] = None,
-    output: Annotated[Path | None, typer.Option(help="Write per-case Dice to this CSV.")] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="Write per-case Dice, HD95 and NSD to this CSV.")
+    ] = None,
+    nsd_tolerance: Annotated[
+        float, typer.Option(min=0.0, help="Normalized surface Dice tolerance (mm).")
+    ] = 1.0,
 ) -> None:
-    """Per-case and per-class Dice of predictions against ground truth."""
-    _run_evaluate(pred, truth, labels, output, cases=None)
+    """Per-case, per-class Dice, HD95 and normalized surface Dice (spacing-aware, MONAI)."""
+    _run_evaluate(pred, truth, labels, output, cases=None, nsd_tolerance=nsd_tolerance)
 
 
 @app.command()
@@ -155,7 +196,8 @@ def demo(
 ) -> None:
     """Train on the embedded MRI data, segment held-out scans, print per-class Dice (offline)."""
     from medgraft.data.discovery import discover_dataset
-    from medgraft.engine.train import TrainConfig
+    from medgraft.engine.predict import PredictOptions
+    from medgraft.engine.train import TrainConfig, select_device
     from medgraft.engine.train import train as run_training
 
     started = time.perf_counter()
@@ -175,15 +217,15 @@ def demo(
         )
     )
     held_out = [Path(r["image"]) for r in result.val_cases]
-    _run_predict(output / "model", held_out, output / "predictions", 32, device)
+    options = PredictOptions(device=select_device(device))
+    _run_predict([output / "model"], held_out, output / "predictions", options)
     spec = discover_dataset(data)
     if spec.test:
         _run_predict(
-            output / "model",
+            [output / "model"],
             [Path(r["image"]) for r in spec.test],
             output / "predictions-unlabelled",
-            32,
-            device,
+            options,
         )
     truth_dir = Path(result.val_cases[0]["label"]).parent
     evaluation = _run_evaluate(
@@ -248,26 +290,42 @@ def _short(values: tuple[float, ...]) -> str:
     return "(" + ", ".join(f"{v:.3g}" for v in values) + ")"
 
 
-def _run_predict(
-    model: Path, inputs: list[Path], output: Path, batch_size: int, device: str
-) -> int:
-    from rich.progress import track
+def _run_predict(models: list[Path], inputs: list[Path], output: Path, options) -> int:
+    """Segment ``inputs`` (this rank's share under torchrun), write summary.csv; count failures."""
+    import os
 
-    from medgraft.engine.predict import predict_files
-    from medgraft.engine.train import select_device
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    cases = predict_files(
-        model, inputs, output, device=select_device(device), batch_size=batch_size
+    from medgraft.engine.predict import load_predictor, predict_cases, shard, write_summary
+
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    share = shard(inputs, rank, world)
+    predictor = load_predictor(models, options)
+    results, slices, started = [], 0, time.perf_counter()
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[speed]}"),
     )
-    results = list(
-        track(
-            cases, total=len(inputs), description="segmenting", console=err_console, transient=True
-        )
-    )
-    failed = [r for r in results if r.status != "ok"]
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        task = progress.add_task("segmenting", total=len(share), speed="")
+        for result in predict_cases(predictor, share, output, options):
+            results.append(result)
+            slices += result.slices
+            speed = slices / max(time.perf_counter() - started, 1e-9)
+            progress.update(task, advance=1, speed=f"{speed:.1f} slices/s" if slices else "")
+    failed = [r for r in results if r.status == "failed"]
     for r in failed:
         err_console.print(f"[red]failed:[/] {r.message}")
-    console.print(f"segmented {len(results) - len(failed)}/{len(results)} case(s) into {output}")
+    summary = output / ("summary.csv" if world == 1 else f"summary.rank{rank}.csv")
+    write_summary(results, summary, predictor.data["labels"], predictor.data["volumetric"])
+    skipped = sum(r.status == "skipped" for r in results)
+    console.print(
+        f"segmented {len(results) - len(failed) - skipped}/{len(results)} case(s) into {output} "
+        f"({skipped} skipped as already done, {len(failed)} failed); summary: {summary}"
+    )
     return len(failed)
 
 
@@ -278,6 +336,7 @@ def _run_evaluate(
     output: Path | None,
     cases: list[str] | None,
     label_names: dict[int, str] | None = None,
+    nsd_tolerance: float = 1.0,
 ):
     from medgraft.engine.evaluate import evaluate_folders
 
@@ -288,26 +347,10 @@ def _run_evaluate(
             label_names = parse_labels(json.loads(labels.read_text()), labels)
         except (OSError, json.JSONDecodeError) as exc:
             raise MedgraftError(f"{labels}: cannot read labels ({exc})") from exc
-    evaluation = evaluate_folders(pred, truth, label_names, cases=cases)
-    table = Table(title="Dice per case")
-    table.add_column("case")
-    for name in evaluation.label_names.values():
-        table.add_column(name, justify="right")
-    table.add_column("mean", justify="right")
-    for row in evaluation.rows:
-        table.add_row(
-            row["case_id"],
-            *[f"{row[n]:.3f}" for n in evaluation.label_names.values()],
-            f"{row['mean']:.3f}",
-        )
-    table.add_section()
-    table.add_row(
-        "MEAN",
-        *[f"{v:.3f}" for v in evaluation.class_means().values()],
-        f"{evaluation.mean_dice():.3f}",
-        style="bold",
+    evaluation = evaluate_folders(
+        pred, truth, label_names, cases=cases, nsd_tolerance=nsd_tolerance
     )
-    console.print(table)
+    Console(width=max(console.width, 120)).print(evaluation.table())
     for case in evaluation.missing:
         err_console.print(f"[yellow]missing prediction:[/] {case}")
     if evaluation.extra:

@@ -20,14 +20,17 @@ def stack_indices(depth: int, k: int) -> torch.Tensor:
     return (torch.arange(depth)[:, None] + offsets[None, :]).clamp(0, depth - 1)
 
 
-def volume_to_stacks(volume: torch.Tensor, k: int) -> torch.Tensor:
-    """(1, H, W, D) volume → (D, k, H, W) stacks, one per axial slice."""
+def volume_to_stacks(
+    volume: torch.Tensor, k: int, start: int = 0, stop: int | None = None
+) -> torch.Tensor:
+    """(1, H, W, D) volume → (n, k, H, W) stacks for axial slices ``start:stop`` (all by default).
+
+    Taking a slice range lets inference stream a large volume in bounded batches.
+    """
     if volume.ndim != 4 or volume.shape[0] != 1:
-        raise ValueError(
-            f"expected a single-channel (1, H, W, D) volume, got {tuple(volume.shape)}"
-        )
-    slices = volume[0].permute(2, 0, 1)  # (D, H, W)
-    return slices[stack_indices(slices.shape[0], k)]
+        raise ValueError(f"expected a (1, H, W, D) volume, got {tuple(volume.shape)}")
+    indices = stack_indices(volume.shape[-1], k)[start:stop]
+    return volume[0][..., indices].permute(2, 3, 0, 1)
 
 
 def stacks_to_volume(per_slice: torch.Tensor) -> torch.Tensor:

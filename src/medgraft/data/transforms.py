@@ -115,12 +115,9 @@ def case_transforms(
         LoadImaged(keys, reader=image_reader(), image_only=True, ensure_channel_first=True),
         EnsureTyped(keys, dtype=torch.float32, track_meta=True),
     ]
-    if volumetric:
-        steps.append(_percentile_scaling())
-    else:
-        steps += [ToRGBd("image"), ScaleIntensityRanged("image", 0, 255, 0.0, 1.0, clip=True)]
-        if image_size is not None:
-            steps.append(Resized(keys, spatial_size=(image_size, image_size), mode=_modes(keys)))
+    steps += intensity_transforms(volumetric=volumetric).transforms
+    if not volumetric and image_size is not None:
+        steps.append(Resized(keys, spatial_size=(image_size, image_size), mode=_modes(keys)))
     if labels is not None:
         if not volumetric:
             steps += [FirstChannelMaskd("label"), BinarizeByteMaskd("label", max(labels))]
@@ -141,6 +138,17 @@ def apply_case_transforms(transform: Compose, record: dict) -> dict:
         if isinstance(cause, MedgraftError):
             raise cause from None
         raise MedgraftError(f"{record['image']}: cannot load ({first_line(cause)})") from exc
+
+
+def intensity_transforms(*, volumetric: bool) -> Compose:
+    """Map an already loaded ``image`` to the encoder's [0, 1] input range.
+
+    Volumes: per-volume percentile clip, since MRI has no absolute intensity scale. 2D images:
+    8-bit RGB (grey repeated, alpha dropped), divided by 255.
+    """
+    if volumetric:
+        return Compose([_percentile_scaling()])
+    return Compose([ToRGBd("image"), ScaleIntensityRanged("image", 0, 255, 0.0, 1.0, clip=True)])
 
 
 def _percentile_scaling() -> ScaleIntensityRangePercentilesd:

@@ -1,18 +1,39 @@
-"""Segment one case: 2.5D stacks (volumes) or whole images (2D), in bounded batches."""
+"""Segment one case: 2.5D stacks (volumes) or whole images (2D), streamed in bounded batches.
+
+Several models (e.g. the folds of a cross-validation) are ensembled by averaging their softmax
+probabilities; mirroring test-time augmentation averages over in-plane flips the same way.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from monai.transforms import DivisiblePad, Resize
 
 from medgraft.data.slicing import stacks_to_volume, volume_to_stacks
 from medgraft.data.transforms import ENCODER_STRIDE
+from medgraft.errors import MedgraftError
 from medgraft.models.registry import get_encoder
 from medgraft.models.unet import Segmenter, build_segmenter
 
+MIRROR_AXES: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
+"""In-plane flips used by test-time augmentation (identity first)."""
+
+DATA_KEYS_THAT_MUST_AGREE = ("volumetric", "slices", "image_size")
+
+
+@dataclass
+class Segmentation:
+    """Argmax labels of a case and, on request, its class probabilities (float16)."""
+
+    labels: torch.Tensor
+    probabilities: torch.Tensor | None = None
+    slices: int = 1
+
 
 class Predictor:
-    """Turns a case-transformed image (values in [0, 1]) into class probabilities.
+    """Turns a case-transformed image (values in [0, 1]) into labels and probabilities.
 
     ``data`` is the checkpoint's data section: ``volumetric``, ``slices`` (k) and
     ``image_size`` (2D training size, or None).
@@ -20,58 +41,99 @@ class Predictor:
 
     def __init__(
         self,
-        model: Segmenter,
+        models: Segmenter | list[Segmenter],
         data: dict,
         *,
         device: torch.device,
         batch_size: int = 32,
         amp_dtype: torch.dtype | None = None,
+        tta: bool = False,
     ) -> None:
-        self.model = model.to(device).eval()
+        self.models = [
+            m.to(device).eval() for m in (models if isinstance(models, list) else [models])
+        ]
         self.data = data
         self.device = device
         self.batch_size = batch_size
         self.amp_dtype = amp_dtype
+        self.flips = MIRROR_AXES if tta else MIRROR_AXES[:1]
         self.pad = DivisiblePad(k=(1, ENCODER_STRIDE, ENCODER_STRIDE), method="end")
 
     @classmethod
-    def from_checkpoint(cls, checkpoint: dict, **kwargs) -> Predictor:
-        arch = checkpoint["architecture"]
-        model = build_segmenter(arch, get_encoder(arch["encoder"]))
-        model.load_state_dict(checkpoint["model_state"])
-        return cls(model, checkpoint["data"], **kwargs)
+    def from_checkpoints(cls, checkpoints: list[dict], **kwargs) -> Predictor:
+        """An ensemble of checkpoints that must agree on input handling and classes."""
+        reference = checkpoints[0]
+        models = []
+        for checkpoint in checkpoints:
+            for key in DATA_KEYS_THAT_MUST_AGREE:
+                if checkpoint["data"][key] != reference["data"][key]:
+                    raise MedgraftError(f"ensembled models disagree on '{key}'")
+            if checkpoint["architecture"]["classes"] != reference["architecture"]["classes"]:
+                raise MedgraftError("ensembled models predict different numbers of classes")
+            arch = checkpoint["architecture"]
+            model = build_segmenter(arch, get_encoder(arch["encoder"]))
+            model.load_state_dict(checkpoint["model_state"])
+            models.append(model)
+        return cls(models, reference["data"], **kwargs)
 
     @property
     def num_classes(self) -> int:
-        return self.model.unet.segmentation_head[0].out_channels
+        return self.models[0].unet.segmentation_head[0].out_channels
 
     @torch.no_grad()
-    def probabilities(self, image: torch.Tensor) -> torch.Tensor:
-        """(C, H, W, D) volume or (C, H, W) image → (classes, same spatial shape) on the CPU."""
+    def segment(self, image: torch.Tensor, keep_probabilities: bool = False) -> Segmentation:
+        """(C, H, W, D) volume or (C, H, W) image → labels of the spatial shape (uint8)."""
         image = torch.as_tensor(image, dtype=torch.float32)
         if self.data["volumetric"]:
-            stacks = volume_to_stacks(image, self.data["slices"])
-            return stacks_to_volume(self._forward(stacks))
+            return self._segment_volume(image, keep_probabilities)
         size = self.data.get("image_size")
         spatial = tuple(image.shape[1:])
         if size:
             image = Resize((size, size), mode="bilinear")(image)
-        probs = self._forward(image[None])[0]
+        probs = self._probabilities(image[None])[0]
         if size:
             probs = torch.as_tensor(Resize(spatial, mode="bilinear")(probs))
-        return probs
+        return Segmentation(
+            probs.argmax(0).to(torch.uint8), probs.half() if keep_probabilities else None
+        )
 
-    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
-        """Softmax outputs of ``batch`` (N, k, H, W), run ``batch_size`` samples at a time."""
+    def _segment_volume(self, volume: torch.Tensor, keep_probabilities: bool) -> Segmentation:
+        """Stream axial stacks ``batch_size`` at a time: memory is O(batch), not O(volume)."""
+        if volume.ndim != 4 or volume.shape[0] != 1:
+            raise MedgraftError(f"expected a single-channel 3D volume, got {tuple(volume.shape)}")
+        spatial = volume.shape[1:]
+        depth = spatial[-1]
+        labels = torch.empty(spatial, dtype=torch.uint8)
+        probabilities = (
+            torch.empty((self.num_classes, *spatial), dtype=torch.float16)
+            if keep_probabilities
+            else None
+        )
+        for start in range(0, depth, self.batch_size):
+            stop = min(start + self.batch_size, depth)
+            stacks = volume_to_stacks(volume, self.data["slices"], start, stop)
+            probs = stacks_to_volume(self._probabilities(stacks))  # (C, H, W, n)
+            labels[..., start:stop] = probs.argmax(0).to(torch.uint8)
+            if probabilities is not None:
+                probabilities[..., start:stop] = probs.half()
+        return Segmentation(labels, probabilities, slices=depth)
+
+    def _probabilities(self, batch: torch.Tensor) -> torch.Tensor:
+        """Mean softmax over models and mirrorings of ``batch`` (n, k, H, W), on the CPU."""
         height, width = batch.shape[-2:]
-        outputs = []
-        for start in range(0, batch.shape[0], self.batch_size):
-            chunk = self.pad(batch[start : start + self.batch_size]).to(self.device)
-            with torch.autocast(
-                self.device.type,
-                dtype=self.amp_dtype or torch.float32,
-                enabled=self.amp_dtype is not None,
-            ):
-                logits = self.model(torch.as_tensor(chunk))
-            outputs.append(torch.softmax(logits.float(), dim=1)[..., :height, :width].cpu())
-        return torch.cat(outputs)
+        padded = torch.as_tensor(self.pad(batch)).to(self.device)
+        total = None
+        for model in self.models:
+            for axes in self.flips:
+                inputs = padded.flip(axes) if axes else padded
+                with torch.autocast(
+                    self.device.type,
+                    dtype=self.amp_dtype or torch.float32,
+                    enabled=self.amp_dtype is not None,
+                ):
+                    logits = model(inputs)
+                probs = torch.softmax(logits.float(), dim=1)
+                probs = probs.flip(axes) if axes else probs
+                total = probs if total is None else total + probs
+        total = total / (len(self.models) * len(self.flips))
+        return total[..., :height, :width].cpu()

@@ -1,23 +1,57 @@
-"""Segment a list of image files and write masks that open on the original in any viewer."""
+"""Batch segmentation: a folder of scans in, masks that open on the originals out.
+
+Inputs: NIfTI files (nnU-Net ``_0000`` names included), DICOM series (one sub-folder each),
+2D PNG/JPG/TIFF images, or a single file. Nothing is resampled or reoriented, so each mask has
+the input's exact voxel grid; NIfTI masks keep the input's header (qform/sform), DICOM masks
+get the series' geometry. Outputs are written under a temporary name and renamed; existing
+outputs are skipped unless ``overwrite``; a failing case is reported and the batch goes on.
+"""
 
 from __future__ import annotations
 
+import csv
 import os
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import torch
+from monai.data import MetaTensor
 from PIL import Image
 
 from medgraft.data.discovery import case_id_of, is_volume, list_images
-from medgraft.data.transforms import apply_case_transforms, case_transforms
+from medgraft.data.transforms import (
+    apply_case_transforms,
+    case_transforms,
+    intensity_transforms,
+)
 from medgraft.engine.checkpoint import load_checkpoint
 from medgraft.engine.inference import Predictor
+from medgraft.engine.postprocess import (
+    keep_largest_component,
+    label_sizes,
+    overlay_montage,
+    remove_small_objects,
+)
 from medgraft.errors import MedgraftError
+
+SAFE_CHARACTERS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+@dataclass
+class PredictOptions:
+    batch_size: int = 32
+    tta: bool = True
+    largest_component: bool = False
+    min_size: int = 0
+    save_probabilities: bool = False
+    overlays: bool = False
+    overwrite: bool = False
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    amp_dtype: torch.dtype | None = None
 
 
 @dataclass
@@ -26,96 +60,254 @@ class CaseResult:
     input: str
     output: str | None
     status: str
-    seconds: float
+    """``ok``, ``skipped`` (output already there) or ``failed``."""
+    seconds: float = 0.0
+    slices: int = 0
     message: str = ""
+    sizes: list[float] = field(default_factory=list)
 
 
-def input_files(path: Path) -> list[Path]:
-    """A single image file, or every supported image directly inside a folder."""
-    if path.is_file():
+@dataclass
+class LoadedCase:
+    image: torch.Tensor
+    """(C, spatial…) in the encoder's [0, 1] input range."""
+    write_mask: Callable[[np.ndarray, Path], None]
+    unit_size: float
+    """mL per voxel for volumes, 1 (pixel) for 2D images."""
+    affine: np.ndarray | None = None
+
+
+def input_cases(path: Path) -> list[Path]:
+    """A single image file, a DICOM series folder, or every image / series inside a folder."""
+    from medgraft.data.dicom import is_dicom_series
+
+    if path.is_file() or (path.is_dir() and is_dicom_series(path)):
         return [path]
     if not path.is_dir():
         raise MedgraftError(f"{path}: input not found")
-    files = list_images(path)
-    if not files:
-        raise MedgraftError(f"{path}: no NIfTI or 2D image files found")
-    return files
+    cases = list_images(path) + sorted(
+        p for p in path.iterdir() if p.is_dir() and is_dicom_series(p)
+    )
+    if not cases:
+        raise MedgraftError(f"{path}: no NIfTI, DICOM series or 2D image files found")
+    return cases
+
+
+def safe_case_id(path: Path) -> str:
+    """The case id as a plain file name: no separators, no '..', nothing hidden."""
+    raw = path.name if path.is_dir() else case_id_of(path)
+    cleaned = "".join(c if c in SAFE_CHARACTERS else "_" for c in raw).lstrip(".")
+    return cleaned or "case"
+
+
+def shard(cases: list[Path], rank: int, world_size: int) -> list[Path]:
+    """This rank's deterministic share of the cases (round robin over the sorted list)."""
+    return sorted(cases)[rank::world_size]
 
 
 def check_output_location(inputs: list[Path], output_dir: Path) -> None:
     """Refuse an output folder that is, or lies inside, an input folder: inputs stay untouched."""
     out = output_dir.resolve()
-    for folder in {p.resolve().parent for p in inputs}:
+    for folder in {(p if p.is_dir() else p.parent).resolve() for p in inputs}:
         if out == folder or folder in out.parents:
             raise MedgraftError(
                 f"{output_dir}: output folder must not be inside the input folder {folder}"
             )
 
 
-def predict_files(
-    model: str | Path,
-    inputs: list[Path],
-    output_dir: Path,
-    *,
-    device: torch.device,
-    batch_size: int = 32,
-    amp_dtype: torch.dtype | None = None,
-) -> Iterator[CaseResult]:
-    """Segment each file of ``inputs`` into ``output_dir``, yielding one result per case.
-
-    A case that fails is reported in its result and the batch goes on.
-    """
-    check_output_location(inputs, output_dir)
-    checkpoint = load_checkpoint(model)
-    predictor = Predictor.from_checkpoint(
-        checkpoint, device=device, batch_size=batch_size, amp_dtype=amp_dtype
+def load_predictor(models: list[Path], options: PredictOptions) -> Predictor:
+    checkpoints = [load_checkpoint(m) for m in models]
+    return Predictor.from_checkpoints(
+        checkpoints,
+        device=options.device,
+        batch_size=options.batch_size,
+        amp_dtype=options.amp_dtype,
+        tta=options.tta,
     )
-    volumetric = checkpoint["data"]["volumetric"]
-    transform = case_transforms(volumetric=volumetric, labels=None)
+
+
+def predict_cases(
+    predictor: Predictor, inputs: list[Path], output_dir: Path, options: PredictOptions
+) -> Iterator[CaseResult]:
+    """Segment each input into ``output_dir``, yielding one result per case."""
+    check_output_location(inputs, output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    volumetric = predictor.data["volumetric"]
+    suffix = ".nii.gz" if volumetric else ".png"
     for path in inputs:
         started = time.perf_counter()
-        case_id = case_id_of(path)
+        case_id = safe_case_id(path)
+        target = output_dir / f"{case_id}{suffix}"
+        if target.exists() and not options.overwrite:
+            yield CaseResult(case_id, str(path), str(target), "skipped", message="output exists")
+            continue
         try:
-            if is_volume(path) != volumetric:
-                kind = "3D NIfTI volumes" if volumetric else "2D images"
-                raise MedgraftError(f"{path}: this model segments {kind}")
-            image = _load(transform, path)
-            mask = predictor.probabilities(image).argmax(0).numpy().astype(np.uint8)
-            target = output_dir / (case_id + (".nii.gz" if volumetric else ".png"))
-            (_write_nifti if volumetric else _write_png)(mask, path, target)
-            yield CaseResult(case_id, str(path), str(target), "ok", time.perf_counter() - started)
+            result = _predict_one(predictor, path, target, options)
         except MedgraftError as exc:
-            yield CaseResult(
-                case_id, str(path), None, "failed", time.perf_counter() - started, str(exc)
+            result = CaseResult(case_id, str(path), None, "failed", message=str(exc))
+        result.seconds = time.perf_counter() - started
+        yield result
+
+
+def _predict_one(
+    predictor: Predictor, path: Path, target: Path, options: PredictOptions
+) -> CaseResult:
+    case = read_case(path, predictor.data["volumetric"])
+    segmentation = predictor.segment(case.image, keep_probabilities=options.save_probabilities)
+    labels = segmentation.labels
+    if options.largest_component:
+        labels = keep_largest_component(labels, predictor.num_classes)
+    if options.min_size > 0:
+        labels = remove_small_objects(labels, options.min_size, predictor.num_classes)
+    mask = labels.numpy().astype(np.uint8)
+    case.write_mask(mask, target)
+    stem = target.name[: -len("".join(target.suffixes))]
+    if segmentation.probabilities is not None:
+        _write_probabilities(segmentation.probabilities.float().numpy(), case, target, stem)
+    if options.overlays:
+        montage = overlay_montage(case.image.numpy(), mask)
+        _atomic(
+            target.with_name(f"{stem}_overlay.png"),
+            lambda tmp: Image.fromarray(montage).save(tmp, format="PNG"),
+        )
+    return CaseResult(
+        safe_case_id(path),
+        str(path),
+        str(target),
+        "ok",
+        slices=segmentation.slices,
+        sizes=label_sizes(mask, predictor.num_classes, case.unit_size),
+    )
+
+
+def read_case(path: Path, volumetric: bool) -> LoadedCase:
+    """Load one input the model's way and remember how to write its mask in its geometry."""
+    from medgraft.data.dicom import is_dicom_series, read_dicom_series
+
+    if path.is_dir() and is_dicom_series(path):
+        if not volumetric:
+            raise MedgraftError(f"{path}: this model segments 2D images, not DICOM volumes")
+        raw, affine = read_dicom_series(path)
+        image = intensity_transforms(volumetric=True)({"image": MetaTensor(raw)})["image"]
+        return LoadedCase(
+            _finite(image, path),
+            lambda m, t: _write_nifti(m, affine, None, t),
+            _voxel_ml(affine),
+            affine,
+        )
+    if is_volume(path) != volumetric:
+        kind = "3D NIfTI volumes" if volumetric else "2D images"
+        raise MedgraftError(f"{path}: this model segments {kind}")
+    image = apply_case_transforms(
+        case_transforms(volumetric=volumetric, labels=None), {"image": str(path)}
+    )["image"]
+    image = _finite(image, path)
+    if not volumetric:
+        if image.ndim != 3:
+            raise MedgraftError(f"{path}: expected a 2D image, got shape {tuple(image.shape)}")
+        return LoadedCase(image, _write_png, 1.0)
+    if image.ndim != 4 or image.shape[0] != 1:
+        raise MedgraftError(
+            f"{path}: expected a single-channel 3D volume, got shape {tuple(image.shape[1:])}"
+        )
+    reference = nib.load(str(path))
+    if tuple(reference.shape[:3]) != tuple(image.shape[1:]):
+        raise MedgraftError(
+            f"{path}: loaded shape {tuple(image.shape[1:])} differs from the "
+            f"header's {reference.shape}"
+        )
+    return LoadedCase(
+        image,
+        lambda m, t: _write_nifti(m, reference.affine, reference.header, t),
+        _voxel_ml(reference.affine),
+        reference.affine,
+    )
+
+
+def write_summary(
+    results: list[CaseResult], path: Path, label_names: dict[str, str], volumetric: bool
+) -> None:
+    """One row per case: status, seconds, slices and size of each label (mL, or pixels in 2D)."""
+    unit = "ml" if volumetric else "pixels"
+    names = [label_names[k] for k in sorted(label_names, key=int) if int(k) > 0]
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(
+                [
+                    "case_id",
+                    "status",
+                    "seconds",
+                    "slices",
+                    *[f"{n}_{unit}" for n in names],
+                    "input",
+                    "output",
+                    "message",
+                ]
             )
+            for r in results:
+                sizes = [f"{s:.4g}" for s in r.sizes] or [""] * len(names)
+                writer.writerow(
+                    [
+                        r.case_id,
+                        r.status,
+                        f"{r.seconds:.2f}",
+                        r.slices,
+                        *sizes,
+                        r.input,
+                        r.output or "",
+                        r.message,
+                    ]
+                )
+
+    _atomic(path, write)
 
 
-def _load(transform, path: Path) -> torch.Tensor:
-    image = apply_case_transforms(transform, {"image": str(path)})["image"]
-    if not torch.isfinite(image.as_tensor()).all():
+def _finite(image: torch.Tensor, path: Path) -> torch.Tensor:
+    tensor = torch.as_tensor(image)
+    if not torch.isfinite(tensor).all():
         raise MedgraftError(f"{path}: image contains NaN or infinite values")
-    return image.as_tensor()
+    return tensor
 
 
-def _write_nifti(mask: np.ndarray, source: Path, target: Path) -> None:
-    """Write with the input's affine and header (qform/sform kept), as an integer label map."""
-    reference = nib.load(str(source))
-    if mask.shape != reference.shape[:3]:
-        raise MedgraftError(f"{source}: mask shape {mask.shape} != image shape {reference.shape}")
-    header = reference.header.copy()
-    header.set_data_dtype(np.uint8)
-    image = nib.Nifti1Image(mask, reference.affine, header)
+def _voxel_ml(affine: np.ndarray) -> float:
+    return float(abs(np.linalg.det(np.asarray(affine)[:3, :3]))) / 1000.0
+
+
+def _write_nifti(mask: np.ndarray, affine: np.ndarray, header, target: Path) -> None:
+    """An integer label map with the input's affine and header (qform/sform kept)."""
+    if header is not None:
+        header = header.copy()
+        header.set_data_dtype(np.uint8)
+    image = nib.Nifti1Image(mask, affine, header)
     image.header.set_slope_inter(1, 0)
+    if header is None:
+        image.set_qform(affine, code=1)
+        image.set_sform(affine, code=1)
     _atomic(target, lambda tmp: nib.save(image, str(tmp)))
 
 
-def _write_png(mask: np.ndarray, source: Path, target: Path) -> None:
+def _write_png(mask: np.ndarray, target: Path) -> None:
     _atomic(target, lambda tmp: Image.fromarray(mask).save(tmp, format="PNG"))
 
 
-def _atomic(target: Path, write) -> None:
-    """Write to a hidden temporary name beside ``target``, then rename: no half-written mask."""
+def _write_probabilities(probs: np.ndarray, case: LoadedCase, target: Path, stem: str) -> None:
+    """Class probabilities: a float NIfTI (x, y, z, class) for volumes, ``.npz`` for 2D."""
+    if case.affine is not None:
+        image = nib.Nifti1Image(np.moveaxis(probs, 0, -1).astype(np.float32), case.affine)
+        _atomic(target.with_name(f"{stem}_probabilities.nii.gz"), lambda t: nib.save(image, str(t)))
+    else:
+
+        def save(tmp: Path) -> None:
+            with tmp.open("wb") as handle:
+                np.savez_compressed(handle, probabilities=probs.astype(np.float16))
+
+        _atomic(target.with_name(f"{stem}_probabilities.npz"), save)
+
+
+def _atomic(target: Path, write: Callable[[Path], None]) -> None:
+    """Write to a hidden temporary name beside ``target``, then rename: no half-written file."""
     suffix = "".join(target.suffixes)
     tmp = target.with_name(f".{target.name[: -len(suffix)]}.tmp{suffix}")
     try:

@@ -369,7 +369,7 @@ def validate(predictor: Predictor, cases: list[dict], num_classes: int) -> list[
     if not cases:
         return [float("nan")] * (num_classes - 1)
     scores = [
-        dice_per_class(predictor.probabilities(c["image"]).argmax(0), c["label"][0], num_classes)
+        dice_per_class(predictor.segment(c["image"]).labels, c["label"][0], num_classes)
         for c in cases
     ]
     return [float(v) for v in np.nanmean(np.array(scores, dtype=float), axis=0)]
