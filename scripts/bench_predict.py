@@ -39,7 +39,10 @@ def pipeline_vs_model(model: Path, cases: list[Path], batch_size: int) -> dict[s
         results = list(predict_cases(predictor, cases, Path(out), options))
         pipeline_seconds = time.perf_counter() - started
     slices = sum(r.slices for r in results)
-    stacks = [volume_to_stacks(read_case(c, True).image, predictor.data["slices"]) for c in cases]
+    stacks = [
+        volume_to_stacks(read_case(c, predictor.data).image, predictor.data["slices"])
+        for c in cases
+    ]
     net = predictor.models[0]
     started = time.perf_counter()
     with torch.no_grad():

@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
+import platform
 import random
 from pathlib import Path
 
@@ -135,14 +137,31 @@ def main() -> None:
         axis.legend()
     figure.tight_layout()
     figure.savefig(args.output.with_suffix(".png"), dpi=120)
+    lines = [
+        "# ImageNet initialisation vs scratch (same model, same budget)",
+        "",
+        f"Command: `python scripts/transfer_benchmark.py` (seed {args.seed}); hardware: "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU threads, no GPU.",
+        f"Hippocampus: {args.hippocampus_cases} random cases of `../shared/data/hippocampus`, "
+        f"25% held out for validation, {args.hippocampus_epochs} epochs, 2.5D k=3. Kvasir-SEG: "
+        f"{args.kvasir_cases} random images, 25% held out, {args.kvasir_epochs} epochs at "
+        f"{args.kvasir_size} px. Encoder `tu-tf_efficientnet_lite0`; everything but the initial "
+        "encoder weights is identical. Plot: "
+        f"[{args.output.with_suffix('.png').name}]({args.output.with_suffix('.png').name}); "
+        f"data: [{args.output.with_suffix('.csv').name}]({args.output.with_suffix('.csv').name}).",
+        "",
+        "| dataset | init | validation mean Dice per epoch | best | train time |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for dataset in datasets:
         for init in ("imagenet", "none"):
-            last = [r for r in rows if r["dataset"] == dataset and r["init"] == init]
-            print(
-                f"{dataset:28s} {init:9s} "
-                + " ".join(f"{r['val_mean_dice']:.3f}" for r in last)
-                + f"  ({sum(r['seconds'] for r in last):.0f}s)"
-            )
+            runs = [r for r in rows if r["dataset"] == dataset and r["init"] == init]
+            curve = " ".join(f"{r['val_mean_dice']:.3f}" for r in runs)
+            best = max(r["val_mean_dice"] for r in runs)
+            seconds = sum(r["seconds"] for r in runs)
+            lines.append(f"| {dataset} | {init} | {curve} | {best:.3f} | {seconds:.0f} s |")
+            print(f"{dataset:28s} {init:9s} {curve}  best {best:.3f} ({seconds:.0f}s)")
+    args.output.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

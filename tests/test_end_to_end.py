@@ -60,7 +60,7 @@ def test_predict_keeps_shape_affine_and_header(
         np.testing.assert_allclose(mask.affine, image.affine, atol=1e-5)
         assert mask.header.get_data_dtype() == np.uint8
         assert set(np.unique(np.asarray(mask.dataobj)).tolist()) <= {0, 1, 2}
-    assert sorted(p.name for p in out.iterdir()) == ["oblique.nii.gz", "plain.nii.gz"]
+    assert sorted(p.name for p in out.glob("*.nii.gz")) == ["oblique.nii.gz", "plain.nii.gz"]
 
 
 def test_evaluate_prints_dice_and_writes_csv(mri_run: Path, tiny_msd: Path, runner, tmp_path: Path):

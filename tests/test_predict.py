@@ -286,3 +286,20 @@ def test_torchrun_two_processes_split_the_batch(mri_run: Path, scans: Path, tmp_
     assert len(list(out.glob("*.nii.gz"))) == 4
     shares = [list(csv.DictReader((out / f"summary.rank{r}.csv").open())) for r in (0, 1)]
     assert [len(s) for s in shares] == [2, 2]
+
+
+def test_export_command(mri_run: Path, runner, tmp_path: Path):
+    result = invoke(
+        runner,
+        "export",
+        "--model",
+        mri_run,
+        "--format",
+        "torchscript",
+        "--output",
+        tmp_path / "model.ts",
+    )
+    assert result.exit_code == 0, result.output
+    scripted = torch.jit.load(str(tmp_path / "model.ts"))
+    assert scripted(torch.rand(1, 3, 64, 64)).shape == (1, 3, 64, 64)
+    assert (tmp_path / "model.ts.json").is_file()

@@ -13,9 +13,9 @@ from safetensors.torch import save_file
 from medgraft.engine.checkpoint import load_checkpoint
 from medgraft.engine.train import (
     TrainConfig,
+    lr_schedule,
     parameter_groups,
     train,
-    warmup_poly_schedule,
 )
 from medgraft.errors import MedgraftError
 from medgraft.models import unet as unet_module
@@ -232,11 +232,13 @@ def test_encoder_learning_rate_groups():
     assert len(groups[0]["params"]) == len(list(model.encoder.parameters()))
 
 
-def test_warmup_then_polynomial_decay():
-    factor = warmup_poly_schedule(warmup_steps=4, total_steps=14)
+def test_warmup_then_polynomial_or_cosine_decay():
+    factor = lr_schedule("poly", warmup_steps=4, total_steps=14)
     assert [factor(s) for s in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
     assert factor(4) == pytest.approx(1.0) and factor(14) == 0.0
     assert factor(9) == pytest.approx(0.5**0.9)
+    cosine = lr_schedule("cosine", warmup_steps=0, total_steps=10)
+    assert cosine(0) == 1.0 and cosine(5) == pytest.approx(0.5) and cosine(10) == pytest.approx(0.0)
 
 
 def test_init_from_with_other_class_count_reinitialises_the_head(mri_run: Path):

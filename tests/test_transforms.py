@@ -6,15 +6,18 @@ import torch
 from conftest import write_nifti
 from PIL import Image
 
-from medgraft.data.transforms import apply_case_transforms, case_transforms
+from medgraft.data.transforms import Preprocessing, apply_case_transforms, case_transforms
 from medgraft.errors import MedgraftError
+
+VOLUME = Preprocessing(volumetric=True)
+IMAGE_2D = Preprocessing(volumetric=False)
 
 
 def test_volume_intensity_is_scaled_to_unit_range(tmp_path: Path):
     rng = np.random.default_rng(0)
     write_nifti(tmp_path / "img.nii.gz", (rng.normal(500, 80, (8, 8, 6))).astype(np.float32))
     write_nifti(tmp_path / "lbl.nii.gz", (rng.random((8, 8, 6)) > 0.5).astype(np.uint8))
-    out = case_transforms(volumetric=True, labels=[0, 1])(
+    out = case_transforms(VOLUME, with_label=True, allowed_labels=[0, 1])(
         {"image": str(tmp_path / "img.nii.gz"), "label": str(tmp_path / "lbl.nii.gz")}
     )
     assert out["image"].shape == (1, 8, 8, 6)
@@ -31,7 +34,7 @@ def test_label_outside_declared_set_names_file_value_and_count(tmp_path: Path):
     write_nifti(tmp_path / "bad_label.nii.gz", label)
     with pytest.raises(MedgraftError, match=r"bad_label.nii.gz: label values \[7\] \(3 voxels\)"):
         apply_case_transforms(
-            case_transforms(volumetric=True, labels=[0, 1, 2]),
+            case_transforms(VOLUME, with_label=True, allowed_labels=[0, 1, 2]),
             {"image": str(tmp_path / "img.nii.gz"), "label": str(tmp_path / "bad_label.nii.gz")},
         )
 
@@ -43,7 +46,7 @@ def test_non_integer_labels_are_refused(tmp_path: Path):
     write_nifti(tmp_path / "soft.nii.gz", np.full((4, 4, 4), 0.5, np.float32))
     with pytest.raises(MedgraftError, match=r"soft\.nii\.gz: label map has non-integer values"):
         apply_case_transforms(
-            case_transforms(volumetric=True, labels=[0, 1]),
+            case_transforms(VOLUME, with_label=True, allowed_labels=[0, 1]),
             {"image": str(tmp_path / "img.nii.gz"), "label": str(tmp_path / "soft.nii.gz")},
         )
 
@@ -55,7 +58,7 @@ def test_2d_png_rows_stay_rows_and_byte_masks_become_binary(tmp_path: Path):
     mask[:3] = 255
     Image.fromarray(rgb).save(tmp_path / "i.png")
     Image.fromarray(mask).convert("RGB").save(tmp_path / "m.png")
-    out = case_transforms(volumetric=False, labels=[0, 1])(
+    out = case_transforms(IMAGE_2D, with_label=True, allowed_labels=[0, 1])(
         {"image": str(tmp_path / "i.png"), "label": str(tmp_path / "m.png")}
     )
     assert out["image"].shape == (3, 10, 20)  # (C, H, W), not MONAI's default (W, H)
@@ -66,5 +69,5 @@ def test_2d_png_rows_stay_rows_and_byte_masks_become_binary(tmp_path: Path):
 
 def test_grayscale_2d_becomes_three_channels(tmp_path: Path):
     Image.fromarray(np.full((8, 8), 128, np.uint8)).save(tmp_path / "g.png")
-    out = case_transforms(volumetric=False, labels=None)({"image": str(tmp_path / "g.png")})
+    out = case_transforms(IMAGE_2D, with_label=False)({"image": str(tmp_path / "g.png")})
     assert out["image"].shape == (3, 8, 8)

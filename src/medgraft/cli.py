@@ -39,42 +39,70 @@ def _options(
 
 @app.command()
 def train(
+    ctx: typer.Context,
     data: Annotated[
-        Path, typer.Option(help="Dataset folder (MSD, nnU-Net raw, or images/+labels/).")
-    ],
-    output: Annotated[Path, typer.Option(help="Run folder for checkpoints, config and metrics.")],
-    encoder: Annotated[
-        str, typer.Option(help="smp encoder name or tu-<timm model>.")
-    ] = "tu-tf_efficientnet_lite0",
+        Path | None, typer.Option(help="Dataset folder (MSD, nnU-Net raw, or images/+labels/).")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option(help="Run folder for checkpoints, config and metrics.")
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="YAML file with any of these options; flags typed here win."),
+    ] = None,
+    encoder: Annotated[str, typer.Option(help="smp encoder name or tu-<timm model>.")] = (
+        "tu-tf_efficientnet_lite0"
+    ),
     weights: Annotated[
         str, typer.Option(help="imagenet | none (scratch) | PATH to a weight file.")
     ] = "imagenet",
+    weights_dir: Annotated[
+        Path | None,
+        typer.Option(help="Folder of weight files <encoder>.pth (also $MEDGRAFT_WEIGHTS_DIR)."),
+    ] = None,
     offline: Annotated[bool, typer.Option(help="Never download weights.")] = False,
     epochs: Annotated[int, typer.Option(min=1)] = 8,
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
-    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, poly decay).")] = 2e-3,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 2e-3,
+    schedule: Annotated[str, typer.Option(help="poly | cosine (after warm-up).")] = "poly",
+    warmup_epochs: Annotated[int, typer.Option(min=0, help="Linear LR warm-up epochs.")] = 0,
+    grad_clip: Annotated[float, typer.Option(min=0.0, help="Gradient norm clip (0: off).")] = 12.0,
     val_fraction: Annotated[
-        float, typer.Option(help="Share of cases held out for validation.")
+        float, typer.Option(help="Share of cases held out for validation (without --folds).")
     ] = 0.2,
+    folds: Annotated[int, typer.Option(min=0, help="k-fold cross-validation (0: off).")] = 0,
+    fold: Annotated[str, typer.Option(help="Fold to train, or 'all' for each in turn.")] = "0",
     seed: int = 0,
     slices: Annotated[int, typer.Option(help="k adjacent slices per 2.5D sample (odd).")] = 3,
     image_size: Annotated[int, typer.Option(help="Training size of 2D images (resized).")] = 256,
-    amp: Annotated[str, typer.Option(help="auto | fp16 | bf16 | off")] = "auto",
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing run in --output.")] = False,
-    weights_dir: Annotated[
-        Path | None,
-        typer.Option(
-            help="Folder of local weight files named <encoder>.pth (also $MEDGRAFT_WEIGHTS_DIR)."
-        ),
+    spacing: Annotated[
+        str, typer.Option(help="auto (median in-plane) | none | x,y[,z] in mm.")
+    ] = "auto",
+    foreground_ratio: Annotated[
+        float, typer.Option(help="Share of sampled slices holding foreground (<0: uniform).")
+    ] = 0.5,
+    augment: Annotated[bool, typer.Option(help="2D augmentation (albumentations).")] = True,
+    augment_strength: Annotated[float, typer.Option(min=0.0)] = 1.0,
+    stray_labels_to_background: Annotated[
+        bool, typer.Option(help="Map label values outside the dataset's labels to 0 (logged).")
+    ] = False,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Keep decoded cases on disk here for later runs.")
     ] = None,
+    amp: Annotated[str, typer.Option(help="auto | fp16 | bf16 | off")] = "auto",
+    channels_last: Annotated[bool, typer.Option(help="channels_last memory format.")] = False,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    num_workers: Annotated[int, typer.Option(min=0, help="DataLoader worker processes.")] = 0,
+    resume: Annotated[
+        bool, typer.Option(help="Continue the run in --output from last.pt.")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run in --output.")] = False,
     freeze_encoder_epochs: Annotated[
         int, typer.Option(min=0, help="Train only the decoder for the first N epochs.")
     ] = 0,
     encoder_lr_mult: Annotated[
         float, typer.Option(min=0.0, help="Encoder learning rate = lr x this.")
     ] = 1.0,
-    warmup_epochs: Annotated[int, typer.Option(min=0, help="Linear LR warm-up epochs.")] = 0,
     init_from: Annotated[
         Path | None,
         typer.Option(help="Start from an earlier medgraft run folder or checkpoint."),
@@ -84,37 +112,41 @@ def train(
     ] = "encoder",
 ) -> None:
     """Fine-tune a U-Net with a pretrained encoder on a labelled dataset."""
+    from medgraft.engine.config import explicit_cli_params, load_config_file, merge_config
     from medgraft.engine.train import TrainConfig
     from medgraft.engine.train import train as run_training
 
-    config = TrainConfig(
-        data=str(data),
-        output=str(output),
-        encoder=encoder,
-        weights=weights,
-        offline=offline,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        val_fraction=val_fraction,
-        seed=seed,
-        slices=slices,
-        image_size=image_size,
-        amp=amp,
-        device=device,
-        overwrite=overwrite,
-        weights_dir=str(weights_dir) if weights_dir else None,
-        freeze_encoder_epochs=freeze_encoder_epochs,
-        encoder_lr_mult=encoder_lr_mult,
-        warmup_epochs=warmup_epochs,
-        init_from=str(init_from) if init_from else None,
-        init_part=init_part,
-    )
-    result = run_training(config)
-    console.print(
-        f"best validation Dice {result.best_dice:.3f} at epoch {result.best_epoch}; "
-        f"model: {result.run_dir / 'best.pt'} ({result.seconds:.0f}s)"
-    )
+    typed = explicit_cli_params(ctx)
+    values = {
+        k: v
+        for k, v in ctx.params.items()
+        if k not in {"config", "fold", "augment", "augment_strength"}
+    }
+    values = {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
+    file_values = load_config_file(config) if config else {}
+    merged = merge_config(file_values, values, typed)
+    augment_options = {"flips": False, **merged.get("augment", {})}
+    if "augment" in typed:
+        augment_options["enabled"] = augment
+    if "augment_strength" in typed:
+        augment_options["strength"] = augment_strength
+    merged["augment"] = augment_options
+    fold_setting = fold if "fold" in typed else str(file_values.get("fold", fold))
+    if fold_setting == "all":
+        if not merged.get("folds"):
+            raise MedgraftError("--fold all needs --folds K")
+        folds_to_run = list(range(merged["folds"]))
+    else:
+        try:
+            folds_to_run = [int(fold_setting)]
+        except ValueError as exc:
+            raise MedgraftError(f"--fold must be a number or 'all', not '{fold_setting}'") from exc
+    for fold_index in folds_to_run:
+        result = run_training(TrainConfig(**{**merged, "fold": fold_index}))
+        console.print(
+            f"best validation Dice {result.best_dice:.3f} at epoch {result.best_epoch}; "
+            f"model: {result.run_dir / 'best.pt'} ({result.seconds:.0f}s)"
+        )
 
 
 @app.command()
@@ -240,6 +272,19 @@ def demo(
         f"[bold]demo finished in {time.perf_counter() - started:.0f}s[/]: mean foreground "
         f"Dice {evaluation.mean_dice():.3f} on {len(held_out)} held-out cases; outputs in {output}"
     )
+
+
+@app.command()
+def export(
+    model: Annotated[Path, typer.Option(help="Run folder (uses best.pt) or checkpoint file.")],
+    format: Annotated[str, typer.Option("--format", help="onnx | torchscript")],
+    output: Annotated[Path, typer.Option(help="File to write (a .json sidecar goes beside it).")],
+) -> None:
+    """Export a trained model to ONNX or TorchScript (normalisation included)."""
+    from medgraft.engine.export import export_model
+
+    path = export_model(model, format, output)
+    console.print(f"wrote {path} and {path.with_name(path.name + '.json')}")
 
 
 @app.command()

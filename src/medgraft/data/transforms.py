@@ -1,10 +1,12 @@
 """MONAI dictionary transforms, composed as data, that turn files into model-ready tensors.
 
-Two stages:
+Three stages:
 
-* case transforms (deterministic, cached once per case): load, channel handling,
-  intensity to the encoder's [0, 1] input range, label checks, 2D resize;
-* sample transforms (per training sample): pad each 2.5D stack so the encoder's strides divide it.
+* geometry (deterministic, invertible, cached once per case): load, orientation and spacing
+  for volumes, channel handling and resize for 2D images, label checks;
+* intensity (deterministic): to the encoder's [0, 1] input range, by modality;
+* sample transforms (per training sample): augmentation, then padding so the encoder's
+  strides divide the size.
 
 Encoder mean/std normalisation lives inside the model (see ``models.unet``), so training,
 inference and exported models cannot disagree on it.
@@ -13,6 +15,7 @@ inference and exported models cannot disagree on it.
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 
 import torch
 from monai.config import KeysCollection
@@ -22,9 +25,11 @@ from monai.transforms import (
     EnsureTyped,
     LoadImaged,
     MapTransform,
+    Orientationd,
     Resized,
     ScaleIntensityRanged,
     ScaleIntensityRangePercentilesd,
+    Spacingd,
 )
 
 from medgraft.data.io import image_reader
@@ -65,27 +70,47 @@ class BinarizeByteMaskd(MapTransform):
 
 
 class ValidateLabelsd(MapTransform):
-    """Refuse masks with non-integer values or values outside the declared label set."""
+    """Refuse masks with non-integer values or values outside the declared label set.
 
-    def __init__(self, keys: KeysCollection, allowed: Sequence[int]) -> None:
+    With ``stray_to_background`` the stray values are set to 0 instead, and each mapping is
+    appended to ``self.log`` so the run can record it.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        allowed: Sequence[int] | None,
+        stray_to_background: bool = False,
+    ) -> None:
         super().__init__(keys)
-        self.allowed = set(allowed)
+        self.allowed = None if allowed is None else set(allowed)
+        self.stray_to_background = stray_to_background
+        self.log: list[str] = []
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
         d = dict(data)
         for key in self.key_iterator(d):
             mask = d[key]
             name = mask.meta.get("filename_or_obj", key) if hasattr(mask, "meta") else key
-            values = torch.unique(mask.as_tensor() if hasattr(mask, "as_tensor") else mask)
-            if not torch.all(values == torch.round(values)):
+            values = torch.unique(torch.as_tensor(mask))
+            if not torch.all(torch.isfinite(values)) or not torch.all(
+                values == torch.round(values)
+            ):
                 raise MedgraftError(f"{name}: label map has non-integer values")
-            stray = sorted(set(values.long().tolist()) - self.allowed)
+            stray = (
+                [] if self.allowed is None else sorted(set(values.long().tolist()) - self.allowed)
+            )
             if stray:
-                count = int(torch.isin(mask.long(), torch.tensor(stray)).sum())
-                raise MedgraftError(
-                    f"{name}: label values {stray} ({count} voxels) are not in the dataset's "
-                    f"labels {sorted(self.allowed)}"
+                is_stray = torch.isin(torch.as_tensor(mask).long(), torch.tensor(stray))
+                message = (
+                    f"{name}: label values {stray} ({int(is_stray.sum())} voxels) are not in the "
+                    f"dataset's labels {sorted(self.allowed)}"
                 )
+                if not self.stray_to_background:
+                    raise MedgraftError(message)
+                self.log.append(message + "; mapped to background")
+                mask = mask.clone()
+                mask[is_stray] = 0
             d[key] = mask.long()
         return d
 
@@ -106,23 +131,90 @@ class ToRGBd(MapTransform):
         return d
 
 
-def case_transforms(
-    *, volumetric: bool, labels: Sequence[int] | None, image_size: int | None = None
+@dataclass(frozen=True)
+class Preprocessing:
+    """How cases reach the model's grid and [0, 1] input range; stored in every checkpoint.
+
+    Volumes: reoriented to ``orientation`` and, when ``spacing`` is set, resampled in-plane
+    (a spacing of 0 keeps that axis); intensity ``percentile`` (per-volume 0.5-99.5th
+    percentile clip, for MRI) or ``window`` (a fixed clip range, for CT). 2D images: 8-bit RGB,
+    resized to ``image_size`` for the network.
+    """
+
+    volumetric: bool
+    orientation: str | None = "RAS"
+    spacing: tuple[float, ...] | None = None
+    intensity: str = "percentile"
+    window: tuple[float, float] | None = None
+    image_size: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Preprocessing:
+        fields = {**values}
+        for key in ("spacing", "window"):
+            if fields.get(key) is not None:
+                fields[key] = tuple(fields[key])
+        return cls(**fields)
+
+
+def geometry_transforms(
+    prep: Preprocessing,
+    *,
+    with_label: bool,
+    allowed_labels: Sequence[int] | None = None,
+    stray_to_background: bool = False,
 ) -> Compose:
-    """Deterministic per-case pipeline; ``labels=None`` gives the image-only (inference) one."""
-    keys = ["image"] if labels is None else ["image", "label"]
+    """Load a case and bring it to the model's grid; invertible, so predictions can go back."""
+    keys = ["image", "label"] if with_label else ["image"]
     steps: list = [
         LoadImaged(keys, reader=image_reader(), image_only=True, ensure_channel_first=True),
         EnsureTyped(keys, dtype=torch.float32, track_meta=True),
+        *spatial_transforms(prep, keys).transforms,
     ]
-    steps += intensity_transforms(volumetric=volumetric).transforms
-    if not volumetric and image_size is not None:
-        steps.append(Resized(keys, spatial_size=(image_size, image_size), mode=_modes(keys)))
-    if labels is not None:
-        if not volumetric:
-            steps += [FirstChannelMaskd("label"), BinarizeByteMaskd("label", max(labels))]
-        steps.append(ValidateLabelsd("label", labels))
+    if with_label:
+        if not prep.volumetric:
+            steps += [
+                FirstChannelMaskd("label"),
+                BinarizeByteMaskd("label", max(allowed_labels or [1])),
+            ]
+        steps.append(ValidateLabelsd("label", allowed_labels, stray_to_background))
     return Compose(steps)
+
+
+def spatial_transforms(prep: Preprocessing, keys: Sequence[str] = ("image",)) -> Compose:
+    """Orientation and spacing (volumes) or RGB channels and resize (2D), on loaded images."""
+    keys = list(keys)
+    modes = _modes(keys)
+    if prep.volumetric:
+        steps = [Orientationd(keys, axcodes=prep.orientation)] if prep.orientation else []
+        if prep.spacing:
+            steps.append(Spacingd(keys, pixdim=prep.spacing, mode=modes))
+        return Compose(steps)
+    steps = [ToRGBd("image")]
+    if prep.image_size:
+        steps.append(Resized(keys, spatial_size=(prep.image_size,) * 2, mode=modes))
+    return Compose(steps)
+
+
+def intensity_transforms(prep: Preprocessing) -> Compose:
+    """Map a loaded ``image`` to the encoder's [0, 1] input range (see :class:`Preprocessing`)."""
+    if not prep.volumetric:
+        return Compose([ScaleIntensityRanged("image", 0, 255, 0.0, 1.0, clip=True)])
+    if prep.intensity == "window":
+        low, high = prep.window
+        return Compose([ScaleIntensityRanged("image", low, high, 0.0, 1.0, clip=True)])
+    return Compose([_percentile_scaling()])
+
+
+def case_transforms(
+    prep: Preprocessing, *, with_label: bool, allowed_labels: Sequence[int] | None = None
+) -> Compose:
+    """Geometry then intensity: a whole case, model-ready."""
+    geometry = geometry_transforms(prep, with_label=with_label, allowed_labels=allowed_labels)
+    return Compose([*geometry.transforms, *intensity_transforms(prep).transforms])
 
 
 def apply_case_transforms(transform: Compose, record: dict) -> dict:
@@ -138,17 +230,6 @@ def apply_case_transforms(transform: Compose, record: dict) -> dict:
         if isinstance(cause, MedgraftError):
             raise cause from None
         raise MedgraftError(f"{record['image']}: cannot load ({first_line(cause)})") from exc
-
-
-def intensity_transforms(*, volumetric: bool) -> Compose:
-    """Map an already loaded ``image`` to the encoder's [0, 1] input range.
-
-    Volumes: per-volume percentile clip, since MRI has no absolute intensity scale. 2D images:
-    8-bit RGB (grey repeated, alpha dropped), divided by 255.
-    """
-    if volumetric:
-        return Compose([_percentile_scaling()])
-    return Compose([ToRGBd("image"), ScaleIntensityRanged("image", 0, 255, 0.0, 1.0, clip=True)])
 
 
 def _percentile_scaling() -> ScaleIntensityRangePercentilesd:

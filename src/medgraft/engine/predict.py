@@ -10,6 +10,7 @@ outputs are skipped unless ``overwrite``; a failing case is reported and the bat
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -20,13 +21,16 @@ import nibabel as nib
 import numpy as np
 import torch
 from monai.data import MetaTensor
+from monai.transforms import Invertd
 from PIL import Image
 
 from medgraft.data.discovery import case_id_of, is_volume, list_images
 from medgraft.data.transforms import (
+    Preprocessing,
     apply_case_transforms,
-    case_transforms,
+    geometry_transforms,
     intensity_transforms,
+    spatial_transforms,
 )
 from medgraft.engine.checkpoint import load_checkpoint
 from medgraft.engine.inference import Predictor
@@ -70,7 +74,9 @@ class CaseResult:
 @dataclass
 class LoadedCase:
     image: torch.Tensor
-    """(C, spatial…) in the encoder's [0, 1] input range."""
+    """(C, spatial…) on the model's grid, in the encoder's [0, 1] input range."""
+    restore: Callable[[torch.Tensor, bool], np.ndarray]
+    """Maps a (C, model grid) tensor back onto the input's own grid (``nearest`` for labels)."""
     write_mask: Callable[[np.ndarray, Path], None]
     unit_size: float
     """mL per voxel for volumes, 1 (pixel) for 2D images."""
@@ -152,9 +158,9 @@ def predict_cases(
 def _predict_one(
     predictor: Predictor, path: Path, target: Path, options: PredictOptions
 ) -> CaseResult:
-    case = read_case(path, predictor.data["volumetric"])
+    case = read_case(path, predictor.data)
     segmentation = predictor.segment(case.image, keep_probabilities=options.save_probabilities)
-    labels = segmentation.labels
+    labels = torch.as_tensor(case.restore(segmentation.labels[None], True)[0])
     if options.largest_component:
         labels = keep_largest_component(labels, predictor.num_classes)
     if options.min_size > 0:
@@ -163,9 +169,11 @@ def _predict_one(
     case.write_mask(mask, target)
     stem = target.name[: -len("".join(target.suffixes))]
     if segmentation.probabilities is not None:
-        _write_probabilities(segmentation.probabilities.float().numpy(), case, target, stem)
+        probabilities = case.restore(segmentation.probabilities.float(), False)
+        _write_probabilities(probabilities, case, target, stem)
     if options.overlays:
-        montage = overlay_montage(case.image.numpy(), mask)
+        original = case.restore(case.image, False)
+        montage = overlay_montage(original, mask)
         _atomic(
             target.with_name(f"{stem}_overlay.png"),
             lambda tmp: Image.fromarray(montage).save(tmp, format="PNG"),
@@ -180,48 +188,64 @@ def _predict_one(
     )
 
 
-def read_case(path: Path, volumetric: bool) -> LoadedCase:
-    """Load one input the model's way and remember how to write its mask in its geometry."""
+def read_case(path: Path, data: dict) -> LoadedCase:
+    """Load one input the model's way, and keep what is needed to undo every spatial step."""
     from medgraft.data.dicom import is_dicom_series, read_dicom_series
 
+    fields = {f.name for f in dataclasses.fields(Preprocessing)}
+    # 2D resizing happens in the predictor, which maps probabilities back itself
+    prep = dataclasses.replace(
+        Preprocessing.from_dict({k: v for k, v in data.items() if k in fields}), image_size=None
+    )
+    volumetric = prep.volumetric
     if path.is_dir() and is_dicom_series(path):
         if not volumetric:
             raise MedgraftError(f"{path}: this model segments 2D images, not DICOM volumes")
         raw, affine = read_dicom_series(path)
-        image = intensity_transforms(volumetric=True)({"image": MetaTensor(raw)})["image"]
-        return LoadedCase(
-            _finite(image, path),
-            lambda m, t: _write_nifti(m, affine, None, t),
-            _voxel_ml(affine),
-            affine,
+        geometry = spatial_transforms(prep)
+        loaded = geometry({"image": MetaTensor(raw, affine=torch.as_tensor(affine))})
+        header = None
+    else:
+        if is_volume(path) != volumetric:
+            kind = "3D NIfTI volumes" if volumetric else "2D images"
+            raise MedgraftError(f"{path}: this model segments {kind}")
+        geometry = geometry_transforms(prep, with_label=False)
+        loaded = apply_case_transforms(geometry, {"image": str(path)})
+        header = nib.load(str(path)) if volumetric else None
+        affine = header.affine if header is not None else None
+    _check_dimensionality(loaded["image"], volumetric, path)
+    image = _finite(intensity_transforms(prep)(loaded)["image"], path)
+    reference = loaded["image"]
+    invert_labels = Invertd("pred", geometry, orig_keys="image", nearest_interp=True)
+    invert_values = Invertd("pred", geometry, orig_keys="image", nearest_interp=False)
+
+    def restore(values: torch.Tensor, nearest: bool) -> np.ndarray:
+        pred = MetaTensor(
+            values, meta=reference.meta, applied_operations=reference.applied_operations
         )
-    if is_volume(path) != volumetric:
-        kind = "3D NIfTI volumes" if volumetric else "2D images"
-        raise MedgraftError(f"{path}: this model segments {kind}")
-    image = apply_case_transforms(
-        case_transforms(volumetric=volumetric, labels=None), {"image": str(path)}
-    )["image"]
-    image = _finite(image, path)
+        invert = invert_labels if nearest else invert_values
+        restored = invert({"image": reference, "pred": pred})["pred"]
+        return torch.as_tensor(restored).numpy()
+
     if not volumetric:
-        if image.ndim != 3:
-            raise MedgraftError(f"{path}: expected a 2D image, got shape {tuple(image.shape)}")
-        return LoadedCase(image, _write_png, 1.0)
-    if image.ndim != 4 or image.shape[0] != 1:
-        raise MedgraftError(
-            f"{path}: expected a single-channel 3D volume, got shape {tuple(image.shape[1:])}"
-        )
-    reference = nib.load(str(path))
-    if tuple(reference.shape[:3]) != tuple(image.shape[1:]):
-        raise MedgraftError(
-            f"{path}: loaded shape {tuple(image.shape[1:])} differs from the "
-            f"header's {reference.shape}"
-        )
+        return LoadedCase(image, restore, _write_png, 1.0)
+    nifti_header = header.header if header is not None else None
     return LoadedCase(
         image,
-        lambda m, t: _write_nifti(m, reference.affine, reference.header, t),
-        _voxel_ml(reference.affine),
-        reference.affine,
+        restore,
+        lambda m, t: _write_nifti(m, affine, nifti_header, t),
+        _voxel_ml(affine),
+        affine,
     )
+
+
+def _check_dimensionality(image: torch.Tensor, volumetric: bool, path: Path) -> None:
+    if volumetric and (image.ndim != 4 or image.shape[0] != 1):
+        raise MedgraftError(
+            f"{path}: expected a single-channel 3D volume, got shape {tuple(image.shape)}"
+        )
+    if not volumetric and image.ndim != 3:
+        raise MedgraftError(f"{path}: expected a 2D image, got shape {tuple(image.shape[1:])}")
 
 
 def write_summary(

@@ -1,0 +1,212 @@
+"""Config files: validation, precedence against CLI flags, and an exact save/load round trip.
+
+Most tests use a small stand-in dataclass so they run without importing torch; one test
+round-trips the real ``TrainConfig``, whatever fields it has by now.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from medgraft.engine.config import (
+    explicit_cli_params,
+    load_config_file,
+    load_saved_config,
+    merge_config,
+    save_config,
+)
+from medgraft.errors import MedgraftError
+
+
+@dataclass
+class Model:
+    max_depth: int = 4
+    dropout: float = 0.0
+
+
+@dataclass
+class Options:
+    data: str
+    epochs: int = 8
+    batch_size: int = 32
+    lr: float = 2e-3
+    offline: bool = False
+    cache_dir: str | None = None
+    augment: dict = field(default_factory=lambda: {"flips": False})
+    model: Model = field(default_factory=Model)
+
+
+def write(tmp_path: Path, text: str, name: str = "train.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def load(path: Path) -> dict:
+    return load_config_file(path, config_class=Options)
+
+
+def _changed(value: object) -> object:
+    """A value of the same kind that differs from ``value``."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 3
+    if isinstance(value, float):
+        return value / 2 + 0.125
+    if isinstance(value, str):
+        return value + "-x"
+    if isinstance(value, dict):
+        return {**value, "extra": [1, 2], "nested": {"yes": "no"}}
+    return "some/folder"  # None: the optional paths
+
+
+def test_train_config_round_trips_with_every_field_changed(tmp_path: Path) -> None:
+    from medgraft.engine.train import TrainConfig
+
+    values = {}
+    for f in fields(TrainConfig):
+        default = f.default_factory() if f.default_factory is not MISSING else f.default
+        values[f.name] = "some/folder" if default is MISSING else _changed(default)
+    original = TrainConfig(**values)
+    path = tmp_path / "config.yaml"
+    save_config(original, path)
+    assert TrainConfig(**load_saved_config(path)) == original
+    saved_keys = [line.split(":")[0] for line in path.read_text().splitlines() if line[0] != " "]
+    assert saved_keys == [f.name for f in fields(TrainConfig)]  # field order, not sorted
+
+
+def test_round_trip_keeps_tricky_scalars_and_nested_dataclasses(tmp_path: Path) -> None:
+    original = Options(
+        data="yes",  # YAML 1.1 would read a bare yes as true
+        lr=1e-10,
+        cache_dir="null",
+        augment={"on": "1e-3", "rotate": 15.5, "list": [1, 2.5, None]},
+        model=Model(max_depth=7, dropout=0.25),
+    )
+    path = tmp_path / "config.yaml"
+    save_config(original, path)
+    assert Options(**load_saved_config(path, config_class=Options)) == original
+
+
+def test_save_is_atomic_and_leaves_no_temporary_file(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "config.yaml"
+    save_config(Options(data="a"), path)
+    before = path.read_text()
+
+    def crash(src: str, dst: str) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_config(Options(data="b", epochs=99), path)
+    assert path.read_text() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]
+
+
+def test_precedence_defaults_then_file_then_typed_flags(tmp_path: Path) -> None:
+    file_values = load(write(tmp_path, "epochs: 20\nbatch_size: 16\nlr: 0.01\n"))
+    cli_values = {
+        "data": Path("/data/set"),
+        "epochs": 8,  # equal to the default, but typed: must beat the file's 20
+        "batch_size": 32,  # left at its default: must not undo the file's 16
+        "lr": 0.5,  # typed
+        "cache_dir": "/cli/default",  # defaulted, not in the file: the dataclass default stays
+        "config": Path("train.yaml"),  # a CLI-only parameter, not a config field
+    }
+    # offline was typed but the caller resolves it itself, so it is absent from cli_values.
+    typed = {"data", "epochs", "lr", "config", "offline"}
+    merged = merge_config(file_values, cli_values, typed, config_class=Options)
+    assert Options(**merged) == Options(data="/data/set", epochs=8, batch_size=16, lr=0.5)
+
+
+def test_merge_builds_nested_dataclasses_and_requires_required_fields(tmp_path: Path) -> None:
+    file_values = load(write(tmp_path, "data: d\nmodel: {max_depth: 5}\n"))
+    merged = merge_config(file_values, {}, set(), config_class=Options)
+    assert merged["model"] == Model(max_depth=5)
+    with pytest.raises(MedgraftError, match="--data"):
+        merge_config({"epochs": 3}, {"data": None}, set(), config_class=Options)
+
+
+def test_dashed_keys_json_and_widened_floats(tmp_path: Path) -> None:
+    text = "batch-size: 16\nlr: 1e-3\nmodel:\n  max-depth: 5\n  dropout: 1\ncache-dir: null\n"
+    assert load(write(tmp_path, text)) == {
+        "batch_size": 16,
+        "lr": 0.001,  # YAML 1.1 reads 1e-3 as text
+        "model": {"max_depth": 5, "dropout": 1.0},  # kept as a dict
+        "cache_dir": None,
+    }
+    as_json = json.dumps({"epochs": 3, "lr": 1, "augment": {"flips": True}})
+    loaded = load(write(tmp_path, as_json, "train.json"))
+    assert loaded == {"epochs": 3, "lr": 1.0, "augment": {"flips": True}}
+    assert type(loaded["lr"]) is float
+    assert load(write(tmp_path, "# nothing set yet\n")) == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("epochs: [1\n", "invalid YAML at line 2"),
+        ("- epochs\n", "top level must be a mapping"),
+        ("batchsize: 4\n", "unknown option 'batchsize' (did you mean batch_size?)"),
+        (
+            "model:\n  max_deph: 4\n",
+            "unknown option 'model.max_deph' (did you mean model.max_depth",
+        ),
+        ("model: 3\n", "option 'model' must be a mapping"),
+        ("batch-size: 4\nbatch_size: 4\n", "option 'batch_size' is set twice"),
+        ("epochs: eight\n", "option 'epochs' must be int, got str 'eight'"),
+        ("epochs: true\n", "option 'epochs' must be int, got bool"),
+        ("epochs: 2.5\n", "option 'epochs' must be int, got float"),
+        ("offline: 1\n", "option 'offline' must be bool, got int"),
+        ("lr: fast\n", "option 'lr' must be float, got str"),
+        ("cache_dir: 3\n", "option 'cache_dir' must be str or null, got int"),
+        ("augment: [flips]\n", "option 'augment' must be a mapping, got list"),
+    ],
+)
+def test_errors_are_one_line_naming_the_file(tmp_path: Path, text: str, expected: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(MedgraftError) as caught:
+        load(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ")
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "absent.yaml"
+    with pytest.raises(MedgraftError, match=re.escape(f"config file not found: {path}")):
+        load(path)
+
+
+def test_unsupported_field_type_is_a_programming_error(tmp_path: Path) -> None:
+    @dataclass
+    class Odd:
+        sizes: tuple = (1, 2)
+
+    with pytest.raises(TypeError, match="tuple"):
+        load_config_file(write(tmp_path, "{}\n"), config_class=Odd)
+
+
+def test_explicit_cli_params_tells_typed_from_defaulted_options() -> None:
+    seen: list[set[str]] = []
+    app = typer.Typer()
+
+    @app.command()
+    def main(ctx: typer.Context, epochs: int = 8, lr: float = 0.002) -> None:
+        seen.append(explicit_cli_params(ctx))
+
+    runner = CliRunner()
+    for args, default_map in [([], None), (["--epochs", "8"], None), ([], {"lr": 0.5})]:
+        result = runner.invoke(app, args, default_map=default_map)
+        assert result.exit_code == 0, result.output
+    assert seen == [set(), {"epochs"}, set()]

@@ -1,0 +1,195 @@
+"""The training engine: preprocessing, sampling, resume, folds, config, logs and DDP."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from conftest import invoke, write_nifti
+
+from medgraft.data.slicing import BalancedSampler
+from medgraft.data.transforms import Preprocessing, apply_case_transforms, case_transforms
+from medgraft.engine.checkpoint import load_checkpoint
+from medgraft.engine.train import TrainConfig, make_folds, train
+
+
+def test_volumes_are_reoriented_to_ras_and_resampled_in_plane(tmp_path: Path):
+    data = np.random.default_rng(0).random((20, 16, 6)).astype(np.float32)
+    write_nifti(tmp_path / "lps.nii.gz", data, np.diag([-0.5, -0.5, 3.0, 1.0]))
+    write_nifti(
+        tmp_path / "lbl.nii.gz", (data > 0.5).astype(np.uint8), np.diag([-0.5, -0.5, 3.0, 1.0])
+    )
+    prep = Preprocessing(volumetric=True, orientation="RAS", spacing=(1.0, 1.0, 0.0))
+    out = apply_case_transforms(
+        case_transforms(prep, with_label=True, allowed_labels=[0, 1]),
+        {"image": str(tmp_path / "lps.nii.gz"), "label": str(tmp_path / "lbl.nii.gz")},
+    )
+    assert nib.aff2axcodes(out["image"].affine.numpy()) == ("R", "A", "S")
+    assert tuple(out["image"].shape) == (1, 10, 8, 6)  # 0.5 mm -> 1 mm in-plane, 3 mm kept
+    np.testing.assert_allclose(out["image"].pixdim.numpy(), [1.0, 1.0, 3.0])
+    assert out["label"].shape == out["image"].shape
+    assert set(torch.unique(out["label"]).tolist()) <= {0, 1}  # nearest for labels
+
+
+def test_ct_window_clips_then_scales(tmp_path: Path):
+    write_nifti(
+        tmp_path / "ct.nii.gz", np.linspace(-1000, 1000, 64).reshape(4, 4, 4).astype(np.float32)
+    )
+    prep = Preprocessing(volumetric=True, intensity="window", window=(-100.0, 300.0))
+    image = case_transforms(prep, with_label=False)({"image": str(tmp_path / "ct.nii.gz")})["image"]
+    values = image.flatten()
+    assert float(values.min()) == 0.0 and float(values.max()) == 1.0
+    raw = np.linspace(-1000, 1000, 64)
+    inside = (raw > -100) & (raw < 300)
+    np.testing.assert_allclose(values.numpy()[inside], (raw[inside] + 100) / 400, atol=1e-5)
+
+
+def test_balanced_sampler_ratio_determinism_and_ranks():
+    foreground = [i % 10 == 0 for i in range(1000)]  # 10% of slices hold foreground
+    sampler = BalancedSampler(foreground, ratio=0.5, seed=3)
+    sampler.set_epoch(1)
+    drawn = list(sampler)
+    share = np.mean([foreground[i] for i in drawn])
+    assert 0.45 < share < 0.55 and len(drawn) == 1000
+    assert list(sampler) == drawn
+    sampler.set_epoch(2)
+    assert list(sampler) != drawn
+    ranks = [BalancedSampler(foreground, 0.5, 3, rank=r, world_size=2) for r in (0, 1)]
+    for r in ranks:
+        r.set_epoch(1)
+    assert sorted(list(ranks[0]) + list(ranks[1])) == sorted(drawn)
+    uniform = BalancedSampler(foreground, ratio=-1, seed=0)
+    assert sorted(uniform) == list(range(1000))
+
+
+def test_folds_are_reproducible_and_partition_the_cases():
+    ids = [f"case{i}" for i in range(11)]
+    folds = make_folds(ids, 5, seed=7)
+    assert folds == make_folds(list(reversed(ids)), 5, seed=7)
+    assert sorted(c for f in folds for c in f["val"]) == sorted(ids)
+    for f in folds:
+        assert not set(f["train"]) & set(f["val"]) and len(f["train"]) + len(f["val"]) == 11
+    assert make_folds(ids, 5, seed=8) != folds
+
+
+FAST = {"epochs": 2, "batch_size": 16, "val_fraction": 0.25, "seed": 5, "slices": 3}
+
+
+@pytest.fixture(scope="module")
+def straight_run(micro_msd: Path, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("straight") / "run"
+    train(TrainConfig(data=str(micro_msd), output=str(run), **FAST))
+    return run
+
+
+def test_resume_equals_an_uninterrupted_run(straight_run: Path, micro_msd: Path, tmp_path: Path):
+    run2 = tmp_path / "resumed2"
+    config = TrainConfig(data=str(micro_msd), output=str(run2), **FAST)
+    _train_until(config, stop_after_epoch=1)
+    train(TrainConfig(data=str(micro_msd), output=str(run2), resume=True, **FAST))
+    resumed = load_checkpoint(run2 / "last.pt")
+    straight = load_checkpoint(straight_run / "last.pt")
+    assert resumed["epoch"] == straight["epoch"] == 2
+    torch.testing.assert_close(
+        resumed["model_state"], straight["model_state"], rtol=1e-4, atol=1e-5
+    )
+    rows = list(csv.DictReader((run2 / "metrics.csv").open()))
+    straight_rows = list(csv.DictReader((straight_run / "metrics.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert float(rows[-1]["val_mean_dice"]) == pytest.approx(
+        float(straight_rows[-1]["val_mean_dice"]), abs=1e-3
+    )
+
+
+def _train_until(config: TrainConfig, stop_after_epoch: int) -> None:
+    """Train, then stop the way a killed job does: right after an epoch's checkpoint."""
+    import medgraft.engine.train as engine
+
+    real_save = engine.save_checkpoint
+
+    def save_then_die(payload, path):
+        real_save(payload, path)
+        if path.name == "last.pt" and payload["epoch"] == stop_after_epoch:
+            raise KeyboardInterrupt
+
+    engine.save_checkpoint = save_then_die
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(config)
+    finally:
+        engine.save_checkpoint = real_save
+
+
+def test_run_folder_logs(straight_run: Path):
+    rows = list(csv.DictReader((straight_run / "metrics.csv").open()))
+    assert {"val_dice_Anterior", "val_hd95_Posterior", "samples_per_s", "lr"} <= set(rows[0])
+    assert float(rows[0]["val_hd95_Anterior"]) > 0
+    assert list((straight_run / "tensorboard").glob("events.out.tfevents.*"))
+    assert (straight_run / "curves.png").stat().st_size > 1000
+    resolved = json.loads((straight_run / "config.json").read_text())
+    assert resolved["preprocessing"]["spacing"] == [1.0, 1.0, 0.0]  # median in-plane, kept z
+    assert resolved["train_config"]["epochs"] == 2
+    assert (straight_run / "config.yaml").is_file()
+    checkpoint = load_checkpoint(straight_run / "best.pt")
+    assert checkpoint["train_config"] == resolved["train_config"]
+
+
+def test_config_file_with_flag_override(micro_msd: Path, tmp_path: Path, runner):
+    (tmp_path / "exp.yaml").write_text(
+        f"data: {micro_msd}\noutput: {tmp_path / 'cv'}\nepochs: 5\nbatch_size: 16\n"
+        "folds: 2\nval_fraction: 0.25\naugment:\n  strength: 0.5\n"
+    )
+    result = invoke(
+        runner, "train", "--config", tmp_path / "exp.yaml", "--epochs", "1", "--fold", "all"
+    )
+    assert result.exit_code == 0, result.output
+    splits = json.loads((tmp_path / "cv" / "splits.json").read_text())
+    assert len(splits["folds"]) == 2
+    for fold in (0, 1):
+        resolved = json.loads((tmp_path / "cv" / f"fold_{fold}" / "config.json").read_text())
+        assert resolved["train_config"]["epochs"] == 1  # the flag beat the file's 5
+        assert resolved["train_config"]["augment"]["strength"] == 0.5
+        assert resolved["val_cases"] == splits["folds"][fold]["val"]
+
+
+def test_ddp_two_gloo_processes(micro_msd: Path, tmp_path: Path):
+    run = tmp_path / "ddp"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    proc = subprocess.run(
+        [
+            str(torchrun),
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29532",
+            "-m",
+            "medgraft",
+            "train",
+            "--data",
+            str(micro_msd),
+            "--output",
+            str(run),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--val-fraction",
+            "0.25",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    resolved = json.loads((run / "config.json").read_text())
+    assert resolved["world_size"] == 2
+    assert load_checkpoint(run / "last.pt")["epoch"] == 1
+    assert len(list(csv.DictReader((run / "metrics.csv").open()))) == 1
