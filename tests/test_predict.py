@@ -1,6 +1,7 @@
 """Batch segmentation: geometry, skip/overwrite, atomic writes, ensembles, TTA, extras, sharding."""
 
 import csv
+import json
 from pathlib import Path
 
 import nibabel as nib
@@ -165,6 +166,10 @@ def test_ensemble_from_the_command_line(mri_run: Path, scans: Path, runner, tmp_
 
 def test_tta_averages_the_four_mirrorings(mri_run: Path):
     checkpoint = load_checkpoint(mri_run)
+    assert checkpoint["data"]["mirror_axes"] == []  # volumes train without flips by default
+    no_flips = Predictor.from_checkpoints([checkpoint], device=torch.device("cpu"), tta=True)
+    assert no_flips.flips == [()]
+    checkpoint = {**checkpoint, "data": {**checkpoint["data"], "mirror_axes": [-2, -1]}}
     batch = torch.rand(1, 3, 64, 64)
     plain = Predictor.from_checkpoints([checkpoint], device=torch.device("cpu"))
     tta = Predictor.from_checkpoints([checkpoint], device=torch.device("cpu"), tta=True)
@@ -303,3 +308,35 @@ def test_export_command(mri_run: Path, runner, tmp_path: Path):
     scripted = torch.jit.load(str(tmp_path / "model.ts"))
     assert scripted(torch.rand(1, 3, 64, 64)).shape == (1, 3, 64, 64)
     assert (tmp_path / "model.ts.json").is_file()
+
+
+def test_predict_then_evaluate_reproduces_the_validation_dice(
+    mri_run: Path, tiny_msd: Path, runner, tmp_path: Path
+):
+    """The predict path (file in, mask out, default options) scores what training validated."""
+    val_cases = json.loads((mri_run / "splits.json").read_text())["val"]
+    inputs = [tiny_msd / "imagesTr" / f"{case}.nii.gz" for case in val_cases]
+    folder = tmp_path / "val_images"
+    folder.mkdir()
+    for path in inputs:
+        (folder / path.name).write_bytes(path.read_bytes())
+    assert (
+        invoke(runner, "predict", "--model", mri_run, "-i", folder, "-o", tmp_path / "p").exit_code
+        == 0
+    )
+    result = invoke(
+        runner,
+        "evaluate",
+        "--pred",
+        tmp_path / "p",
+        "--truth",
+        tiny_msd / "labelsTr",
+        "--labels",
+        tiny_msd / "dataset.json",
+        "--output",
+        tmp_path / "m.csv",
+    )
+    assert result.exit_code == 0, result.output
+    predicted = float(list(csv.DictReader((tmp_path / "m.csv").open()))[-1]["mean_dice"])
+    validated = float(list(csv.DictReader((mri_run / "metrics.csv").open()))[-1]["val_mean_dice"])
+    assert predicted == pytest.approx(validated, abs=1e-3)

@@ -1,11 +1,13 @@
 """Segment one case: 2.5D stacks (volumes) or whole images (2D), streamed in bounded batches.
 
 Several models (e.g. the folds of a cross-validation) are ensembled by averaging their softmax
-probabilities; mirroring test-time augmentation averages over in-plane flips the same way.
+probabilities; mirroring test-time augmentation averages over the in-plane flips the model was
+trained with, the same way.
 """
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -17,10 +19,19 @@ from medgraft.errors import MedgraftError
 from medgraft.models.registry import get_encoder
 from medgraft.models.unet import Segmenter, build_segmenter
 
-MIRROR_AXES: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
-"""In-plane flips used by test-time augmentation (identity first)."""
-
 DATA_KEYS_THAT_MUST_AGREE = ("volumetric", "slices", "image_size")
+
+
+def mirrorings(axes: list[int]) -> list[tuple[int, ...]]:
+    """Every combination of the mirror ``axes``, identity first: the TTA variants.
+
+    Only axes the model was trained to be mirrored on are allowed: a flip a model never saw
+    (e.g. anterior/posterior on hippocampus labels) would average in wrong predictions.
+    """
+    return [
+        tuple(a for a, keep in zip(axes, mask, strict=True) if keep)
+        for mask in itertools.product([False, True], repeat=len(axes))
+    ]
 
 
 @dataclass
@@ -56,7 +67,7 @@ class Predictor:
         self.device = device
         self.batch_size = batch_size
         self.amp_dtype = amp_dtype
-        self.flips = MIRROR_AXES if tta else MIRROR_AXES[:1]
+        self.flips = mirrorings(data.get("mirror_axes", []) if tta else [])
         self.pad = DivisiblePad(k=(1, ENCODER_STRIDE, ENCODER_STRIDE), method="end")
 
     @classmethod
@@ -83,6 +94,8 @@ class Predictor:
     @torch.no_grad()
     def segment(self, image: torch.Tensor, keep_probabilities: bool = False) -> Segmentation:
         """(C, H, W, D) volume or (C, H, W) image → labels of the spatial shape (uint8)."""
+        for model in self.models:
+            model.eval()  # the training loop shares its model: BatchNorm must use running stats
         image = torch.as_tensor(image, dtype=torch.float32)
         if self.data["volumetric"]:
             return self._segment_volume(image, keep_probabilities)

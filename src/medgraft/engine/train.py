@@ -76,7 +76,7 @@ class TrainConfig:
     orientation: str = "RAS"
     spacing: str = "auto"
     foreground_ratio: float = 0.5
-    augment: dict = field(default_factory=lambda: {"flips": False})
+    augment: dict = field(default_factory=dict)
     stray_labels_to_background: bool = False
     cache_dir: str | None = None
     amp: str = "auto"
@@ -354,14 +354,19 @@ def train(config: TrainConfig) -> TrainResult:
     model = model.to(device)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    # flips swap anatomical sides (anterior/posterior, left/right): off for volumes unless asked
+    augment = augmentation_from_dict({"flips": not spec.is_volumetric, **config.augment})
     data_meta = {
         **prep.to_dict(),
         "slices": config.slices,
+        # mirroring TTA may only use flips the model was trained with
+        "mirror_axes": [-2, -1] if augment.active and augment.flips else [],
         "labels": {str(k): v for k, v in label_names.items()},
         "modality": spec.modality,
     }
     resolved = {
         "train_config": asdict(config),
+        "augmentation": asdict(augment),
         "num_classes": num_classes,
         "weights_record": weights_record,
         "preprocessing": prep.to_dict(),
@@ -373,7 +378,6 @@ def train(config: TrainConfig) -> TrainResult:
     }
     log.write_config(resolved)
 
-    augment = augmentation_from_dict(config.augment)
     sample_transform = Compose(
         [Augment2Dd(["image", "label"], augment), *sample_transforms().transforms]
     )
