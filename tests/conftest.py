@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -115,3 +117,16 @@ def micro_msd(tmp_path_factory) -> Path:
             nib.save(nib.Nifti1Image(crop, source.affine), str(root / entry[key]))
     (root / "dataset.json").write_text(json.dumps(manifest))
     return root
+
+
+def run_torchrun(port: int, *args) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node 2 -m medgraft ARGS`` on the CPU, as a user would launch it."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    command = [str(torchrun), "--nproc_per_node", "2", "--master_port", str(port), "-m", "medgraft"]
+    return subprocess.run(
+        [*command, *[str(a) for a in args]],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )

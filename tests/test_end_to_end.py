@@ -182,10 +182,16 @@ def test_user_errors_are_one_line_without_traceback(tmp_path: Path):
     assert "Traceback" not in proc.stderr + proc.stdout
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["predict"], ["evaluate"], ["demo"]])
-def test_every_subcommand_has_help(runner, command):
-    result = invoke(runner, *command, "--help")
-    assert result.exit_code == 0 and "Usage" in result.output
+def test_every_subcommand_has_help(runner):
+    from medgraft.cli import app
+
+    names = [c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands]
+    assert {"train", "predict", "evaluate", "demo", "export", "encoders", "fetch-weights"} <= set(
+        names
+    )
+    for command in [[], *[[n] for n in names]]:
+        result = invoke(runner, *command, "--help")
+        assert result.exit_code == 0 and "Usage" in result.output, command
 
 
 def test_console_script_and_module_agree():

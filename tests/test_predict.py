@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import invoke, write_nifti
+from conftest import invoke, run_torchrun, write_nifti
 from PIL import Image
 
 from medgraft.engine.checkpoint import load_checkpoint
@@ -257,35 +257,9 @@ def test_dicom_series_folder_gives_a_nifti_mask_in_series_geometry(
 
 def test_torchrun_two_processes_split_the_batch(mri_run: Path, scans: Path, tmp_path: Path):
     """The real launcher: two CPU processes, each writing its share into one folder."""
-    import subprocess
-    import sys
-
     out = tmp_path / "torchrun"
-    torchrun = Path(sys.executable).with_name("torchrun")
-    proc = subprocess.run(
-        [
-            str(torchrun),
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            "29531",
-            "-m",
-            "medgraft",
-            "predict",
-            "--model",
-            str(mri_run),
-            "-i",
-            str(scans),
-            "-o",
-            str(out),
-            "--no-tta",
-            "--device",
-            "cpu",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
+    proc = run_torchrun(
+        29531, "predict", "--model", mri_run, "-i", scans, "-o", out, "--no-tta", "--device", "cpu"
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(list(out.glob("*.nii.gz"))) == 4

@@ -2,15 +2,13 @@
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import invoke, write_nifti
+from conftest import invoke, run_torchrun, write_nifti
 
 from medgraft.data.slicing import BalancedSampler
 from medgraft.data.transforms import Preprocessing, apply_case_transforms, case_transforms
@@ -159,37 +157,43 @@ def test_config_file_with_flag_override(micro_msd: Path, tmp_path: Path, runner)
 
 def test_ddp_two_gloo_processes(micro_msd: Path, tmp_path: Path):
     run = tmp_path / "ddp"
-    torchrun = Path(sys.executable).with_name("torchrun")
-    proc = subprocess.run(
-        [
-            str(torchrun),
-            "--nproc_per_node",
-            "2",
-            "--master_port",
-            "29532",
-            "-m",
-            "medgraft",
-            "train",
-            "--data",
-            str(micro_msd),
-            "--output",
-            str(run),
-            "--epochs",
-            "1",
-            "--batch-size",
-            "8",
-            "--val-fraction",
-            "0.25",
-            "--device",
-            "cpu",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
+    proc = run_torchrun(
+        29532,
+        "train",
+        "--data",
+        micro_msd,
+        "--output",
+        run,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--val-fraction",
+        "0.25",
+        "--device",
+        "cpu",
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     resolved = json.loads((run / "config.json").read_text())
     assert resolved["world_size"] == 2
     assert load_checkpoint(run / "last.pt")["epoch"] == 1
     assert len(list(csv.DictReader((run / "metrics.csv").open()))) == 1
+
+
+def test_disk_cache_is_written_once_and_reused(micro_msd: Path, tmp_path: Path):
+    from medgraft.data.discovery import discover_dataset
+    from medgraft.data.transforms import geometry_transforms
+    from medgraft.engine.train import load_cases
+
+    records = discover_dataset(micro_msd).training[:2]
+    geometry = geometry_transforms(
+        Preprocessing(volumetric=True), with_label=True, allowed_labels=[0, 1, 2]
+    )
+    first = load_cases(records, geometry, True, cache_dir=str(tmp_path / "cache"))
+    cached = sorted((tmp_path / "cache").glob("*.pt"))
+    assert len(cached) == 2
+    stamps = [p.stat().st_mtime_ns for p in cached]
+    again = load_cases(records, geometry, True, cache_dir=str(tmp_path / "cache"))
+    assert [p.stat().st_mtime_ns for p in sorted((tmp_path / "cache").glob("*.pt"))] == stamps
+    for a, b in zip(first, again, strict=True):
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])

@@ -251,7 +251,7 @@ def demo(
         )
     )
     held_out = [Path(r["image"]) for r in result.val_cases]
-    options = PredictOptions(device=select_device(device))
+    options = PredictOptions(device=select_device(device), tta=False)  # trained without flips
     _run_predict([output / "model"], held_out, output / "predictions", options)
     spec = discover_dataset(data)
     if spec.test:

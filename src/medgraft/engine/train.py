@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from monai.data import DataLoader, Dataset, PersistentDataset
 from monai.losses import DiceCELoss
-from monai.transforms import Compose
+from monai.transforms import Compose, Lambda
 from monai.utils import set_determinism
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -217,6 +217,8 @@ def load_cases(
     With ``cache_dir`` the loaded geometry is also kept on disk (MONAI ``PersistentDataset``),
     so later runs on the same data skip decoding.
     """
+    # keep the voxel spacing as a plain value: the disk cache stores tensors without metadata
+    geometry = Compose([*geometry.transforms, Lambda(_with_spacing)])
     persistent = PersistentDataset(records, geometry, cache_dir=cache_dir) if cache_dir else None
     cases = []
     with _progress() as progress:
@@ -234,17 +236,22 @@ def load_cases(
                         f"{record['image']}: cannot load ({first_line(cause)})"
                     ) from exc
             _check_pair(loaded, record, volumetric)
-            image = loaded["image"]
             cases.append(
                 {
-                    "image": image.as_tensor(),
-                    "label": loaded["label"].as_tensor(),
-                    "spacing": [float(v) for v in image.pixdim] if volumetric else [1.0, 1.0],
+                    "image": torch.as_tensor(loaded["image"]),
+                    "label": torch.as_tensor(loaded["label"]),
+                    "spacing": [float(v) for v in loaded["spacing"]],
                     "case_id": record["case_id"],
                     "record": record,
                 }
             )
     return cases
+
+
+def _with_spacing(data: dict) -> dict:
+    image = data["image"]
+    spacing = image.pixdim if image.ndim == 4 else torch.ones(image.ndim - 1)
+    return {**data, "spacing": torch.as_tensor(spacing, dtype=torch.float64)}
 
 
 def _check_pair(loaded: dict, record: dict, volumetric: bool) -> None:
@@ -257,7 +264,7 @@ def _check_pair(loaded: dict, record: dict, volumetric: bool) -> None:
         )
     if volumetric and image.shape[0] != 1:
         raise MedgraftError(f"{record['image']}: multi-channel volumes are not supported yet")
-    if not torch.isfinite(image.as_tensor()).all():
+    if not torch.isfinite(torch.as_tensor(image)).all():
         raise MedgraftError(f"{record['image']}: image contains NaN or infinite values")
     if image.shape[1:] != label.shape[1:]:
         raise MedgraftError(
