@@ -142,7 +142,7 @@ def test_predict_reports_a_corrupt_file_and_continues(mri_run: Path, tmp_path: P
     (inputs / "broken.nii.gz").write_bytes(b"\x1f\x8b\x08 truncated")
     result = invoke(runner, "predict", "--model", mri_run, "-i", inputs, "-o", tmp_path / "out")
     assert result.exit_code == 1
-    assert "broken.nii.gz: cannot load" in result.output
+    assert "broken.nii.gz: not a readable NIfTI file" in result.output
     assert (tmp_path / "out" / "good.nii.gz").is_file()
     assert not (tmp_path / "out" / "broken.nii.gz").exists()
 

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from medgraft.errors import MedgraftError
@@ -370,7 +371,7 @@ def _run_predict(models: list[Path], inputs: list[Path], output: Path, options) 
             progress.update(task, advance=1, speed=f"{speed:.1f} slices/s" if slices else "")
     failed = [r for r in results if r.status == "failed"]
     for r in failed:
-        err_console.print(f"[red]failed:[/] {r.message}")
+        err_console.print(f"[red]failed:[/] {escape(r.message)}")
     summary = output / ("summary.csv" if world == 1 else f"summary.rank{rank}.csv")
     write_summary(results, summary, predictor.data["labels"], predictor.data["volumetric"])
     skipped = sum(r.status == "skipped" for r in results)
@@ -419,8 +420,13 @@ def main() -> None:
     """Console entry point: user errors become one red line and exit code 1."""
     try:
         app()
+    except KeyboardInterrupt:
+        if _state["debug"]:
+            raise
+        err_console.print("interrupted")
+        sys.exit(130)
     except MedgraftError as exc:
         if _state["debug"]:
             raise
-        err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(1)

@@ -87,6 +87,7 @@ def discover_dataset(root: str | Path) -> DatasetSpec:
     if not spec.training:
         raise MedgraftError(f"{root}: no labelled cases found ({spec.layout} layout)")
     _check_files_exist(spec)
+    _check_case_ids(spec)
     return spec
 
 
@@ -131,16 +132,20 @@ def _modality(manifest: dict | None) -> str:
 
 def _discover_msd(root: Path, manifest: dict) -> DatasetSpec:
     path = root / "dataset.json"
+    for key in ("training", "test"):
+        if not isinstance(manifest.get(key, []), list):
+            raise MedgraftError(f"{path}: '{key}' must be a list")
     training = []
     for i, entry in enumerate(manifest["training"]):
         if not isinstance(entry, dict) or "image" not in entry or "label" not in entry:
             raise MedgraftError(f"{path}: training entry {i} needs 'image' and 'label'")
-        image = (root / entry["image"]).resolve()
-        label = (root / entry["label"]).resolve()
+        image = _listed_path(root, entry["image"], f"training entry {i}")
+        label = _listed_path(root, entry["label"], f"training entry {i}")
         training.append({"image": str(image), "label": str(label), "case_id": case_id_of(image)})
     test = []
-    for entry in manifest.get("test", []):
-        image = (root / (entry["image"] if isinstance(entry, dict) else entry)).resolve()
+    for i, entry in enumerate(manifest.get("test", [])):
+        listed = entry.get("image") if isinstance(entry, dict) else entry
+        image = _listed_path(root, listed, f"test entry {i}")
         test.append({"image": str(image), "case_id": case_id_of(image)})
     return DatasetSpec(
         root=root,
@@ -150,6 +155,13 @@ def _discover_msd(root: Path, manifest: dict) -> DatasetSpec:
         labels=parse_labels(manifest, path),
         modality=_modality(manifest),
     )
+
+
+def _listed_path(root: Path, value: object, where: str) -> Path:
+    """A file named in dataset.json, relative to its folder; JSON of another type is an error."""
+    if not isinstance(value, str) or not value.strip() or "\0" in value:
+        raise MedgraftError(f"{root / 'dataset.json'}: {where} must name a file, not {value!r:.40}")
+    return (root / value).resolve()
 
 
 def _discover_nnunet(root: Path, manifest: dict | None) -> DatasetSpec:
@@ -162,7 +174,10 @@ def _discover_nnunet(root: Path, manifest: dict | None) -> DatasetSpec:
                 raise MedgraftError(
                     f"{image}: only single-channel nnU-Net datasets (_0000) are supported so far"
                 )
-            raise MedgraftError(f"{image}: nnU-Net images must end in _0000{suffix}")
+            hint = (
+                "" if manifest is None else f"; for MSD, {root / 'dataset.json'} needs 'training'"
+            )
+            raise MedgraftError(f"{image}: nnU-Net images must end in _0000{suffix}{hint}")
         case_id = case_id_of(image)
         training.append(
             {
@@ -209,10 +224,26 @@ def _discover_folder_pair(root: Path) -> DatasetSpec:
 
 
 def _check_files_exist(spec: DatasetSpec) -> None:
+    listing = spec.root / "dataset.json" if spec.layout == "msd" else spec.root
     for record in spec.training + spec.test:
         for key in ("image", "label"):
             if key in record and not Path(record[key]).is_file():
-                raise MedgraftError(f"{record[key]}: listed in {spec.root} but not found")
-    kinds = {is_volume(r["image"]) for r in spec.training}
-    if len(kinds) > 1:
-        raise MedgraftError(f"{spec.root}: mixes 3D NIfTI volumes and 2D images; use one kind")
+                raise MedgraftError(f"{record[key]}: listed in {listing} but not found")
+    first = is_volume(spec.training[0]["image"])
+    odd = next((r["image"] for r in spec.training if is_volume(r["image"]) != first), None)
+    if odd is not None:
+        raise MedgraftError(
+            f"{odd}: {spec.root} mixes 3D NIfTI volumes and 2D images; use one kind"
+        )
+
+
+def _check_case_ids(spec: DatasetSpec) -> None:
+    """Refuse a training case listed twice, or two images with one case name (``a.png`` and
+    ``a.jpg``): splits and folds go by case name, so one would be dropped or counted twice."""
+    seen: dict[str, str] = {}
+    for record in spec.training:
+        image, other = record["image"], seen.get(record["case_id"])
+        if other is not None:
+            problem = "listed twice" if other == image else f"same case name as {other}"
+            raise MedgraftError(f"{image}: {problem}")
+        seen[record["case_id"]] = image

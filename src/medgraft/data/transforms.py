@@ -32,11 +32,99 @@ from monai.transforms import (
     Spacingd,
 )
 
-from medgraft.data.io import image_reader
+from medgraft.data.io import check_readable, image_reader
 from medgraft.errors import MedgraftError, first_line, root_cause
 
 ENCODER_STRIDE = 32
 PERCENTILES = (0.5, 99.5)
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+"""PIL modes of 16-bit greyscale PNG/TIFF files."""
+AFFINE_TOLERANCE_MM = 1e-3
+"""Image and label affines may differ by this much (float32 header rounding), not more."""
+
+
+def _name(tensor: torch.Tensor, default: Hashable) -> str:
+    """The file a loaded tensor came from, for error messages."""
+    return str(tensor.meta.get("filename_or_obj", default) if hasattr(tensor, "meta") else default)
+
+
+class CheckGeometryd(MapTransform):
+    """Refuse a 2D file where volumes are expected and vice versa, 4D volumes, and volumes with
+    a degenerate affine, as stored: orientation, spacing or resizing would otherwise fail on
+    them with a message about array broadcasting or axes, or report a resampled shape the user
+    never saw."""
+
+    def __init__(self, keys: KeysCollection, spatial_dims: int) -> None:
+        super().__init__(keys)
+        self.spatial_dims = spatial_dims
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            channels, *shape = d[key].shape
+            if len(shape) != self.spatial_dims:
+                kind = "3D volume" if self.spatial_dims == 3 else "2D image"
+                raise MedgraftError(
+                    f"{_name(d[key], key)}: expected a {kind}, got shape {tuple(shape)}"
+                )
+            if self.spatial_dims == 3 and channels != 1:
+                raise MedgraftError(
+                    f"{_name(d[key], key)}: 4D file with {channels} volumes of shape "
+                    f"{tuple(shape)}; expected one 3D volume (multi-channel inputs are not "
+                    "supported yet)"
+                )
+            if self.spatial_dims == 3 and not abs(float(torch.det(d[key].affine[:3, :3]))) > 0:
+                raise MedgraftError(
+                    f"{_name(d[key], key)}: the header's affine is degenerate (a zero or NaN "
+                    f"axis): {d[key].affine[:3].tolist()}"
+                )
+        return d
+
+
+class SameGridd(MapTransform):
+    """Refuse a label that is not on its image's voxel grid (shape and affine as stored).
+
+    Checked on the files as read: later steps resample or resize each file on its own, so a
+    misplaced label would otherwise be trained on silently.
+    """
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        image, label = data["image"], data["label"]
+        image_name, label_name = _name(image, "image"), _name(label, "label")
+        if image.shape[1:] != label.shape[1:]:
+            raise MedgraftError(
+                f"{label_name}: label shape {tuple(label.shape[1:])} != image shape "
+                f"{tuple(image.shape[1:])} ({image_name})"
+            )
+        difference = float((image.affine - label.affine).abs().max())
+        if difference > AFFINE_TOLERANCE_MM:
+            raise MedgraftError(
+                f"{label_name}: label affine differs from the image's ({image_name}) by up to "
+                f"{difference:.3g}; the label must lie on the image's voxel grid"
+            )
+        return dict(data)
+
+
+class EightBitRanged(MapTransform):
+    """Bring 2D images of any bit depth to the 0-255 range ``intensity_transforms`` expects.
+
+    16-bit files (X-ray, microscopy) are scaled by their format's full scale (255 / 65535,
+    known from the PIL mode at load time), so a grey value means the same in every image;
+    clipping them at 255 instead would turn them white. 32-bit integer or float files have no
+    full scale and are min-max scaled per image. 8-bit images pass unchanged.
+    """
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            image = d[key]
+            mode = image.meta.get("mode") if hasattr(image, "meta") else None
+            if mode in SIXTEEN_BIT_MODES:
+                d[key] = image * (255.0 / 65535.0)
+            elif mode in ("I", "F"):
+                low, high = float(image.min()), float(image.max())
+                d[key] = (image - low) * (255.0 / max(high - low, 1e-12))
+        return d
 
 
 class FirstChannelMaskd(MapTransform):
@@ -91,12 +179,13 @@ class ValidateLabelsd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             mask = d[key]
-            name = mask.meta.get("filename_or_obj", key) if hasattr(mask, "meta") else key
+            name = _name(mask, key)
             values = torch.unique(torch.as_tensor(mask))
-            if not torch.all(torch.isfinite(values)) or not torch.all(
-                values == torch.round(values)
-            ):
-                raise MedgraftError(f"{name}: label map has non-integer values")
+            bad = values[~torch.isfinite(values) | (values != torch.round(values))]
+            if bad.numel():
+                raise MedgraftError(
+                    f"{name}: label map has non-integer values (e.g. {float(bad[0]):g})"
+                )
             stray = (
                 [] if self.allowed is None else sorted(set(values.long().tolist()) - self.allowed)
             )
@@ -122,12 +211,14 @@ class ToRGBd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             channels = d[key].shape[0]
-            if channels == 1:
-                d[key] = d[key].repeat(3, 1, 1)
+            if channels in (1, 2):  # grey, grey + alpha
+                d[key] = d[key][:1].repeat(3, 1, 1)
             elif channels == 4:
                 d[key] = d[key][:3]
             elif channels != 3:
-                raise MedgraftError(f"{d[key].meta.get('filename_or_obj')}: {channels} channels")
+                raise MedgraftError(
+                    f"{_name(d[key], key)}: {channels} channels; expected grey, RGB or RGBA"
+                )
         return d
 
 
@@ -137,8 +228,8 @@ class Preprocessing:
 
     Volumes: reoriented to ``orientation`` and, when ``spacing`` is set, resampled in-plane
     (a spacing of 0 keeps that axis); intensity ``percentile`` (per-volume 0.5-99.5th
-    percentile clip, for MRI) or ``window`` (a fixed clip range, for CT). 2D images: 8-bit RGB,
-    resized to ``image_size`` for the network.
+    percentile clip, for MRI) or ``window`` (a fixed clip range, for CT). 2D images: RGB on the
+    8-bit scale (see :class:`EightBitRanged`), resized to ``image_size`` for the network.
     """
 
     volumetric: bool
@@ -172,8 +263,13 @@ def geometry_transforms(
     steps: list = [
         LoadImaged(keys, reader=image_reader(), image_only=True, ensure_channel_first=True),
         EnsureTyped(keys, dtype=torch.float32, track_meta=True),
-        *spatial_transforms(prep, keys).transforms,
+        CheckGeometryd(keys, 3 if prep.volumetric else 2),
     ]
+    if with_label:
+        steps.append(SameGridd(keys))
+    if not prep.volumetric:
+        steps.append(EightBitRanged("image"))
+    steps += spatial_transforms(prep, keys).transforms
     if with_label:
         if not prep.volumetric:
             steps += [
@@ -229,6 +325,9 @@ def apply_case_transforms(transform: Compose, record: dict) -> dict:
         cause = root_cause(exc)
         if isinstance(cause, MedgraftError):
             raise cause from None
+        for key in ("image", "label"):  # name the file that cannot be read, and why
+            if key in record:
+                check_readable(record[key])
         raise MedgraftError(f"{record['image']}: cannot load ({first_line(cause)})") from exc
 
 

@@ -24,7 +24,7 @@ from monai.data import MetaTensor
 from monai.transforms import Invertd
 from PIL import Image
 
-from medgraft.data.discovery import case_id_of, is_volume, list_images
+from medgraft.data.discovery import SUPPORTED_SUFFIXES, case_id_of, is_volume, list_images
 from medgraft.data.transforms import (
     Preprocessing,
     apply_case_transforms,
@@ -95,7 +95,12 @@ def input_cases(path: Path) -> list[Path]:
         p for p in path.iterdir() if p.is_dir() and is_dicom_series(p)
     )
     if not cases:
-        raise MedgraftError(f"{path}: no NIfTI, DICOM series or 2D image files found")
+        others = sorted(p.name for p in path.iterdir() if not p.name.startswith("."))
+        found = f"{len(others)} other file(s), e.g. {others[0]}" if others else "folder is empty"
+        raise MedgraftError(
+            f"{path}: no NIfTI, DICOM series or 2D image files found ({found}; supported: "
+            f"{' '.join(SUPPORTED_SUFFIXES)})"
+        )
     return cases
 
 
@@ -138,6 +143,8 @@ def predict_cases(
     """Segment each input into ``output_dir``, yielding one result per case."""
     check_output_location(inputs, output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    for stale in output_dir.glob(".*.tmp.*"):  # left by a run that was killed mid-write
+        stale.unlink()
     volumetric = predictor.data["volumetric"]
     suffix = ".nii.gz" if volumetric else ".png"
     for path in inputs:

@@ -29,6 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from medgraft.data.augment import Augment2Dd, augmentation_from_dict
 from medgraft.data.discovery import DatasetSpec, discover_dataset
+from medgraft.data.io import check_readable
 from medgraft.data.slicing import BalancedSampler, SliceStackDataset
 from medgraft.data.transforms import (
     Preprocessing,
@@ -190,17 +191,21 @@ def target_spacing(spec: DatasetSpec, records: list[dict], setting: str, orienta
     for record in records:
         try:
             header_image = nib.load(record["image"])
+            case_zooms = header_image.header.get_zooms()
         except Exception as exc:  # nibabel raises many types for bad files
+            check_readable(record["image"])
             raise MedgraftError(
                 f"{record['image']}: cannot read header ({first_line(exc)})"
             ) from exc
+        if len(header_image.shape) != 3:
+            raise MedgraftError(
+                f"{record['image']}: expected a 3D volume, got shape {header_image.shape}"
+            )
         ornt = nib.orientations.io_orientation(header_image.affine)
         target = nib.orientations.axcodes2ornt(orientation)
         ras = np.zeros(3)
         for axis, (out_axis, _) in enumerate(ornt[:3]):
-            ras[int(np.flatnonzero(target[:, 0] == out_axis)[0])] = header_image.header.get_zooms()[
-                axis
-            ]
+            ras[int(np.flatnonzero(target[:, 0] == out_axis)[0])] = case_zooms[axis]
         zooms.append(ras)
     median = np.median(np.array(zooms), axis=0)
     return (round(float(median[0]), 4), round(float(median[1]), 4), 0.0)
@@ -235,7 +240,7 @@ def load_cases(
                     raise MedgraftError(
                         f"{record['image']}: cannot load ({first_line(cause)})"
                     ) from exc
-            _check_pair(loaded, record, volumetric)
+            _check_pair(loaded, record)
             cases.append(
                 {
                     "image": torch.as_tensor(loaded["image"]),
@@ -254,23 +259,15 @@ def _with_spacing(data: dict) -> dict:
     return {**data, "spacing": torch.as_tensor(spacing, dtype=torch.float64)}
 
 
-def _check_pair(loaded: dict, record: dict, volumetric: bool) -> None:
-    image, label = loaded["image"], loaded["label"]
-    expected_ndim = 4 if volumetric else 3
-    if image.ndim != expected_ndim:
-        kind = "3D volume" if volumetric else "2D image"
-        raise MedgraftError(
-            f"{record['image']}: expected a {kind}, got shape {tuple(image.shape[1:])}"
-        )
-    if volumetric and image.shape[0] != 1:
-        raise MedgraftError(f"{record['image']}: multi-channel volumes are not supported yet")
-    if not torch.isfinite(torch.as_tensor(image)).all():
+def _check_pair(loaded: dict, record: dict) -> None:
+    """What the loading transforms leave to check: finite image values.
+
+    Dimensions (2D/3D/4D) and the label's shape and affine are checked while loading
+    (``CheckGeometryd``, ``SameGridd``), on the files as stored and with their metadata,
+    which the disk cache drops.
+    """
+    if not torch.isfinite(torch.as_tensor(loaded["image"])).all():
         raise MedgraftError(f"{record['image']}: image contains NaN or infinite values")
-    if image.shape[1:] != label.shape[1:]:
-        raise MedgraftError(
-            f"{record['label']}: label shape {tuple(label.shape[1:])} != image shape "
-            f"{tuple(image.shape[1:])} ({record['image']})"
-        )
 
 
 def ct_window(cases: list[dict]) -> tuple[float, float]:
@@ -449,7 +446,27 @@ def train(config: TrainConfig) -> TrainResult:
             f"weights {weights_record['encoder']['origin']}, device {device}"
             + (f" x {world_size} processes" if world_size > 1 else "")
         )
+
+    def training_state(completed_epoch: int, val_dice: float) -> dict:
+        """Everything ``--resume`` needs, as plain values (loadable with weights_only)."""
+        return {
+            "architecture": arch,
+            "data": data_meta,
+            "config": resolved,
+            "train_config": asdict(config),
+            "model_state": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "rng": _rng_state(),
+            "epoch": completed_epoch,
+            "val_dice": val_dice,
+            "best_dice": best_dice,
+            "best_epoch": best_epoch,
+        }
+
     epoch = first_epoch - 1
+    in_batches = False
     try:
         for epoch in range(first_epoch, config.epochs + 1):
             epoch_start = time.perf_counter()
@@ -462,6 +479,7 @@ def train(config: TrainConfig) -> TrainResult:
                 model.encoder.eval()  # keep pretrained BatchNorm statistics while frozen
             losses = []
             samples = 0
+            in_batches = True
             with _progress(enabled=main) as progress:
                 task = progress.add_task(f"epoch {epoch}/{config.epochs}", total=len(loader))
                 for batch in loader:
@@ -493,27 +511,14 @@ def train(config: TrainConfig) -> TrainResult:
                         ),
                     )
             train_seconds = time.perf_counter() - epoch_start
+            in_batches = False
             if main:
                 dice, hd95 = validate(predictor, val_cases, num_classes)
                 mean_dice = float(np.nanmean(dice)) if val_cases else float("nan")
                 improved = not val_cases or mean_dice > best_dice
                 if improved:
                     best_dice, best_epoch = mean_dice, epoch
-                payload = {
-                    "architecture": arch,
-                    "data": data_meta,
-                    "config": resolved,
-                    "train_config": asdict(config),
-                    "model_state": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "rng": _rng_state(),
-                    "epoch": epoch,
-                    "val_dice": mean_dice,
-                    "best_dice": best_dice,
-                    "best_epoch": best_epoch,
-                }
+                payload = training_state(epoch, mean_dice)
                 seconds = time.perf_counter() - epoch_start
                 # metrics first: a crash between the two repeats the epoch, whose row resume drops
                 log.epoch(
@@ -537,11 +542,13 @@ def train(config: TrainConfig) -> TrainResult:
             if world_size > 1:
                 dist.barrier()
     except KeyboardInterrupt:
+        if main and in_batches:
+            # Ctrl-C mid-epoch: keep what this epoch learned; --resume then re-runs the epoch
+            state = training_state(epoch - 1, float("nan"))
+            save_checkpoint({**state, "interrupted_in_epoch": epoch}, run_dir / "last.pt")
+            log.event(f"interrupted during epoch {epoch}; saved last.pt")
         if main:
-            console.print(
-                f"interrupted; {run_dir / 'last.pt'} holds the last complete epoch: "
-                "continue with --resume"
-            )
+            console.print(f"interrupted; continue with --resume ({run_dir / 'last.pt'})")
         raise
     finally:
         log.close()
