@@ -22,11 +22,13 @@ from medgraft.models.weights import resolve_weights
 
 
 def start(*args: str) -> subprocess.Popen:
+    """Launch the CLI as from a terminal: SIGINT at its default even if the runner ignores it."""
     return subprocess.Popen(
         [sys.executable, "-m", "medgraft", *map(str, args)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 

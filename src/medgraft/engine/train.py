@@ -198,15 +198,15 @@ def target_spacing(spec: DatasetSpec, records: list[dict], setting: str, orienta
                 f"{record['image']}: cannot read header ({first_line(exc)})"
             ) from exc
         if len(header_image.shape) != 3:
-            raise MedgraftError(
-                f"{record['image']}: expected a 3D volume, got shape {header_image.shape}"
-            )
+            continue  # not a volume: loading the case reports it with the full story
         ornt = nib.orientations.io_orientation(header_image.affine)
         target = nib.orientations.axcodes2ornt(orientation)
         ras = np.zeros(3)
         for axis, (out_axis, _) in enumerate(ornt[:3]):
             ras[int(np.flatnonzero(target[:, 0] == out_axis)[0])] = case_zooms[axis]
         zooms.append(ras)
+    if not zooms:
+        return None
     median = np.median(np.array(zooms), axis=0)
     return (round(float(median[0]), 4), round(float(median[1]), 4), 0.0)
 
