@@ -66,21 +66,25 @@ def large_volume_peak_rss(model: Path, batch_size: int, shape=(512, 512, 400)) -
     try:
         rng = np.random.default_rng(0)
         volume = rng.normal(0, 300, shape).astype(np.int16)
-        nib.save(nib.Nifti1Image(volume, np.diag([0.7, 0.7, 1.0, 1.0])), str(folder / "ct.nii.gz"))
+        (folder / "in").mkdir()
+        nib.save(
+            nib.Nifti1Image(volume, np.diag([0.7, 0.7, 1.0, 1.0])), str(folder / "in" / "ct.nii.gz")
+        )
         del volume
         code = (
             "import resource, sys, time; from pathlib import Path;"
             "from medgraft.engine.predict import PredictOptions, load_predictor, predict_cases;"
             f"o = PredictOptions(batch_size={batch_size}, tta=False, overwrite=True);"
             f"p = load_predictor([Path({str(model)!r})], o); t = time.perf_counter();"
-            f"r = list(predict_cases(p, [Path({str(folder / 'ct.nii.gz')!r})], "
+            f"r = list(predict_cases(p, [Path({str(folder / 'in' / 'ct.nii.gz')!r})], "
             f"Path({str(folder / 'out')!r}), o));"
             "print(r[0].status, r[0].message, time.perf_counter() - t,"
             " resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
         )
-        output = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, check=True
-        ).stdout.split()
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr[-3000:])
+        output = done.stdout.split()
         return {
             "status": output[0],
             "seconds": float(output[-2]),
