@@ -40,6 +40,26 @@ def wait_for(condition, process: subprocess.Popen, timeout: float = 600) -> None
         time.sleep(0.05)
 
 
+def resume_training(data: Path, run: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "medgraft",
+            "train",
+            "--data",
+            str(data),
+            "--output",
+            str(run),
+            "--resume",
+            *TRAIN,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
 def metric_rows(run: Path) -> int:
     path = run / "metrics.csv"
     return len(list(csv.DictReader(path.open()))) if path.exists() else 0
@@ -59,23 +79,7 @@ def test_sigkill_mid_training_then_resume_loses_at_most_one_epoch(micro_msd: Pat
     assert not list(run.glob(".*.tmp"))  # checkpoints are renamed into place, never partial
     state = load_checkpoint(run / "last.pt")
     assert state["epoch"] >= completed_at_kill - 1
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "medgraft",
-            "train",
-            "--data",
-            str(micro_msd),
-            "--output",
-            str(run),
-            "--resume",
-            *TRAIN,
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = resume_training(micro_msd, run)
     assert result.returncode == 0, result.stderr[-2000:]
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert [r["epoch"] for r in rows] == ["1", "2", "3"]
@@ -96,23 +100,7 @@ def test_ctrl_c_mid_epoch_writes_last_pt(micro_msd: Path, tmp_path: Path):
     state = load_checkpoint(run / "last.pt")
     assert (run / "last.pt").stat().st_mtime_ns != after_epoch_1
     assert state["interrupted_in_epoch"] == 2 and state["epoch"] == 1
-    resumed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "medgraft",
-            "train",
-            "--data",
-            str(micro_msd),
-            "--output",
-            str(run),
-            "--resume",
-            *TRAIN,
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    resumed = resume_training(micro_msd, run)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert load_checkpoint(run / "last.pt")["epoch"] == 3
 
