@@ -1,10 +1,11 @@
 """Batch segmentation: a folder of scans in, masks that open on the originals out.
 
 Inputs: NIfTI files (nnU-Net ``_0000`` names included), DICOM series (one sub-folder each),
-2D PNG/JPG/TIFF images, or a single file. Nothing is resampled or reoriented, so each mask has
-the input's exact voxel grid; NIfTI masks keep the input's header (qform/sform), DICOM masks
-get the series' geometry. Outputs are written under a temporary name and renamed; existing
-outputs are skipped unless ``overwrite``; a failing case is reported and the batch goes on.
+2D PNG/JPG/TIFF images, or a single file. Every reorientation and resampling done for the model
+is inverted, so each mask has the input's exact voxel grid; NIfTI masks keep the input's header
+(qform/sform), DICOM masks get the series' geometry. Outputs are written under a temporary name
+and renamed; existing outputs are skipped unless ``overwrite``; a failing case is reported and
+the batch goes on.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ from PIL import Image
 from medgraft.data.discovery import SUPPORTED_SUFFIXES, case_id_of, is_volume, list_images
 from medgraft.data.transforms import (
     Preprocessing,
+    SlabwiseSpacing,
     apply_case_transforms,
     geometry_transforms,
     intensity_transforms,
+    resamples_in_plane_only,
     spatial_transforms,
 )
 from medgraft.engine.checkpoint import load_checkpoint
@@ -205,28 +208,40 @@ def read_case(path: Path, data: dict) -> LoadedCase:
         Preprocessing.from_dict({k: v for k, v in data.items() if k in fields}), image_size=None
     )
     volumetric = prep.volumetric
+    # in-plane resampling runs slab by slab so a CT-sized volume fits in a few GB
+    slabwise = SlabwiseSpacing(prep.spacing) if resamples_in_plane_only(prep) else None
+    whole_volume = dataclasses.replace(prep, spacing=None) if slabwise else prep
     if path.is_dir() and is_dicom_series(path):
         if not volumetric:
             raise MedgraftError(f"{path}: this model segments 2D images, not DICOM volumes")
         raw, affine = read_dicom_series(path)
-        geometry = spatial_transforms(prep)
+        geometry = spatial_transforms(whole_volume)
         loaded = geometry({"image": MetaTensor(raw, affine=torch.as_tensor(affine))})
         header = None
     else:
         if is_volume(path) != volumetric:
             kind = "3D NIfTI volumes" if volumetric else "2D images"
             raise MedgraftError(f"{path}: this model segments {kind}")
-        geometry = geometry_transforms(prep, with_label=False)
+        geometry = geometry_transforms(whole_volume, with_label=False)
         loaded = apply_case_transforms(geometry, {"image": str(path)})
         header = nib.load(str(path)) if volumetric else None
         affine = header.affine if header is not None else None
     _check_dimensionality(loaded["image"], volumetric, path)
+    if slabwise is not None:
+        loaded = {"image": slabwise(loaded["image"])}
+    # inverting needs only the geometry trace, not a second full-size copy of the volume
+    reference = MetaTensor(
+        torch.zeros(1),
+        meta=loaded["image"].meta,
+        applied_operations=loaded["image"].applied_operations,
+    )
     image = _finite(intensity_transforms(prep)(loaded)["image"], path)
-    reference = loaded["image"]
     invert_labels = Invertd("pred", geometry, orig_keys="image", nearest_interp=True)
     invert_values = Invertd("pred", geometry, orig_keys="image", nearest_interp=False)
 
     def restore(values: torch.Tensor, nearest: bool) -> np.ndarray:
+        if slabwise is not None:
+            values = slabwise.inverse(values, nearest)
         pred = MetaTensor(
             values, meta=reference.meta, applied_operations=reference.applied_operations
         )
