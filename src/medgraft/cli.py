@@ -71,6 +71,10 @@ def train(
     val_fraction: Annotated[
         float, typer.Option(help="Share of cases held out for validation (without --folds).")
     ] = 0.2,
+    split_file: Annotated[
+        Path | None,
+        typer.Option(help='JSON {"train": [case ids], "val": [case ids]} to use as the split.'),
+    ] = None,
     folds: Annotated[int, typer.Option(min=0, help="k-fold cross-validation (0: off).")] = 0,
     fold: Annotated[str, typer.Option(help="Fold to train, or 'all' for each in turn.")] = "0",
     seed: int = 0,
@@ -148,6 +152,69 @@ def train(
             f"best validation Dice {result.best_dice:.3f} at epoch {result.best_epoch}; "
             f"model: {result.run_dir / 'best.pt'} ({result.seconds:.0f}s)"
         )
+
+
+@app.command()
+def study(
+    ctx: typer.Context,
+    output: Annotated[Path, typer.Option(help="Study folder: runs, results.csv, summary.md.")],
+    data: Annotated[
+        Path | None, typer.Option(help="Dataset folder (default with --quick: the demo data).")
+    ] = None,
+    inits: Annotated[
+        str, typer.Option(help="Comma-separated: imagenet, none (scratch), or RUN_DIR/checkpoint.")
+    ] = "imagenet,none",
+    fractions: Annotated[
+        str, typer.Option(help="Comma-separated shares of the training cases (nested).")
+    ] = "0.1,0.25,0.5,1.0",
+    seeds: Annotated[int, typer.Option(min=1, help="Runs per init and fraction.")] = 3,
+    epochs: Annotated[int, typer.Option(min=1)] = 8,
+    encoder: Annotated[str, typer.Option(help="smp encoder name or tu-<timm model>.")] = (
+        "tu-tf_efficientnet_lite0"
+    ),
+    val_fraction: Annotated[
+        float, typer.Option(help="Share of cases in the one validation set of every run.")
+    ] = 0.2,
+    config: Annotated[
+        Path | None, typer.Option(help="YAML of further training options (as for train).")
+    ] = None,
+    offline: Annotated[bool, typer.Option(help="Never download weights.")] = False,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    quick: Annotated[
+        bool,
+        typer.Option(help="Demo data, fractions 0.25,1.0, 2 seeds, 4 epochs: ~10 min on a CPU."),
+    ] = False,
+) -> None:
+    """Compare initialisations across label fractions and seeds; reruns skip finished runs."""
+    from medgraft.engine.config import explicit_cli_params, load_config_file
+    from medgraft.engine.study import StudyPlan, quick_plan, run_study
+
+    typed = explicit_cli_params(ctx)
+    if data is None and not quick:
+        raise MedgraftError("--data is required (or use --quick for the embedded demo data)")
+    plan = (
+        quick_plan(str(data or DEMO_DATA), str(output))
+        if quick
+        else StudyPlan(str(data), str(output))
+    )
+    if not quick or "inits" in typed:
+        plan.inits = [i.strip() for i in inits.split(",") if i.strip()]
+    if not quick or "fractions" in typed:
+        try:
+            plan.fractions = [float(f) for f in fractions.split(",") if f.strip()]
+        except ValueError as exc:
+            raise MedgraftError(f"--fractions must be numbers, not '{fractions}'") from exc
+    for name, value in (("seeds", seeds), ("epochs", epochs), ("val_fraction", val_fraction)):
+        if not quick or name in typed:
+            setattr(plan, name, value)
+    options = {**plan.train_options, **(load_config_file(config) if config else {})}
+    for name, value in (("encoder", encoder), ("offline", offline), ("device", device)):
+        if name in typed or name not in options:
+            options[name] = value
+    plan.train_options = options
+    plan.command = _command_line("study", ctx, typed)
+    rows = run_study(plan)
+    console.print(f"{len(rows)} runs; summary and plots in {output}")
 
 
 @app.command()
@@ -332,6 +399,20 @@ def fetch_weights(
     console.print(
         f"saved {path}; use it offline with --weights-dir {to} (or MEDGRAFT_WEIGHTS_DIR={to})"
     )
+
+
+def _command_line(name: str, ctx: typer.Context, typed: set[str]) -> str:
+    """The options the user typed, as a command to paste: reports say how they were made."""
+    words = ["medgraft", name]
+    for key, value in ctx.params.items():
+        if key not in typed:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            words.append(flag if value else flag.replace("--", "--no-", 1))
+        else:
+            words += [flag, str(value)]
+    return " ".join(words)
 
 
 def _short(values: tuple[float, ...]) -> str:

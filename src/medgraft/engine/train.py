@@ -69,6 +69,7 @@ class TrainConfig:
     warmup_epochs: int = 0
     grad_clip: float = 12.0
     val_fraction: float = 0.2
+    split_file: str | None = None
     folds: int = 0
     fold: int = 0
     seed: int = 0
@@ -133,6 +134,28 @@ def split_cases(records: list[dict], val_fraction: float, seed: int) -> tuple[li
         raise MedgraftError(f"{len(order)} labelled case(s) leave none for training")
     val, train = order[:n_val], order[n_val:]
     return sorted(train, key=lambda r: r["case_id"]), sorted(val, key=lambda r: r["case_id"])
+
+
+def explicit_split(records: list[dict], path: Path) -> tuple[list, list]:
+    """The cases named in a JSON file ``{"train": [ids], "val": [ids]}`` (nnU-Net style)."""
+    try:
+        split = json.loads(path.read_text())
+        wanted = {part: [str(c) for c in split[part]] for part in ("train", "val")}
+    except FileNotFoundError:
+        raise MedgraftError(f"split file not found: {path}") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise MedgraftError(
+            f'{path}: expected JSON {{"train": [case ids], "val": [case ids]}} ({first_line(exc)})'
+        ) from None
+    by_id = {r["case_id"]: r for r in records}
+    unknown = sorted(c for part in wanted.values() for c in part if c not in by_id)
+    if unknown:
+        raise MedgraftError(f"{path}: cases not in the dataset: {', '.join(unknown[:5])}")
+    if not wanted["train"]:
+        raise MedgraftError(f"{path}: names no training case")
+    if set(wanted["train"]) & set(wanted["val"]):
+        raise MedgraftError(f"{path}: a case is in both train and val")
+    return [by_id[c] for c in wanted["train"]], [by_id[c] for c in wanted["val"]]
 
 
 def make_folds(case_ids: list[str], folds: int, seed: int) -> list[dict[str, list[str]]]:
@@ -293,7 +316,10 @@ def train(config: TrainConfig) -> TrainResult:
     main = rank == 0
     spec = discover_dataset(config.data)
     root = Path(config.output)
-    if config.folds:
+    if config.split_file:
+        train_records, val_records = explicit_split(spec.training, Path(config.split_file))
+        run_dir = root
+    elif config.folds:
         train_records, val_records = fold_split(
             spec.training, root, config.folds, config.fold, config.seed
         )
@@ -305,7 +331,8 @@ def train(config: TrainConfig) -> TrainResult:
     if main and not config.folds:
         split = {
             "seed": config.seed,
-            "val_fraction": config.val_fraction,
+            "val_fraction": None if config.split_file else config.val_fraction,
+            "split_file": config.split_file,
             "train": [r["case_id"] for r in train_records],
             "val": [r["case_id"] for r in val_records],
         }

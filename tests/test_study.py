@@ -1,0 +1,159 @@
+"""``medgraft study``: nested label fractions, one validation set, resumable, honest summary."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+from conftest import invoke
+
+from medgraft.engine import study
+from medgraft.engine.study import StudyPlan, fraction_cases, matching_fraction, run_study
+from medgraft.errors import MedgraftError
+
+
+@pytest.fixture(scope="module")
+def finished_study(micro_msd: Path, mri_run: Path, runner, tmp_path_factory) -> Path:
+    """A real study: 3 inits (ImageNet, scratch, an earlier run) x 2 fractions x 1 seed."""
+    output = tmp_path_factory.mktemp("study") / "study"
+    result = invoke(
+        runner,
+        "study",
+        "--data",
+        micro_msd,
+        "--output",
+        output,
+        "--inits",
+        f"imagenet,none,{mri_run}",
+        "--fractions",
+        "0.34,1.0",
+        "--seeds",
+        "1",
+        "--epochs",
+        "2",
+        "--val-fraction",
+        "0.25",
+        "--offline",
+    )
+    assert result.exit_code == 0, result.output
+    return output
+
+
+def test_fractions_are_nested_subsets_of_one_pool():
+    pool = [f"case_{i}" for i in range(20)]
+    subsets = [fraction_cases(pool, f) for f in (0.1, 0.25, 0.5, 1.0)]
+    assert [len(s) for s in subsets] == [2, 5, 10, 20]
+    for smaller, larger in itertools.pairwise(subsets):
+        assert set(smaller) < set(larger)
+    assert fraction_cases(pool[:3], 0.01) == ["case_0"]  # never zero cases
+
+
+def test_study_trains_every_combination_on_one_validation_set(finished_study: Path):
+    rows = list(csv.DictReader((finished_study / "results.csv").open()))
+    assert {(r["init"], r["fraction"]) for r in rows} == {
+        (init, fraction)
+        for init in ("imagenet", "none", "from-run")
+        for fraction in ("0.34", "1.0")
+    }
+    assert {"best_dice_Anterior", "best_dice_Posterior", "epochs_to_90", "seconds"} <= set(rows[0])
+    for row in rows:
+        assert 0.0 <= float(row["best_mean_dice"]) <= 1.0
+        assert 1 <= int(row["epochs_to_90"]) <= int(row["best_epoch"]) <= 2
+    split = json.loads((finished_study / "split.json").read_text())
+    assert len(split["val"]) == 1 and len(split["pool"]) == 3
+    small = json.loads((finished_study / "splits" / "fraction-0.34.json").read_text())
+    full = json.loads((finished_study / "splits" / "fraction-1.json").read_text())
+    assert small["val"] == full["val"] == split["val"]
+    assert set(small["train"]) < set(full["train"]) == set(split["pool"])
+    for run in (finished_study / "runs").iterdir():  # each run trained on its fraction's cases
+        config = json.loads((run / "config.json").read_text())
+        assert config["val_cases"] == split["val"]
+    run = json.loads((finished_study / "runs" / "from-run-f1-s0" / "config.json").read_text())
+    assert run["weights_record"]["encoder"]["origin"] == "init-from"
+    scratch = json.loads((finished_study / "runs" / "none-f1-s0" / "config.json").read_text())
+    assert scratch["weights_record"]["encoder"]["origin"] == "random"
+
+
+def test_study_writes_summary_and_plots(finished_study: Path):
+    summary = (finished_study / "summary.md").read_text()
+    assert "| imagenet |" in summary and "| none |" in summary and "| from-run |" in summary
+    assert "Command: `medgraft study --data" in summary
+    assert "scratch at 100% labels" in summary
+    for name in ("dice_vs_fraction.png", "curves_0.34.png", "curves_1.png", "curves.csv"):
+        assert (finished_study / name).stat().st_size > 0
+
+
+def test_rerun_skips_finished_runs(
+    finished_study: Path, micro_msd: Path, mri_run: Path, runner, monkeypatch
+):
+    def must_not_train(config):
+        raise AssertionError(f"retrained {config.output}")
+
+    monkeypatch.setattr(study, "train", must_not_train)
+    before = (finished_study / "results.csv").read_text()
+    result = invoke(
+        runner,
+        "study",
+        "--data",
+        micro_msd,
+        "--output",
+        finished_study,
+        "--inits",
+        f"imagenet,none,{mri_run}",
+        "--fractions",
+        "0.34,1.0",
+        "--seeds",
+        "1",
+        "--epochs",
+        "2",
+        "--val-fraction",
+        "0.25",
+    )
+    assert result.exit_code == 0, result.output
+    assert (finished_study / "results.csv").read_text() == before
+
+
+def test_interrupted_run_resumes_and_a_new_one_starts_fresh(micro_msd: Path, tmp_path: Path):
+    calls = []
+
+    def fake_train(config):
+        calls.append(config)
+        run = Path(config.output)
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "metrics.csv").write_text(
+            "epoch,val_mean_dice,val_dice_Anterior,val_dice_Posterior,seconds\n"
+            "1,0.5,0.4,0.6,3\n2,0.8,0.7,0.9,3\n"
+        )
+
+    plan = StudyPlan(str(micro_msd), str(tmp_path), inits=["none"], fractions=[1.0], seeds=2)
+    interrupted = tmp_path / "runs" / "none-f1-s1"
+    interrupted.mkdir(parents=True)
+    (interrupted / "last.pt").write_bytes(b"")
+    rows = run_study(plan, trainer=fake_train)
+    assert [(c.seed, c.resume, c.overwrite) for c in calls] == [(0, False, True), (1, True, False)]
+    assert rows[0]["epochs_to_90"] == 2 and rows[0]["best_dice_Posterior"] == 0.9
+
+
+def test_study_refuses_an_output_made_from_other_cases(micro_msd: Path, tmp_path: Path):
+    (tmp_path / "split.json").write_text(json.dumps({"val": ["x"], "pool": ["y"]}))
+    with pytest.raises(MedgraftError, match="started on other cases"):
+        run_study(StudyPlan(str(micro_msd), str(tmp_path)), trainer=lambda config: None)
+
+
+def test_matching_fraction_compares_with_scratch_at_full_labels():
+    def row(init, fraction, dice):
+        return {"init": init, "fraction": fraction, "best_mean_dice": dice}
+
+    rows = [
+        row("none", 1.0, 0.80),
+        row("none", 0.25, 0.60),
+        row("imagenet", 0.1, 0.70),
+        row("imagenet", 0.25, 0.81),
+        row("imagenet", 1.0, 0.85),
+    ]
+    assert matching_fraction(rows, "imagenet") == 0.25
+    assert matching_fraction(rows[1:], "imagenet") is None  # no scratch at 100%
+    assert matching_fraction([row("none", 1.0, 0.9), row("imagenet", 1.0, 0.8)], "imagenet") is None
