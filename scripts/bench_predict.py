@@ -24,11 +24,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
+from shared_subsets import SHARED
 
 from medgraft.data.slicing import volume_to_stacks
 from medgraft.engine.predict import PredictOptions, load_predictor, predict_cases, read_case
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def pipeline_vs_model(model: Path, cases: list[Path], batch_size: int) -> dict[str, float]:

@@ -12,48 +12,17 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import platform
-import random
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from shared_subsets import hippocampus_subset, kvasir_subset
 
 from medgraft.engine.train import TrainConfig, train
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def hippocampus_subset(target: Path, cases: int, seed: int) -> Path:
-    """An MSD dataset folder listing ``cases`` random labelled cases of the shared copy."""
-    source = SHARED / "hippocampus"
-    manifest = json.loads((source / "dataset.json").read_text())
-    chosen = random.Random(seed).sample(manifest["training"], cases)
-    manifest["training"] = [
-        {k: str((source / v).resolve()) for k, v in entry.items()} for entry in chosen
-    ]
-    manifest["test"] = []
-    target.mkdir(parents=True, exist_ok=True)
-    (target / "dataset.json").write_text(json.dumps(manifest, indent=1))
-    return target
-
-
-def kvasir_subset(target: Path, cases: int, seed: int) -> Path:
-    """An images/ + masks/ folder of symbolic links to ``cases`` random Kvasir-SEG images."""
-    source = SHARED / "kvasir-seg"
-    names = sorted(p.name for p in (source / "images").glob("*.jpg"))
-    for sub in ("images", "masks"):
-        (target / sub).mkdir(parents=True, exist_ok=True)
-    for name in random.Random(seed).sample(names, cases):
-        for sub in ("images", "masks"):
-            link = target / sub / name
-            if not link.exists():
-                link.symlink_to(source / sub / name)
-    return target
 
 
 def finished(run_dir: Path, epochs: int) -> bool:

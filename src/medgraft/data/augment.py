@@ -150,5 +150,5 @@ def _to_hwc(image: torch.Tensor) -> np.ndarray:
 
 
 def _like(reference: torch.Tensor, array: np.ndarray) -> torch.Tensor:
-    """``array`` as a tensor of ``reference``'s type, dtype and device (MONAI metadata kept)."""
-    return reference.clone().copy_(torch.from_numpy(np.ascontiguousarray(array)))
+    """``array`` as a plain tensor of ``reference``'s dtype and device."""
+    return torch.from_numpy(np.ascontiguousarray(array)).to(reference.device, reference.dtype)

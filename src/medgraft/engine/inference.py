@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 from monai.transforms import DivisiblePad, Resize
+from monai.utils import convert_to_tensor
 
 from medgraft.data.slicing import stacks_to_volume, volume_to_stacks
 from medgraft.data.transforms import ENCODER_STRIDE
@@ -96,7 +97,8 @@ class Predictor:
         """(C, H, W, D) volume or (C, H, W) image → labels of the spatial shape (uint8)."""
         for model in self.models:
             model.eval()  # the training loop shares its model: BatchNorm must use running stats
-        image = torch.as_tensor(image, dtype=torch.float32)
+        # plain tensor: MONAI metadata carried through every layer only costs time
+        image = convert_to_tensor(image, dtype=torch.float32, track_meta=False)
         if self.data["volumetric"]:
             return self._segment_volume(image, keep_probabilities)
         size = self.data.get("image_size")
@@ -105,7 +107,7 @@ class Predictor:
             image = Resize((size, size), mode="bilinear")(image)
         probs = self._probabilities(image[None])[0]
         if size:
-            probs = torch.as_tensor(Resize(spatial, mode="bilinear")(probs))
+            probs = convert_to_tensor(Resize(spatial, mode="bilinear")(probs), track_meta=False)
         return Segmentation(
             probs.argmax(0).to(torch.uint8), probs.half() if keep_probabilities else None
         )
@@ -134,7 +136,7 @@ class Predictor:
     def _probabilities(self, batch: torch.Tensor) -> torch.Tensor:
         """Mean softmax over models and mirrorings of ``batch`` (n, k, H, W), on the CPU."""
         height, width = batch.shape[-2:]
-        padded = torch.as_tensor(self.pad(batch)).to(self.device)
+        padded = convert_to_tensor(self.pad(batch), track_meta=False).to(self.device)
         total = None
         for model in self.models:
             for axes in self.flips:

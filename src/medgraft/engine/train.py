@@ -23,7 +23,7 @@ import torch.distributed as dist
 from monai.data import DataLoader, Dataset, PersistentDataset
 from monai.losses import DiceCELoss
 from monai.transforms import Compose, Lambda
-from monai.utils import set_determinism
+from monai.utils import convert_to_tensor, set_determinism
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -34,9 +34,9 @@ from medgraft.data.slicing import BalancedSampler, SliceStackDataset
 from medgraft.data.transforms import (
     Preprocessing,
     apply_case_transforms,
+    collate_padded,
     geometry_transforms,
     intensity_transforms,
-    sample_transforms,
 )
 from medgraft.engine.checkpoint import load_checkpoint, resolve_checkpoint_path, save_checkpoint
 from medgraft.engine.inference import Predictor
@@ -266,8 +266,10 @@ def load_cases(
             _check_pair(loaded, record)
             cases.append(
                 {
-                    "image": torch.as_tensor(loaded["image"]),
-                    "label": torch.as_tensor(loaded["label"]),
+                    # plain tensors: MONAI metadata on every slice and through the network
+                    # costs more per sample than augmenting it (measured in bench_train.py)
+                    "image": convert_to_tensor(loaded["image"], track_meta=False),
+                    "label": convert_to_tensor(loaded["label"], track_meta=False),
                     "spacing": [float(v) for v in loaded["spacing"]],
                     "case_id": record["case_id"],
                     "record": record,
@@ -370,7 +372,9 @@ def train(config: TrainConfig) -> TrainResult:
         prep = Preprocessing(**{**prep.to_dict(), "window": ct_window(train_cases)})
     intensity = intensity_transforms(prep)
     for case in train_cases + val_cases:
-        case["image"] = torch.as_tensor(intensity({"image": case["image"]})["image"])
+        case["image"] = convert_to_tensor(
+            intensity({"image": case["image"]})["image"], track_meta=False
+        )
     labels = declared or sorted(
         {int(v) for c in train_cases + val_cases for v in torch.unique(c["label"]).tolist()} | {0}
     )
@@ -409,9 +413,7 @@ def train(config: TrainConfig) -> TrainResult:
     }
     log.write_config(resolved)
 
-    sample_transform = Compose(
-        [Augment2Dd(["image", "label"], augment), *sample_transforms().transforms]
-    )
+    sample_transform = Compose([Augment2Dd(["image", "label"], augment)])
     dataset = (
         SliceStackDataset(train_cases, config.slices, sample_transform)
         if spec.is_volumetric
@@ -431,6 +433,8 @@ def train(config: TrainConfig) -> TrainResult:
         sampler=sampler,
         num_workers=config.num_workers,
         drop_last=len(sampler) > config.batch_size,
+        # cases of different in-plane sizes meet in one batch: pad to the largest
+        collate_fn=collate_padded,
     )
     network = model
     if world_size > 1:
@@ -510,8 +514,12 @@ def train(config: TrainConfig) -> TrainResult:
             with _progress(enabled=main) as progress:
                 task = progress.add_task(f"epoch {epoch}/{config.epochs}", total=len(loader))
                 for batch in loader:
-                    images = torch.as_tensor(batch["image"]).to(device, non_blocking=True)
-                    targets = torch.as_tensor(batch["label"]).to(device, non_blocking=True)
+                    images = convert_to_tensor(batch["image"], track_meta=False).to(
+                        device, non_blocking=True
+                    )
+                    targets = convert_to_tensor(batch["label"], track_meta=False).to(
+                        device, non_blocking=True
+                    )
                     if config.channels_last:
                         images = images.contiguous(memory_format=torch.channels_last)
                     with torch.autocast(
