@@ -15,29 +15,18 @@ from medgraft.engine.study import StudyPlan, fraction_cases, matching_fraction, 
 from medgraft.errors import MedgraftError
 
 
+def study_args(data: Path, output: Path, earlier_run: Path) -> list:
+    """3 inits (ImageNet, scratch, an earlier run) x 2 fractions x 1 seed, 2 epochs each."""
+    inits = f"imagenet,none,{earlier_run}"
+    return ["study", "--data", data, "--output", output, "--inits", inits, "--fractions",
+            "0.34,1.0", "--seeds", "1", "--epochs", "2", "--val-fraction", "0.25"]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def finished_study(micro_msd: Path, mri_run: Path, runner, tmp_path_factory) -> Path:
     """A real study: 3 inits (ImageNet, scratch, an earlier run) x 2 fractions x 1 seed."""
     output = tmp_path_factory.mktemp("study") / "study"
-    result = invoke(
-        runner,
-        "study",
-        "--data",
-        micro_msd,
-        "--output",
-        output,
-        "--inits",
-        f"imagenet,none,{mri_run}",
-        "--fractions",
-        "0.34,1.0",
-        "--seeds",
-        "1",
-        "--epochs",
-        "2",
-        "--val-fraction",
-        "0.25",
-        "--offline",
-    )
+    result = invoke(runner, *study_args(micro_msd, output, mri_run), "--offline")
     assert result.exit_code == 0, result.output
     return output
 
@@ -94,24 +83,7 @@ def test_rerun_skips_finished_runs(
 
     monkeypatch.setattr(study, "train", must_not_train)
     before = (finished_study / "results.csv").read_text()
-    result = invoke(
-        runner,
-        "study",
-        "--data",
-        micro_msd,
-        "--output",
-        finished_study,
-        "--inits",
-        f"imagenet,none,{mri_run}",
-        "--fractions",
-        "0.34,1.0",
-        "--seeds",
-        "1",
-        "--epochs",
-        "2",
-        "--val-fraction",
-        "0.25",
-    )
+    result = invoke(runner, *study_args(micro_msd, finished_study, mri_run))
     assert result.exit_code == 0, result.output
     assert (finished_study / "results.csv").read_text() == before
 

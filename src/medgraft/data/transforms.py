@@ -33,6 +33,7 @@ from monai.transforms import (
     ScaleIntensityRangePercentilesd,
     Spacingd,
 )
+from monai.utils import convert_to_tensor
 
 from medgraft.data.io import check_readable, image_reader
 from medgraft.errors import MedgraftError, first_line, root_cause
@@ -347,8 +348,10 @@ def _modes(keys: Sequence[str]) -> tuple[str, ...]:
 def collate_padded(samples: list[dict]) -> dict:
     """A training batch: samples padded to the batch's largest size, then so that the encoder's
     strides divide it. Padding once per batch instead of per sample: MONAI's per-sample padding
-    cost about 8% of a CPU epoch (scripts/bench_train.py)."""
-    return _BATCH_PAD(pad_list_data_collate(samples))
+    cost about 8% of a CPU epoch (scripts/bench_train.py). Plain tensors come out: MONAI
+    metadata carried through the network costs time and is never read there."""
+    batch = _BATCH_PAD(pad_list_data_collate(samples))
+    return {key: convert_to_tensor(value, track_meta=False) for key, value in batch.items()}
 
 
 _BATCH_PAD = DivisiblePadd(["image", "label"], k=(1, ENCODER_STRIDE, ENCODER_STRIDE), method="end")

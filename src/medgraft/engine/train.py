@@ -514,12 +514,8 @@ def train(config: TrainConfig) -> TrainResult:
             with _progress(enabled=main) as progress:
                 task = progress.add_task(f"epoch {epoch}/{config.epochs}", total=len(loader))
                 for batch in loader:
-                    images = convert_to_tensor(batch["image"], track_meta=False).to(
-                        device, non_blocking=True
-                    )
-                    targets = convert_to_tensor(batch["label"], track_meta=False).to(
-                        device, non_blocking=True
-                    )
+                    images = batch["image"].to(device, non_blocking=True)
+                    targets = batch["label"].to(device, non_blocking=True)
                     if config.channels_last:
                         images = images.contiguous(memory_format=torch.channels_last)
                     with torch.autocast(
