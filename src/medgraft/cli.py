@@ -47,9 +47,13 @@ def train(
     output: Annotated[
         Path | None, typer.Option(help="Run folder for checkpoints, config and metrics.")
     ] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option(help="Named recipe (see `medgraft recipes`) or recipe .yaml: the defaults."),
+    ] = None,
     config: Annotated[
         Path | None,
-        typer.Option(help="YAML file with any of these options; flags typed here win."),
+        typer.Option(help="YAML file with any of these options; it and typed flags beat --recipe."),
     ] = None,
     encoder: Annotated[str, typer.Option(help="smp encoder name or tu-<timm model>.")] = (
         "tu-tf_efficientnet_lite0"
@@ -86,6 +90,11 @@ def train(
     foreground_ratio: Annotated[
         float, typer.Option(help="Share of sampled slices holding foreground (<0: uniform).")
     ] = 0.5,
+    samples_per_epoch: Annotated[
+        int, typer.Option(min=0, help="Samples drawn per epoch (0: one per training sample).")
+    ] = 0,
+    lambda_dice: Annotated[float, typer.Option(min=0.0, help="Weight of the Dice loss.")] = 1.0,
+    lambda_ce: Annotated[float, typer.Option(min=0.0, help="Weight of the cross-entropy.")] = 1.0,
     augment: Annotated[bool, typer.Option(help="2D augmentation (albumentations).")] = True,
     augment_strength: Annotated[float, typer.Option(min=0.0)] = 1.0,
     stray_labels_to_background: Annotated[
@@ -125,10 +134,15 @@ def train(
     values = {
         k: v
         for k, v in ctx.params.items()
-        if k not in {"config", "fold", "augment", "augment_strength"}
+        if k not in {"config", "recipe", "fold", "augment", "augment_strength"}
     }
     values = {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
     file_values = load_config_file(config) if config else {}
+    if recipe:
+        from medgraft.engine.recipes import load_recipe
+
+        chosen = load_recipe(recipe)
+        file_values = {**chosen.train, "recipe": chosen.name, **file_values}
     merged = merge_config(file_values, values, typed)
     augment_options = {"flips": False, **merged.get("augment", {})}
     if "augment" in typed:
@@ -227,13 +241,29 @@ def predict(
         Path, typer.Option("--input", "-i", help="Image file, DICOM series, or folder of them.")
     ],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the masks.")],
-    tta: Annotated[bool, typer.Option(help="Mirroring test-time augmentation.")] = True,
+    tta: Annotated[
+        bool | None,
+        typer.Option(
+            "--tta/--no-tta",
+            help="Mirroring test-time augmentation. Default: the model's recipe's, else on.",
+        ),
+    ] = None,
     largest_component: Annotated[
-        bool, typer.Option(help="Keep only the largest connected component of each class.")
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--largest-component/--no-largest-component",
+            help="Keep only the largest connected component of each class. Default: as the "
+            "model's recipe says, else off.",
+        ),
+    ] = None,
     min_size: Annotated[
-        int, typer.Option(min=0, help="Remove components smaller than N voxels per class.")
-    ] = 0,
+        int | None,
+        typer.Option(
+            min=0,
+            help="Remove components smaller than N voxels per class "
+            "(default: the recipe's, else 0).",
+        ),
+    ] = None,
     save_probabilities: Annotated[
         bool, typer.Option(help="Also write class probabilities (NIfTI, or .npz for 2D).")
     ] = False,
@@ -381,6 +411,40 @@ def encoders(
             ", ".join(spec.sources) or "-",
             "yes: " + ", ".join(s.name for s in offline) if offline else "no",
             f"{_short(source.mean)} / {_short(source.std)}",
+        )
+    Console(width=max(console.width, 150)).print(table)
+
+
+@app.command()
+def recipes(
+    name: Annotated[
+        str | None, typer.Argument(help="Print this recipe's file (settings and reasons).")
+    ] = None,
+) -> None:
+    """List the shipped training recipes: what each is for and what it measured."""
+    from medgraft.engine.recipes import load_recipe, recipe_names
+
+    if name is not None:
+        recipe = load_recipe(name)
+        console.print(recipe.path.read_text(encoding="utf-8"), markup=False, highlight=False)
+        return
+    table = Table(title="Recipes (name for medgraft train --recipe)")
+    for column in ("recipe", "for", "input", "epochs", "measured"):
+        table.add_column(column)
+    for recipe_name in recipe_names():
+        recipe = load_recipe(recipe_name)
+        train_options = recipe.train
+        size = (
+            f"{train_options.get('slices', 3)} slices (2.5D)"
+            if "slices" in train_options
+            else f"{train_options.get('image_size', 256)} px"
+        )
+        table.add_row(
+            f"[bold]{recipe.name}[/]\n{escape(recipe.summary)}",
+            escape(recipe.use_for),
+            size,
+            str(train_options.get("epochs", "")),
+            escape(str(recipe.measured.get("result", "not measured yet"))),
         )
     Console(width=max(console.width, 150)).print(table)
 

@@ -31,7 +31,14 @@ def load_config_file(path: Path, *, config_class: type | None = None) -> dict[st
     Dashed keys (``batch-size``) are accepted as the CLI spells them. Values of dict- or
     dataclass-typed fields stay dicts; float fields also take ints and numeric text.
     """
-    cls = config_class or _train_config()
+    data = read_yaml(path)
+    if data is None:  # empty, or only comments: no options, not an error
+        return {}
+    return options_from_mapping(data, path, config_class=config_class)
+
+
+def read_yaml(path: Path) -> object:
+    """The parsed content of a YAML (or JSON) file; unreadable or invalid files name themselves."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -40,16 +47,20 @@ def load_config_file(path: Path, *, config_class: type | None = None) -> dict[st
     except (OSError, UnicodeDecodeError) as exc:
         raise MedgraftError(f"cannot read config file {path}: {first_line(exc)}") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise MedgraftError(f"{path}: invalid YAML{where}: {exc.problem}") from None
     except yaml.YAMLError as exc:
         raise MedgraftError(f"{path}: invalid YAML: {first_line(exc)}") from None
-    if data is None:  # empty, or only comments: no options, not an error
-        return {}
-    return _checked(data, cls, path, prefix="")
+
+
+def options_from_mapping(
+    data: object, path: Path, *, config_class: type | None = None, prefix: str = ""
+) -> dict[str, Any]:
+    """``data`` checked against the config class's fields and types (errors name ``path``)."""
+    return _checked(data, config_class or _train_config(), Path(path), prefix=prefix)
 
 
 def merge_config(

@@ -23,6 +23,27 @@ from medgraft.models.unet import Segmenter, build_segmenter
 DATA_KEYS_THAT_MUST_AGREE = ("volumetric", "slices", "image_size")
 
 
+INFERENCE_DEFAULTS = {"tta": True, "largest_component": False, "min_size": 0}
+"""What `medgraft predict` does for a model whose run (recipe) set nothing else."""
+
+
+def inference_defaults(options: dict) -> dict:
+    """Prediction settings a run hands to ``medgraft predict``, unknown keys refused."""
+    unknown = sorted(set(options) - INFERENCE_DEFAULTS.keys())
+    if unknown:
+        raise MedgraftError(
+            f"unknown inference option(s) {unknown}; expected some of {sorted(INFERENCE_DEFAULTS)}"
+        )
+    merged = {**INFERENCE_DEFAULTS, **options}
+    size = merged["min_size"]
+    if type(size) is not int or size < 0:  # exact type: true is an int to Python
+        raise MedgraftError(f"inference min_size must be a whole number >= 0, not {size!r}")
+    for name in ("tta", "largest_component"):
+        if not isinstance(merged[name], bool):
+            raise MedgraftError(f"inference {name} must be true or false, not {merged[name]!r}")
+    return merged
+
+
 def mirrorings(axes: list[int]) -> list[tuple[int, ...]]:
     """Every combination of the mirror ``axes``, identity first: the TTA variants.
 

@@ -36,7 +36,7 @@ from medgraft.data.transforms import (
     spatial_transforms,
 )
 from medgraft.engine.checkpoint import load_checkpoint
-from medgraft.engine.inference import Predictor
+from medgraft.engine.inference import Predictor, inference_defaults
 from medgraft.engine.postprocess import (
     keep_largest_component,
     label_sizes,
@@ -51,14 +51,21 @@ SAFE_CHARACTERS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01234
 @dataclass
 class PredictOptions:
     batch_size: int = 32
-    tta: bool = True
-    largest_component: bool = False
-    min_size: int = 0
+    tta: bool | None = None
+    largest_component: bool | None = None
+    min_size: int | None = None
+    """These three: None takes the model's own default (its recipe's), then medgraft's."""
     save_probabilities: bool = False
     overlays: bool = False
     overwrite: bool = False
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     amp_dtype: torch.dtype | None = None
+
+    def with_model_defaults(self, data: dict) -> PredictOptions:
+        """Options left unset filled from the checkpoint's ``inference`` settings."""
+        defaults = inference_defaults(data.get("inference", {}))
+        unset = {k: v for k, v in defaults.items() if getattr(self, k) is None}
+        return dataclasses.replace(self, **unset)
 
 
 @dataclass
@@ -130,13 +137,14 @@ def check_output_location(inputs: list[Path], output_dir: Path) -> None:
 
 
 def load_predictor(models: list[Path], options: PredictOptions) -> Predictor:
+    """The (ensembled) models; ``options`` left unset follow the first model's defaults."""
     checkpoints = [load_checkpoint(m) for m in models]
     return Predictor.from_checkpoints(
         checkpoints,
         device=options.device,
         batch_size=options.batch_size,
         amp_dtype=options.amp_dtype,
-        tta=options.tta,
+        tta=options.with_model_defaults(checkpoints[0]["data"]).tta,
     )
 
 
@@ -144,6 +152,7 @@ def predict_cases(
     predictor: Predictor, inputs: list[Path], output_dir: Path, options: PredictOptions
 ) -> Iterator[CaseResult]:
     """Segment each input into ``output_dir``, yielding one result per case."""
+    options = options.with_model_defaults(predictor.data)
     check_output_location(inputs, output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     for stale in output_dir.glob(".*.tmp.*"):  # left by a run that was killed mid-write

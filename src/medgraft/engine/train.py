@@ -39,7 +39,7 @@ from medgraft.data.transforms import (
     intensity_transforms,
 )
 from medgraft.engine.checkpoint import load_checkpoint, resolve_checkpoint_path, save_checkpoint
-from medgraft.engine.inference import Predictor
+from medgraft.engine.inference import Predictor, inference_defaults
 from medgraft.engine.metrics import dice_per_class, hd95_per_class
 from medgraft.engine.run_log import RunLog
 from medgraft.errors import MedgraftError, first_line, root_cause
@@ -78,7 +78,12 @@ class TrainConfig:
     orientation: str = "RAS"
     spacing: str = "auto"
     foreground_ratio: float = 0.5
+    samples_per_epoch: int = 0
     augment: dict = field(default_factory=dict)
+    lambda_dice: float = 1.0
+    lambda_ce: float = 1.0
+    inference: dict = field(default_factory=dict)
+    recipe: str | None = None
     stray_labels_to_background: bool = False
     cache_dir: str | None = None
     amp: str = "auto"
@@ -342,6 +347,7 @@ def train(config: TrainConfig) -> TrainResult:
     if resume_state is not None:
         config = TrainConfig(**{**resume_state["train_config"], "resume": True})
     set_determinism(seed=config.seed)
+    inference = inference_defaults(config.inference)
     device = select_device(config.device, local_rank)
     dtype = amp_dtype(config.amp, device)
     log = RunLog(run_dir, enabled=main)
@@ -398,6 +404,8 @@ def train(config: TrainConfig) -> TrainResult:
         "mirror_axes": [-2, -1] if augment.active and augment.flips else [],
         "labels": {str(k): v for k, v in label_names.items()},
         "modality": spec.modality,
+        # what `medgraft predict` does with this model unless told otherwise (recipe defaults)
+        "inference": inference,
     }
     resolved = {
         "train_config": asdict(config),
@@ -426,7 +434,9 @@ def train(config: TrainConfig) -> TrainResult:
         if spec.is_volumetric
         else [bool((c["label"] > 0).any()) for c in train_cases]
     )
-    sampler = BalancedSampler(foreground, config.foreground_ratio, config.seed, rank, world_size)
+    sampler = BalancedSampler(
+        foreground, config.foreground_ratio, config.seed, rank, world_size, config.samples_per_epoch
+    )
     loader = DataLoader(
         dataset,
         batch_size=config.batch_size,
@@ -454,7 +464,9 @@ def train(config: TrainConfig) -> TrainResult:
         ),
     )
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    loss_fn = DiceCELoss(
+        to_onehot_y=True, softmax=True, lambda_dice=config.lambda_dice, lambda_ce=config.lambda_ce
+    )
     predictor = Predictor(
         model, data_meta, device=device, batch_size=config.batch_size, amp_dtype=dtype
     )

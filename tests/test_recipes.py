@@ -1,0 +1,177 @@
+"""Shipped recipes: they load and validate, merge under --config and typed flags, and set what
+``medgraft predict`` does by default for the models trained with them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from conftest import invoke
+from scipy import ndimage
+
+from medgraft.data.slicing import BalancedSampler
+from medgraft.engine.checkpoint import load_checkpoint
+from medgraft.engine.inference import inference_defaults
+from medgraft.engine.predict import PredictOptions, load_predictor
+from medgraft.engine.recipes import load_recipe, recipe_names
+from medgraft.engine.train import TrainConfig
+from medgraft.errors import MedgraftError
+
+
+def test_every_shipped_recipe_loads_and_records_its_measurement() -> None:
+    names = recipe_names()
+    assert {"mri-2.5d", "rgb-2d", "retina-2d"} <= set(names)
+    for name in names:
+        recipe = load_recipe(name)
+        config = TrainConfig(data="d", output="o", **recipe.train)
+        assert config.epochs >= 1 and recipe.summary and recipe.use_for
+        inference_defaults(config.inference)  # valid prediction defaults
+        for key in ("result", "dataset", "wall_time", "hardware", "report"):
+            assert recipe.measured.get(key), f"{name}: measured.{key} missing"
+
+
+def test_a_recipe_file_by_path_works_like_a_name(tmp_path: Path) -> None:
+    copy = tmp_path / "mine.yaml"
+    copy.write_text(load_recipe("rgb-2d").path.read_text().replace("epochs: 6", "epochs: 2"))
+    assert load_recipe(str(copy)).train["epochs"] == 2
+    assert load_recipe(str(copy)).name == "mine"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("summary: s\nfor: f\n", "missing ['train']"),
+        ("summary: s\nfor: f\ntrain: {}\nnotes: x\n", "unknown key(s) ['notes']"),
+        ("summary: s\nfor: f\ntrain: {epoch: 3}\n", "unknown option 'train.epoch'"),
+        ("summary: s\nfor: f\ntrain: {epochs: many}\n", "'train.epochs' must be int"),
+        ("summary: s\nfor: f\ntrain: {data: /x}\n", "train.data is set per run"),
+        ("- a list\n", "a recipe must be a mapping"),
+    ],
+)
+def test_bad_recipe_files_fail_with_one_message_naming_the_file(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(MedgraftError) as error:
+        load_recipe(str(path))
+    assert str(path) in str(error.value) and expected in str(error.value)
+
+
+def test_unknown_recipe_names_the_shipped_ones(runner) -> None:
+    result = invoke(runner, "train", "--recipe", "mri-3d", "--data", "x", "--output", "y")
+    assert result.exit_code != 0
+    assert "unknown recipe 'mri-3d'" in str(result.exception)
+    assert "mri-2.5d" in str(result.exception)
+
+
+def test_recipes_command_lists_each_recipe_and_prints_one(runner) -> None:
+    listing = invoke(runner, "recipes")
+    assert listing.exit_code == 0, listing.output
+    for name in recipe_names():
+        assert name in listing.output
+    shown = invoke(runner, "recipes", "mri-2.5d")
+    assert shown.exit_code == 0 and "samples_per_epoch:" in shown.output
+
+
+def test_recipe_is_overridden_by_config_file_then_typed_flags(
+    runner, tmp_path: Path, monkeypatch
+) -> None:
+    seen: list[TrainConfig] = []
+    monkeypatch.setattr("medgraft.engine.train.train", _capture(seen))
+    config = tmp_path / "c.yaml"
+    config.write_text("epochs: 3\nbatch_size: 7\n")
+    args = ["train", "--recipe", "mri-2.5d", "--data", "d", "--output", "o", "--config", config]
+    assert invoke(runner, *args, "--batch-size", "5").exit_code == 0
+    recipe = load_recipe("mri-2.5d").train
+    got = seen[0]
+    assert got.recipe == "mri-2.5d"
+    assert (got.epochs, got.batch_size) == (3, 5)  # file beats recipe, typed flag beats file
+    assert got.samples_per_epoch == recipe["samples_per_epoch"]
+    assert got.inference == recipe["inference"]
+    assert got.augment["strength"] == recipe["augment"]["strength"]
+    assert invoke(runner, *args[:-2], "--no-augment").exit_code == 0
+    assert seen[1].augment == {**recipe["augment"], "enabled": False}
+
+
+def _capture(seen: list):
+    def fake_train(config: TrainConfig):
+        seen.append(config)
+        fields = {"best_dice": 0.0, "best_epoch": 0, "run_dir": Path(), "seconds": 0}
+        return type("Result", (), fields)
+
+    return fake_train
+
+
+def test_sampler_draws_the_requested_number_of_samples_reproducibly() -> None:
+    foreground = [i % 4 == 0 for i in range(40)]
+    for ratio in (0.5, -1.0):
+        sampler = BalancedSampler(foreground, ratio, seed=1, draws=100)
+        sampler.set_epoch(3)
+        first = list(sampler)
+        assert len(first) == len(sampler) == 100
+        assert first == list(sampler)
+    plain = list(BalancedSampler(foreground, -1.0, seed=1, draws=25))
+    assert len(set(plain)) == 25  # a partial pass repeats nothing
+    assert len(BalancedSampler(foreground, 0.5, seed=1)) == 40
+
+
+def test_inference_options_are_checked() -> None:
+    assert inference_defaults({}) == {"tta": True, "largest_component": False, "min_size": 0}
+    for bad in ({"mirror": True}, {"min_size": -1}, {"tta": "yes"}):
+        with pytest.raises(MedgraftError):
+            inference_defaults(bad)
+
+
+def test_unset_predict_options_follow_the_model_and_typed_ones_win() -> None:
+    data = {"inference": {"tta": False, "largest_component": True, "min_size": 5}}
+    resolved = PredictOptions().with_model_defaults(data)
+    assert (resolved.tta, resolved.largest_component, resolved.min_size) == (False, True, 5)
+    typed = PredictOptions(largest_component=False, min_size=0).with_model_defaults(data)
+    assert (typed.tta, typed.largest_component, typed.min_size) == (False, False, 0)
+    older_model = PredictOptions().with_model_defaults({})
+    assert (older_model.tta, older_model.largest_component) == (True, False)
+
+
+@pytest.fixture(scope="session")
+def recipe_run(micro_msd: Path, runner, tmp_path_factory) -> Path:
+    """A few steps of the MRI recipe: enough for a noisy model whose masks need clean-up."""
+    run = tmp_path_factory.mktemp("recipe") / "run"
+    result = invoke(
+        runner, "train", "--recipe", "mri-2.5d", "--data", micro_msd, "--output", run,
+        "--epochs", "1", "--samples-per-epoch", "24", "--batch-size", "8",
+        "--val-fraction", "0.25", "--offline",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return run
+
+
+def test_predict_applies_the_recipes_post_processing_unless_told_not_to(
+    recipe_run: Path, micro_msd: Path, runner, tmp_path: Path
+) -> None:
+    checkpoint = load_checkpoint(recipe_run)
+    assert checkpoint["data"]["inference"] == {
+        "tta": False,
+        "largest_component": True,
+        "min_size": 0,
+    }
+    assert load_predictor([recipe_run], PredictOptions()).flips == [()]
+    image = next((micro_msd / "imagesTr").glob("*.nii.gz"))
+    default, raw = tmp_path / "default", tmp_path / "raw"
+    for out, extra in ((default, []), (raw, ["--no-largest-component"])):
+        result = invoke(runner, "predict", "--model", recipe_run, "-i", image, "-o", out, *extra)
+        assert result.exit_code == 0, result.output
+    name = image.name
+    default_mask = np.asarray(nib.load(default / name).dataobj)
+    raw_mask = np.asarray(nib.load(raw / name).dataobj)
+    full = np.ones((3, 3, 3))  # MONAI's connectivity: corners touch
+    components = {
+        label: tuple(ndimage.label(mask == label, full)[1] for mask in (default_mask, raw_mask))
+        for label in (1, 2)
+    }
+    assert all(kept <= 1 for kept, _ in components.values()), components
+    assert any(found > 1 for _, found in components.values()), "raw masks were already clean"
+    kept = default_mask > 0
+    assert np.array_equal(default_mask[kept], raw_mask[kept])  # clean-up only removes voxels
