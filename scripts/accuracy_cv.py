@@ -160,7 +160,13 @@ def evaluate_fold(name: str, work: Path, fold: int, variant: str) -> list[dict]:
     options = ["--no-largest-component", "--min-size", "0"] if variant == "raw" else []
     medgraft("predict", "--model", str(run), "-i", str(inputs), "-o", str(predictions), *options)
     truth = Path(records[0]["label"]).parent
-    evaluation = evaluate_folders(predictions, truth, spec.labels, cases=sorted(cases))
+    evaluation = evaluate_folders(
+        predictions,
+        truth,
+        spec.labels,
+        cases=sorted(cases),
+        stray_to_background="--stray-labels-to-background" in DATASETS[name]["flags"],
+    )
     rows = []
     for class_name, dice in evaluation.summary()["dice"].items():
         hd95 = evaluation.summary()["hd95"][class_name]

@@ -145,3 +145,19 @@ def test_2d_png_masks_use_pixel_spacing(tmp_path: Path):
 def test_unknown_tolerance_label_is_an_error(folders):
     with pytest.raises(MedgraftError, match="unknown label"):
         evaluate_folders(*folders, label_names=LABELS, nsd_tolerance={7: 1.0})
+
+
+def test_stray_label_values_name_the_file_or_count_as_background(tmp_path: Path):
+    pred_dir, truth_dir = tmp_path / "pred", tmp_path / "truth"
+    pred_dir.mkdir()
+    truth_dir.mkdir()
+    save(pred_dir / "a.nii.gz", box((2, 6)))
+    truth = box((2, 6)).astype(np.int16)
+    truth[0, 0, 0] = -2  # as in one label of the real MSD hippocampus copy
+    save(truth_dir / "a.nii.gz", truth)
+    labels = {0: "background", 1: "one"}
+    with pytest.raises(MedgraftError, match=r"a\.nii\.gz: label values \[-2\] \(1 voxels\)"):
+        evaluate_folders(pred_dir, truth_dir, labels)
+    result = evaluate_folders(pred_dir, truth_dir, labels, stray_to_background=True)
+    assert result.stray == {str(truth_dir / "a.nii.gz"): 1}
+    assert row(result, "a")["dice_one"] == pytest.approx(1.0)

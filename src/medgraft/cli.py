@@ -310,9 +310,20 @@ def evaluate(
     nsd_tolerance: Annotated[
         float, typer.Option(min=0.0, help="Normalized surface Dice tolerance (mm).")
     ] = 1.0,
+    stray_labels_to_background: Annotated[
+        bool, typer.Option(help="Count mask values outside the classes as background (listed).")
+    ] = False,
 ) -> None:
     """Per-case, per-class Dice, HD95 and normalized surface Dice (spacing-aware, MONAI)."""
-    _run_evaluate(pred, truth, labels, output, cases=None, nsd_tolerance=nsd_tolerance)
+    _run_evaluate(
+        pred,
+        truth,
+        labels,
+        output,
+        cases=None,
+        nsd_tolerance=nsd_tolerance,
+        stray_to_background=stray_labels_to_background,
+    )
 
 
 @app.command()
@@ -535,6 +546,7 @@ def _run_evaluate(
     cases: list[str] | None,
     label_names: dict[int, str] | None = None,
     nsd_tolerance: float = 1.0,
+    stray_to_background: bool = False,
 ):
     from medgraft.engine.evaluate import evaluate_folders
 
@@ -546,9 +558,16 @@ def _run_evaluate(
         except (OSError, json.JSONDecodeError) as exc:
             raise MedgraftError(f"{labels}: cannot read labels ({exc})") from exc
     evaluation = evaluate_folders(
-        pred, truth, label_names, cases=cases, nsd_tolerance=nsd_tolerance
+        pred,
+        truth,
+        label_names,
+        cases=cases,
+        nsd_tolerance=nsd_tolerance,
+        stray_to_background=stray_to_background,
     )
     Console(width=max(console.width, 120)).print(evaluation.table())
+    for path, voxels in evaluation.stray.items():
+        err_console.print(f"[yellow]stray labels counted as background:[/] {path} ({voxels})")
     for case in evaluation.missing:
         err_console.print(f"[yellow]missing prediction:[/] {case}")
     if evaluation.extra:

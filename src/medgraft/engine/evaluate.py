@@ -72,6 +72,8 @@ class Evaluation:
     """Predictions without ground truth."""
     nsd_tolerance: dict[int, float] = field(default_factory=dict)
     """NSD tolerance in mm per label value."""
+    stray: dict[str, int] = field(default_factory=dict)
+    """Mask file -> voxels of unknown label values counted as background (when asked to)."""
 
     def values(self, metric: str, name: str) -> list[float]:
         """Per-case values of ``metric`` (one of ``METRICS``) for the class called ``name``."""
@@ -188,6 +190,24 @@ def _load_mask(path: Path) -> torch.Tensor:
     return values[0].long()
 
 
+def _known_labels(
+    mask: torch.Tensor, path: Path, num_classes: int, to_background: bool, result: Evaluation
+) -> torch.Tensor:
+    """``mask`` if every value is a class (0..num_classes-1); stray values fail or become 0."""
+    stray = (mask < 0) | (mask >= num_classes)
+    if not stray.any():
+        return mask
+    values = sorted(int(v) for v in torch.unique(mask[stray]))
+    if not to_background:
+        raise MedgraftError(
+            f"{path}: label values {values} ({int(stray.sum())} voxels) are not among the "
+            f"classes 0..{num_classes - 1}; pass --stray-labels-to-background to count them "
+            "as background"
+        )
+    result.stray[str(path)] = int(stray.sum())
+    return torch.where(stray, torch.zeros_like(mask), mask)
+
+
 def _spacing(path: Path, ndim: int) -> tuple[float, ...]:
     """Voxel size in mm from the NIfTI header (the reader keeps the stored axis order); 2D images
     carry no physical size, so distances there are in pixels."""
@@ -221,13 +241,15 @@ def evaluate_folders(
     label_names: dict[int, str] | None = None,
     cases: list[str] | None = None,
     nsd_tolerance: float | Mapping[int, float] = DEFAULT_NSD_TOLERANCE,
+    stray_to_background: bool = False,
 ) -> Evaluation:
     """Dice, HD95 and NSD of every prediction in ``pred_dir`` against the same-named mask in
     ``truth_dir``, in the ground truth's voxel spacing.
 
     ``cases`` restricts the comparison to those case ids (e.g. a run's validation split).
     ``nsd_tolerance`` is in mm, one value for all classes or a map from label value to mm (classes
-    left out get ``DEFAULT_NSD_TOLERANCE``).
+    left out get ``DEFAULT_NSD_TOLERANCE``). A label value outside the classes is an error
+    naming the file, or with ``stray_to_background`` counts as background and is reported.
     """
     for folder in (pred_dir, truth_dir):
         if not folder.is_dir():
@@ -261,10 +283,8 @@ def evaluate_folders(
             raise MedgraftError(
                 f"{preds[case]}: shape {tuple(pred.shape)} != truth {tuple(truth.shape)}"
             )
-        if int(max(pred.max(), truth.max())) >= num_classes:
-            raise MedgraftError(
-                f"{preds[case]} / {truths[case]}: label values beyond {sorted(label_names)}"
-            )
+        pred = _known_labels(pred, preds[case], num_classes, stray_to_background, result)
+        truth = _known_labels(truth, truths[case], num_classes, stray_to_background, result)
         spacing = _spacing(truths[case], truth.ndim)
         scores = {
             "dice": dice_per_class(pred, truth, num_classes),

@@ -1,0 +1,1 @@
+"""Data layer: dataset discovery, image loading, MONAI transforms and 2.5D slicing."""

@@ -1,0 +1,249 @@
+"""Find the cases of a dataset folder, whichever of the common layouts it uses.
+
+Supported layouts (checked in this order):
+
+* MSD: ``dataset.json`` with ``training`` (image/label pairs) and optionally ``test``.
+* nnU-Net v2 raw: ``imagesTr/<case>_0000.nii.gz`` and ``labelsTr/<case>.nii.gz``
+  (``dataset.json`` optional; its ``labels`` map is read when present).
+* A plain folder pair: ``images/`` and ``labels/`` (or ``masks/``), matched by file name.
+
+Every layout yields records ``{"image": str, "label": str, "case_id": str}``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medgraft.errors import MedgraftError
+
+VOLUME_SUFFIXES = (".nii.gz", ".nii")
+IMAGE_2D_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+SUPPORTED_SUFFIXES = VOLUME_SUFFIXES + IMAGE_2D_SUFFIXES
+NNUNET_CHANNEL_SUFFIX = "_0000"
+
+
+@dataclass
+class DatasetSpec:
+    """What discovery found: labelled cases, unlabelled cases and the label names."""
+
+    root: Path
+    layout: str
+    training: list[dict[str, str]]
+    test: list[dict[str, str]] = field(default_factory=list)
+    labels: dict[int, str] | None = None
+    modality: str = "unknown"
+
+    @property
+    def is_volumetric(self) -> bool:
+        return is_volume(self.training[0]["image"])
+
+
+def is_volume(path: str | Path) -> bool:
+    return str(path).lower().endswith(VOLUME_SUFFIXES)
+
+
+def split_suffix(name: str) -> tuple[str, str]:
+    """Split a file name into (stem, suffix), treating ``.nii.gz`` as one suffix."""
+    lower = name.lower()
+    for suffix in SUPPORTED_SUFFIXES:
+        if lower.endswith(suffix):
+            return name[: -len(suffix)], name[-len(suffix) :]
+    return Path(name).stem, Path(name).suffix
+
+
+def case_id_of(path: str | Path) -> str:
+    """The case name of an image file: its name without suffix and nnU-Net channel tag."""
+    stem, _ = split_suffix(Path(path).name)
+    if stem.endswith(NNUNET_CHANNEL_SUFFIX):
+        stem = stem[: -len(NNUNET_CHANNEL_SUFFIX)]
+    return stem
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Supported image files directly inside ``folder``, sorted by name (hidden files skipped)."""
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file()
+        and not p.name.startswith(".")
+        and p.name.lower().endswith(SUPPORTED_SUFFIXES)
+    )
+
+
+def discover_dataset(root: str | Path) -> DatasetSpec:
+    """Describe the dataset in ``root``; raise :class:`MedgraftError` when no layout fits."""
+    root = Path(root)
+    if not root.is_dir():
+        raise MedgraftError(f"{root}: dataset folder not found")
+    manifest = _read_manifest(root)
+    if manifest is not None and "training" in manifest:
+        spec = _discover_msd(root, manifest)
+    elif (root / "imagesTr").is_dir() and (root / "labelsTr").is_dir():
+        spec = _discover_nnunet(root, manifest)
+    else:
+        spec = _discover_folder_pair(root)
+    if not spec.training:
+        raise MedgraftError(f"{root}: no labelled cases found ({spec.layout} layout)")
+    _check_files_exist(spec)
+    _check_case_ids(spec)
+    return spec
+
+
+def _read_manifest(root: Path) -> dict | None:
+    path = root / "dataset.json"
+    if not path.exists():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MedgraftError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(manifest, dict):
+        raise MedgraftError(f"{path}: expected a JSON object at the top level")
+    return manifest
+
+
+def parse_labels(manifest: dict | None, path: Path) -> dict[int, str] | None:
+    """Read ``labels`` in either MSD ({"1": "name"}) or nnU-Net v2 ({"name": 1}) form."""
+    if manifest is None or "labels" not in manifest:
+        return None
+    raw = manifest["labels"]
+    try:
+        if all(str(k).isdigit() for k in raw):
+            labels = {int(k): str(v) for k, v in raw.items()}
+        else:
+            labels = {int(v): str(k) for k, v in raw.items()}
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise MedgraftError(f"{path}: 'labels' must map label values to names") from exc
+    if 0 not in labels:
+        raise MedgraftError(f"{path}: 'labels' must include 0 (background)")
+    return dict(sorted(labels.items()))
+
+
+def _modality(manifest: dict | None) -> str:
+    if manifest is None:
+        return "unknown"
+    channels = manifest.get("modality") or manifest.get("channel_names") or {}
+    return (
+        str(next(iter(channels.values()), "unknown")) if isinstance(channels, dict) else "unknown"
+    )
+
+
+def _discover_msd(root: Path, manifest: dict) -> DatasetSpec:
+    path = root / "dataset.json"
+    for key in ("training", "test"):
+        if not isinstance(manifest.get(key, []), list):
+            raise MedgraftError(f"{path}: '{key}' must be a list")
+    training = []
+    for i, entry in enumerate(manifest["training"]):
+        if not isinstance(entry, dict) or "image" not in entry or "label" not in entry:
+            raise MedgraftError(f"{path}: training entry {i} needs 'image' and 'label'")
+        image = _listed_path(root, entry["image"], f"training entry {i}")
+        label = _listed_path(root, entry["label"], f"training entry {i}")
+        training.append({"image": str(image), "label": str(label), "case_id": case_id_of(image)})
+    test = []
+    for i, entry in enumerate(manifest.get("test", [])):
+        listed = entry.get("image") if isinstance(entry, dict) else entry
+        image = _listed_path(root, listed, f"test entry {i}")
+        test.append({"image": str(image), "case_id": case_id_of(image)})
+    return DatasetSpec(
+        root=root,
+        layout="msd",
+        training=training,
+        test=test,
+        labels=parse_labels(manifest, path),
+        modality=_modality(manifest),
+    )
+
+
+def _listed_path(root: Path, value: object, where: str) -> Path:
+    """A file named in dataset.json, relative to its folder; JSON of another type is an error."""
+    if not isinstance(value, str) or not value.strip() or "\0" in value:
+        raise MedgraftError(f"{root / 'dataset.json'}: {where} must name a file, not {value!r:.40}")
+    return (root / value).resolve()
+
+
+def _discover_nnunet(root: Path, manifest: dict | None) -> DatasetSpec:
+    labels_dir = root / "labelsTr"
+    training = []
+    for image in list_images(root / "imagesTr"):
+        stem, suffix = split_suffix(image.name)
+        if not stem.endswith(NNUNET_CHANNEL_SUFFIX):
+            if stem[-5:-4] == "_" and stem[-4:].isdigit():
+                raise MedgraftError(
+                    f"{image}: only single-channel nnU-Net datasets (_0000) are supported so far"
+                )
+            hint = (
+                "" if manifest is None else f"; for MSD, {root / 'dataset.json'} needs 'training'"
+            )
+            raise MedgraftError(f"{image}: nnU-Net images must end in _0000{suffix}{hint}")
+        case_id = case_id_of(image)
+        training.append(
+            {
+                "image": str(image),
+                "label": str(labels_dir / f"{case_id}{suffix}"),
+                "case_id": case_id,
+            }
+        )
+    test = []
+    if (root / "imagesTs").is_dir():
+        test = [{"image": str(p), "case_id": case_id_of(p)} for p in list_images(root / "imagesTs")]
+    return DatasetSpec(
+        root=root,
+        layout="nnunet",
+        training=training,
+        test=test,
+        labels=parse_labels(manifest, root / "dataset.json"),
+        modality=_modality(manifest),
+    )
+
+
+def _discover_folder_pair(root: Path) -> DatasetSpec:
+    images_dir = root / "images"
+    labels_dir = next((root / n for n in ("labels", "masks") if (root / n).is_dir()), None)
+    if not images_dir.is_dir() or labels_dir is None:
+        raise MedgraftError(
+            f"{root}: no dataset layout recognised; expected dataset.json (MSD), "
+            "imagesTr/ + labelsTr/ (nnU-Net), or images/ + labels/ (or masks/)"
+        )
+    labels_by_case = {case_id_of(p): p for p in list_images(labels_dir)}
+    training, unmatched = [], []
+    for image in list_images(images_dir):
+        case_id = case_id_of(image)
+        label = labels_by_case.get(case_id)
+        if label is None:
+            unmatched.append(image.name)
+            continue
+        training.append({"image": str(image), "label": str(label), "case_id": case_id})
+    if unmatched:
+        raise MedgraftError(
+            f"{labels_dir}: no label for {len(unmatched)} image(s), e.g. {unmatched[0]}"
+        )
+    return DatasetSpec(root=root, layout="folder", training=training)
+
+
+def _check_files_exist(spec: DatasetSpec) -> None:
+    listing = spec.root / "dataset.json" if spec.layout == "msd" else spec.root
+    for record in spec.training + spec.test:
+        for key in ("image", "label"):
+            if key in record and not Path(record[key]).is_file():
+                raise MedgraftError(f"{record[key]}: listed in {listing} but not found")
+    first = is_volume(spec.training[0]["image"])
+    odd = next((r["image"] for r in spec.training if is_volume(r["image"]) != first), None)
+    if odd is not None:
+        raise MedgraftError(
+            f"{odd}: {spec.root} mixes 3D NIfTI volumes and 2D images; use one kind"
+        )
+
+
+def _check_case_ids(spec: DatasetSpec) -> None:
+    """Refuse a training case listed twice, or two images with one case name (``a.png`` and
+    ``a.jpg``): splits and folds go by case name, so one would be dropped or counted twice."""
+    seen: dict[str, str] = {}
+    for record in spec.training:
+        image, other = record["image"], seen.get(record["case_id"])
+        if other is not None:
+            problem = "listed twice" if other == image else f"same case name as {other}"
+            raise MedgraftError(f"{image}: {problem}")
+        seen[record["case_id"]] = image

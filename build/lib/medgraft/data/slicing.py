@@ -1,0 +1,126 @@
+"""2.5D: cut volumes into stacks of k adjacent axial slices and put predictions back together.
+
+Each stack becomes the channels of one 2D sample, so a 3-channel ImageNet encoder sees k=3
+neighbouring slices unchanged. Slices past either end of the volume repeat the edge slice.
+The slicing axis is the last array axis (axial for RAS/LPS-stored volumes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from monai.transforms import Compose
+from torch.utils.data import Dataset, Sampler
+
+
+def stack_indices(depth: int, k: int) -> torch.Tensor:
+    """(depth, k) slice indices of every stack, clamped at the volume's ends."""
+    if k < 1 or k % 2 == 0:
+        raise ValueError(f"k must be a positive odd number of slices, got {k}")
+    offsets = torch.arange(k) - k // 2
+    return (torch.arange(depth)[:, None] + offsets[None, :]).clamp(0, depth - 1)
+
+
+def volume_to_stacks(
+    volume: torch.Tensor, k: int, start: int = 0, stop: int | None = None
+) -> torch.Tensor:
+    """(1, H, W, D) volume → (n, k, H, W) stacks for axial slices ``start:stop`` (all by default).
+
+    Taking a slice range lets inference stream a large volume in bounded batches.
+    """
+    if volume.ndim != 4 or volume.shape[0] != 1:
+        raise ValueError(f"expected a (1, H, W, D) volume, got {tuple(volume.shape)}")
+    indices = stack_indices(volume.shape[-1], k)[start:stop]
+    return volume[0][..., indices].permute(2, 3, 0, 1)
+
+
+def stacks_to_volume(per_slice: torch.Tensor) -> torch.Tensor:
+    """(D, C, H, W) per-slice outputs → (C, H, W, D) volume; the inverse of the slicing."""
+    return per_slice.permute(1, 2, 3, 0)
+
+
+class SliceStackDataset(Dataset):
+    """Every axial slice of every cached case as a sample ``{image: (k,H,W), label: (1,H,W)}``."""
+
+    def __init__(self, cases: list[dict], k: int, transform: Compose | None = None) -> None:
+        self.cases = cases
+        self.k = k
+        self.transform = transform
+        self.index = [
+            (case_idx, z)
+            for case_idx, case in enumerate(cases)
+            for z in range(case["image"].shape[-1])
+        ]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def foreground(self) -> list[bool]:
+        """Whether each sample's centre slice holds any label (for balanced sampling)."""
+        per_case = [(c["label"][0] > 0).flatten(0, 1).any(0) for c in self.cases]
+        return [bool(per_case[case_idx][z]) for case_idx, z in self.index]
+
+    def __getitem__(self, item: int) -> dict:
+        case_idx, z = self.index[item]
+        case = self.cases[case_idx]
+        depth = case["image"].shape[-1]
+        zs = stack_indices(depth, self.k)[z]
+        sample = {
+            "image": case["image"][0][..., zs].permute(2, 0, 1).contiguous(),
+            "label": case["label"][..., z],
+        }
+        return self.transform(sample) if self.transform else sample
+
+
+class BalancedSampler(Sampler[int]):
+    """Draws an epoch of sample indices with a set share of foreground samples, per rank.
+
+    ``foreground[i]`` says whether sample ``i`` (a 2.5D stack or a 2D image) holds any label.
+    With ``ratio`` in [0, 1], samples are drawn with replacement so that on average that share
+    of them holds foreground (most slices of a CT hold none); a negative ratio means a plain
+    shuffle. ``draws`` sets the epoch's length (default: one per sample); fewer draws make
+    epochs short enough to validate often on a CPU. Each epoch's draw depends only on ``seed``
+    and the epoch, so a resumed run draws what an uninterrupted one would. Under DDP each rank
+    takes every ``world_size``-th index.
+    """
+
+    def __init__(
+        self,
+        foreground: list[bool],
+        ratio: float,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        draws: int = 0,
+    ) -> None:
+        self.foreground = torch.tensor(foreground, dtype=torch.bool)
+        self.draws = draws or len(foreground)
+        self.ratio = ratio
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.draws, self.world_size))
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        total = len(self.foreground)
+        n_foreground = int(self.foreground.sum())
+        if self.ratio < 0 or n_foreground in (0, total):
+            passes = -(-self.draws // total)
+            order = torch.cat([torch.randperm(total, generator=generator) for _ in range(passes)])
+            order = order[: self.draws]
+        else:
+            weights = torch.where(
+                self.foreground,
+                self.ratio / n_foreground,
+                (1.0 - self.ratio) / (total - n_foreground),
+            )
+            order = torch.multinomial(weights, self.draws, replacement=True, generator=generator)
+        return iter(order[self.rank :: self.world_size].tolist())

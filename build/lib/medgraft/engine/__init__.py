@@ -1,0 +1,1 @@
+"""Engine layer: training loop, inference and metrics."""

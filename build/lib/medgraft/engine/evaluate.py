@@ -1,0 +1,300 @@
+"""Compare predicted masks with ground truth, per case and per class.
+
+Metrics (MONAI): Dice, HD95 in mm and normalized surface Dice (NSD) within a tolerance in mm.
+Distances use the ground truth's voxel spacing (NIfTI header) for volumes, 1 per pixel for 2D
+images, so HD95 and NSD mean the same thing across scanners.
+
+Empty classes: a class absent from a case's ground truth scores NaN in all three metrics and is
+left out of that class's mean and std (there is nothing to find, so neither reward nor penalty).
+A class in the ground truth that the prediction misses scores Dice 0, NSD 0 and HD95 ``inf``
+(MONAI itself returns NaN there, which would silently drop the worst cases from the mean). The
+``inf`` stays in the rows and the CSV, is left out of the HD95 mean and std (it would make them
+inf) and is counted instead: ``MetricSummary.n_inf``, "(N missed)" in the console table.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from rich.table import Table
+
+from medgraft.data.discovery import case_id_of, is_volume, list_images
+from medgraft.data.io import load_image
+from medgraft.data.transforms import BinarizeByteMaskd, FirstChannelMaskd
+from medgraft.engine.metrics import dice_per_class, hd95_per_class, nsd_per_class
+from medgraft.errors import MedgraftError
+
+METRICS = ("dice", "hd95", "nsd")
+"""Metric keys, in column order: rows and CSV columns are ``<metric>_<class name>``."""
+DEFAULT_NSD_TOLERANCE = 1.0
+"""NSD tolerance in mm for classes not given one."""
+_TITLES = {"dice": "Dice", "hd95": "HD95", "nsd": "NSD"}
+
+
+@dataclass(frozen=True)
+class MetricSummary:
+    """One metric of one class over the cases: mean and population std (ddof=0) of the finite
+    values, so NaN (class absent from the truth) and inf (HD95 of a missed class) are skipped."""
+
+    mean: float
+    std: float
+    n: int
+    """Cases in the mean and std."""
+    n_inf: int
+    """Cases skipped because the value is inf: the prediction missed a class of the truth."""
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> MetricSummary:
+        array = np.asarray(values, dtype=float)
+        finite = array[np.isfinite(array)]
+        n_inf = int(np.isinf(array).sum())
+        if finite.size == 0:
+            return cls(math.nan, math.nan, 0, n_inf)
+        return cls(float(finite.mean()), float(finite.std()), int(finite.size), n_inf)
+
+
+@dataclass
+class Evaluation:
+    label_names: dict[int, str]
+    rows: list[dict] = field(default_factory=list)
+    """One dict per case: ``case_id``, ``<metric>_<class>`` for each of ``METRICS`` and
+    ``mean_dice``."""
+    missing: list[str] = field(default_factory=list)
+    """Cases with ground truth but no prediction."""
+    extra: list[str] = field(default_factory=list)
+    """Predictions without ground truth."""
+    nsd_tolerance: dict[int, float] = field(default_factory=dict)
+    """NSD tolerance in mm per label value."""
+    stray: dict[str, int] = field(default_factory=dict)
+    """Mask file -> voxels of unknown label values counted as background (when asked to)."""
+
+    def values(self, metric: str, name: str) -> list[float]:
+        """Per-case values of ``metric`` (one of ``METRICS``) for the class called ``name``."""
+        return [row[f"{metric}_{name}"] for row in self.rows]
+
+    def summary(self) -> dict[str, dict[str, MetricSummary]]:
+        """``summary()[metric][class name]`` for every metric in ``METRICS`` and every class."""
+        return {
+            metric: {
+                name: MetricSummary.of(self.values(metric, name))
+                for name in self.label_names.values()
+            }
+            for metric in METRICS
+        }
+
+    def class_means(self) -> dict[str, float]:
+        """Mean Dice per class."""
+        return {
+            name: MetricSummary.of(self.values("dice", name)).mean
+            for name in self.label_names.values()
+        }
+
+    def mean_dice(self) -> float:
+        """Mean of the per-class mean Dice, so each class weighs the same."""
+        means = [v for v in self.class_means().values() if not math.isnan(v)]
+        return float(np.mean(means)) if means else math.nan
+
+    def write_csv(self, path: Path) -> None:
+        """One row per case, then ``STD`` and ``MEAN`` rows over the cases.
+
+        ``MEAN`` comes last so that readers taking the last row as the summary keep working.
+        Per-case cells keep ``nan`` and ``inf``; the summary rows skip them (see
+        ``MetricSummary``). Under ``mean_dice`` the STD row holds the std of the per-case mean Dice.
+        """
+        names = list(self.label_names.values())
+        columns = [f"{metric}_{name}" for metric in METRICS for name in names]
+        summaries = [s for per_class in self.summary().values() for s in per_class.values()]
+        per_case = MetricSummary.of([row["mean_dice"] for row in self.rows])
+        with path.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["case_id", *columns, "mean_dice"])
+            for row in self.rows:
+                writer.writerow(
+                    [row["case_id"], *[f"{row[c]:.5f}" for c in [*columns, "mean_dice"]]]
+                )
+            writer.writerow(["STD", *[f"{s.std:.5f}" for s in summaries], f"{per_case.std:.5f}"])
+            writer.writerow(
+                ["MEAN", *[f"{s.mean:.5f}" for s in summaries], f"{self.mean_dice():.5f}"]
+            )
+
+    def table(self) -> Table:
+        """Per-case rows and a bold mean ± std row, for ``console.print``."""
+        names = list(self.label_names.values())
+        tolerances = sorted(set(self.nsd_tolerance.values()))
+        within = (
+            f"{tolerances[0]:g}"
+            if len(tolerances) == 1
+            else ", ".join(f"{self.label_names[v]} {t:g}" for v, t in self.nsd_tolerance.items())
+        )
+        table = Table(
+            title="Dice, HD95 and NSD per case",
+            caption=(
+                f"HD95 and NSD tolerance ({within}) in mm, pixels for 2D images. '-': class absent "
+                "from the truth; 'inf': class missed by the prediction, left out of the HD95 mean "
+                "and counted as 'missed'."
+            ),
+        )
+        table.add_column("case")
+        for metric in METRICS:
+            for name in names:
+                table.add_column(f"{_TITLES[metric]} {name}", justify="right")
+        table.add_column("mean Dice", justify="right")
+        for row in self.rows:
+            table.add_row(
+                row["case_id"],
+                *[_cell(metric, row[f"{metric}_{name}"]) for metric in METRICS for name in names],
+                _cell("dice", row["mean_dice"]),
+            )
+        table.add_section()
+        summary = self.summary()
+        per_case = MetricSummary.of([row["mean_dice"] for row in self.rows])
+        table.add_row(
+            "mean ± std",
+            *[_mean_std(metric, summary[metric][name]) for metric in METRICS for name in names],
+            _mean_std("dice", MetricSummary(self.mean_dice(), per_case.std, per_case.n, 0)),
+            style="bold",
+        )
+        return table
+
+
+def _cell(metric: str, value: float) -> str:
+    if math.isnan(value):
+        return "-"
+    if math.isinf(value):
+        return "inf"
+    return f"{value:.2f}" if metric == "hd95" else f"{value:.3f}"
+
+
+def _mean_std(metric: str, summary: MetricSummary) -> str:
+    text = (
+        "-" if summary.n == 0 else f"{_cell(metric, summary.mean)} ± {_cell(metric, summary.std)}"
+    )
+    return f"{text} ({summary.n_inf} missed)" if summary.n_inf else text
+
+
+def _load_mask(path: Path) -> torch.Tensor:
+    mask = load_image(path)
+    if not is_volume(path):
+        mask = FirstChannelMaskd("m")({"m": mask})["m"]
+        mask = BinarizeByteMaskd("m", max_label=1)({"m": mask})["m"] if mask.max() == 255 else mask
+    values = mask.as_tensor()
+    if not torch.all(values == torch.round(values)):
+        raise MedgraftError(f"{path}: mask has non-integer values")
+    return values[0].long()
+
+
+def _known_labels(
+    mask: torch.Tensor, path: Path, num_classes: int, to_background: bool, result: Evaluation
+) -> torch.Tensor:
+    """``mask`` if every value is a class (0..num_classes-1); stray values fail or become 0."""
+    stray = (mask < 0) | (mask >= num_classes)
+    if not stray.any():
+        return mask
+    values = sorted(int(v) for v in torch.unique(mask[stray]))
+    if not to_background:
+        raise MedgraftError(
+            f"{path}: label values {values} ({int(stray.sum())} voxels) are not among the "
+            f"classes 0..{num_classes - 1}; pass --stray-labels-to-background to count them "
+            "as background"
+        )
+    result.stray[str(path)] = int(stray.sum())
+    return torch.where(stray, torch.zeros_like(mask), mask)
+
+
+def _spacing(path: Path, ndim: int) -> tuple[float, ...]:
+    """Voxel size in mm from the NIfTI header (the reader keeps the stored axis order); 2D images
+    carry no physical size, so distances there are in pixels."""
+    if not is_volume(path):
+        return (1.0,) * ndim
+    zooms = tuple(float(z) for z in nib.load(str(path)).header.get_zooms()[:ndim])
+    if len(zooms) != ndim or not all(z > 0 for z in zooms):
+        raise MedgraftError(f"{path}: header voxel size {zooms} does not fit a {ndim}D mask")
+    return zooms
+
+
+def _tolerances(
+    nsd_tolerance: float | Mapping[int, float], label_names: dict[int, str]
+) -> dict[int, float]:
+    if isinstance(nsd_tolerance, Mapping):
+        unknown = sorted(set(nsd_tolerance) - set(label_names))
+        if unknown:
+            raise MedgraftError(f"NSD tolerance given for unknown label value(s) {unknown}")
+        tolerances = {v: float(nsd_tolerance.get(v, DEFAULT_NSD_TOLERANCE)) for v in label_names}
+    else:
+        tolerances = dict.fromkeys(label_names, float(nsd_tolerance))
+    for value, tolerance in tolerances.items():
+        if not (math.isfinite(tolerance) and tolerance >= 0):
+            raise MedgraftError(f"NSD tolerance of label {value} must be >= 0 mm, got {tolerance}")
+    return tolerances
+
+
+def evaluate_folders(
+    pred_dir: Path,
+    truth_dir: Path,
+    label_names: dict[int, str] | None = None,
+    cases: list[str] | None = None,
+    nsd_tolerance: float | Mapping[int, float] = DEFAULT_NSD_TOLERANCE,
+    stray_to_background: bool = False,
+) -> Evaluation:
+    """Dice, HD95 and NSD of every prediction in ``pred_dir`` against the same-named mask in
+    ``truth_dir``, in the ground truth's voxel spacing.
+
+    ``cases`` restricts the comparison to those case ids (e.g. a run's validation split).
+    ``nsd_tolerance`` is in mm, one value for all classes or a map from label value to mm (classes
+    left out get ``DEFAULT_NSD_TOLERANCE``). A label value outside the classes is an error
+    naming the file, or with ``stray_to_background`` counts as background and is reported.
+    """
+    for folder in (pred_dir, truth_dir):
+        if not folder.is_dir():
+            raise MedgraftError(f"{folder}: folder not found")
+    preds = {case_id_of(p): p for p in list_images(pred_dir)}
+    truths = {case_id_of(p): p for p in list_images(truth_dir)}
+    if cases is not None:
+        truths = {c: p for c, p in truths.items() if c in set(cases)}
+    matched = sorted(set(preds) & set(truths))
+    if not matched:
+        raise MedgraftError(
+            f"{pred_dir}: no prediction has a same-named ground truth in {truth_dir}"
+        )
+    loaded = [(case, _load_mask(preds[case]), _load_mask(truths[case])) for case in matched]
+    if label_names is None:
+        top = max(int(max(p.max(), t.max())) for _, p, t in loaded)
+        label_names = {v: f"label_{v}" for v in range(1, max(top, 1) + 1)}
+    else:
+        label_names = {k: v for k, v in label_names.items() if k != 0}
+    num_classes = max(label_names) + 1
+    tolerances = _tolerances(nsd_tolerance, label_names)
+    class_tolerances = [tolerances.get(v, DEFAULT_NSD_TOLERANCE) for v in range(1, num_classes)]
+    result = Evaluation(
+        label_names,
+        missing=sorted(set(truths) - set(preds)),
+        extra=sorted(set(preds) - set(truths)),
+        nsd_tolerance=tolerances,
+    )
+    for case, pred, truth in loaded:
+        if pred.shape != truth.shape:
+            raise MedgraftError(
+                f"{preds[case]}: shape {tuple(pred.shape)} != truth {tuple(truth.shape)}"
+            )
+        pred = _known_labels(pred, preds[case], num_classes, stray_to_background, result)
+        truth = _known_labels(truth, truths[case], num_classes, stray_to_background, result)
+        spacing = _spacing(truths[case], truth.ndim)
+        scores = {
+            "dice": dice_per_class(pred, truth, num_classes),
+            "hd95": hd95_per_class(pred, truth, num_classes, spacing),
+            "nsd": nsd_per_class(pred, truth, num_classes, spacing, class_tolerances),
+        }
+        row: dict = {"case_id": case}
+        for metric, values in scores.items():
+            row.update({f"{metric}_{name}": values[v - 1] for v, name in label_names.items()})
+        dice = [row[f"dice_{name}"] for name in label_names.values()]
+        row["mean_dice"] = MetricSummary.of(dice).mean
+        result.rows.append(row)
+    return result

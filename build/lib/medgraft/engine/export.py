@@ -1,0 +1,128 @@
+"""Export a trained model to TorchScript or ONNX, so it runs without medgraft installed."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import warnings
+from pathlib import Path
+
+import torch
+
+from medgraft import __version__
+from medgraft.data.transforms import ENCODER_STRIDE
+from medgraft.engine.checkpoint import load_checkpoint, resolve_checkpoint_path
+from medgraft.errors import MedgraftError
+from medgraft.models.registry import get_encoder
+from medgraft.models.unet import Segmenter, build_segmenter
+
+FORMATS = ("torchscript", "onnx")
+TRACE_SIZE = 64  # any multiple of ENCODER_STRIDE traces the same graph
+# 17 rather than the exporter's newest: older ONNX runtimes (TensorRT, mobile) still load it
+ONNX_OPSET = 17
+
+
+def export_model(model: str | Path, fmt: str, output: Path) -> Path:
+    """Export the checkpoint ``model`` (a run folder means its best.pt) as ``fmt`` to ``output``.
+
+    Also writes ``<output>.json`` describing inputs, outputs and labels, since the exported file
+    alone does not say how to prepare an image or read the logits. Both files are written under
+    temporary names and renamed, and existing files are never overwritten.
+    """
+    if fmt not in FORMATS:
+        raise MedgraftError(f"unknown export format '{fmt}' (choose from {', '.join(FORMATS)})")
+    if fmt == "onnx" and importlib.util.find_spec("onnx") is None:
+        raise MedgraftError("ONNX export needs the onnx package: pip install 'medgraft[export]'")
+    output = Path(output)
+    sidecar = output.with_name(f"{output.name}.json")
+    for path in (output, sidecar):
+        if path.exists():
+            raise MedgraftError(f"{path}: already exists, not overwriting")
+    checkpoint = load_checkpoint(model)
+    arch = checkpoint["architecture"]
+    segmenter = build_segmenter(arch, get_encoder(arch["encoder"]))
+    segmenter.load_state_dict(checkpoint["model_state"])
+    segmenter.eval()
+    example = torch.rand(1, arch["in_channels"], TRACE_SIZE, TRACE_SIZE)
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp_model = output.with_name(f".{output.name}.tmp")
+    tmp_sidecar = sidecar.with_name(f".{sidecar.name}.tmp")
+    try:
+        if fmt == "torchscript":
+            _export_torchscript(segmenter, example, tmp_model)
+        else:
+            _export_onnx(segmenter, example, tmp_model)
+        info = _sidecar(checkpoint, fmt, resolve_checkpoint_path(model))
+        tmp_sidecar.write_text(json.dumps(info, indent=2) + "\n")
+        os.replace(tmp_model, output)
+        os.replace(tmp_sidecar, sidecar)
+    finally:
+        tmp_model.unlink(missing_ok=True)
+        tmp_sidecar.unlink(missing_ok=True)
+    return output
+
+
+def _export_torchscript(model: Segmenter, example: torch.Tensor, path: Path) -> None:
+    """Trace rather than script: smp/timm modules are not scriptable, and the traced graph keeps
+    batch and H/W dynamic (TF "SAME" padding is the same for every multiple of 32)."""
+    with warnings.catch_warnings(), torch.no_grad():
+        # torch marks torch.jit deprecated; it is still what a "TorchScript file" means
+        warnings.filterwarnings("ignore", r"`torch\.jit\.", FutureWarning)
+        torch.jit.trace(model, example).save(str(path))
+
+
+def _export_onnx(model: Segmenter, example: torch.Tensor, path: Path) -> None:
+    """Use the TorchScript-based exporter (``dynamo=False``): it exports a dynamic batch and
+    dynamic H/W in about a second, whereas the torch.export one takes minutes on the symbolic
+    shapes of TF "SAME" padding when H/W are dynamic."""
+    axes = {0: "batch", 2: "height", 3: "width"}
+    with warnings.catch_warnings(), torch.no_grad():
+        # the whole TorchScript-based exporter is deprecated, so its internals warn too
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            dynamo=False,
+            opset_version=ONNX_OPSET,
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_axes={"image": axes, "logits": axes},
+        )
+
+
+def _sidecar(checkpoint: dict, fmt: str, source: Path) -> dict:
+    """What a user of the exported file needs to feed it and read its output."""
+    arch, data = checkpoint["architecture"], checkpoint["data"]
+    preprocessing = ("orientation", "spacing", "intensity", "window")
+    info = {
+        "format": fmt,
+        "medgraft_version": __version__,
+        "source_checkpoint": str(source),
+        "encoder": arch["encoder"],
+        "input": {
+            "shape": ["batch", arch["in_channels"], "height", "width"],
+            "dtype": "float32",
+            "range": [0.0, 1.0],
+            "normalization_inside": True,
+            "height_width_multiple_of": ENCODER_STRIDE,
+        },
+        "output": {
+            "shape": ["batch", arch["classes"], "height", "width"],
+            "note": "raw logits: softmax over axis 1 gives class probabilities",
+        },
+        "in_channels": arch["in_channels"],
+        "classes": arch["classes"],
+        "labels": data["labels"],
+        "slices": data["slices"],
+        "volumetric": data["volumetric"],
+        "image_size": data.get("image_size"),
+        "modality": data.get("modality"),
+        "preprocessing": {key: data[key] for key in preprocessing if key in data},
+    }
+    if fmt == "onnx":  # TorchScript files carry no input/output names
+        info["input"]["name"], info["output"]["name"] = "image", "logits"
+        info["opset"] = ONNX_OPSET
+    return info

@@ -1,0 +1,175 @@
+"""Segment one case: 2.5D stacks (volumes) or whole images (2D), streamed in bounded batches.
+
+Several models (e.g. the folds of a cross-validation) are ensembled by averaging their softmax
+probabilities; mirroring test-time augmentation averages over the in-plane flips the model was
+trained with, the same way.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import torch
+from monai.transforms import DivisiblePad, Resize
+from monai.utils import convert_to_tensor
+
+from medgraft.data.slicing import stacks_to_volume, volume_to_stacks
+from medgraft.data.transforms import ENCODER_STRIDE
+from medgraft.errors import MedgraftError
+from medgraft.models.registry import get_encoder
+from medgraft.models.unet import Segmenter, build_segmenter
+
+DATA_KEYS_THAT_MUST_AGREE = ("volumetric", "slices", "image_size")
+
+
+INFERENCE_DEFAULTS = {"tta": True, "largest_component": False, "min_size": 0}
+"""What `medgraft predict` does for a model whose run (recipe) set nothing else."""
+
+
+def inference_defaults(options: dict) -> dict:
+    """Prediction settings a run hands to ``medgraft predict``, unknown keys refused."""
+    unknown = sorted(set(options) - INFERENCE_DEFAULTS.keys())
+    if unknown:
+        raise MedgraftError(
+            f"unknown inference option(s) {unknown}; expected some of {sorted(INFERENCE_DEFAULTS)}"
+        )
+    merged = {**INFERENCE_DEFAULTS, **options}
+    size = merged["min_size"]
+    if type(size) is not int or size < 0:  # exact type: true is an int to Python
+        raise MedgraftError(f"inference min_size must be a whole number >= 0, not {size!r}")
+    for name in ("tta", "largest_component"):
+        if not isinstance(merged[name], bool):
+            raise MedgraftError(f"inference {name} must be true or false, not {merged[name]!r}")
+    return merged
+
+
+def mirrorings(axes: list[int]) -> list[tuple[int, ...]]:
+    """Every combination of the mirror ``axes``, identity first: the TTA variants.
+
+    Only axes the model was trained to be mirrored on are allowed: a flip a model never saw
+    (e.g. anterior/posterior on hippocampus labels) would average in wrong predictions.
+    """
+    return [
+        tuple(a for a, keep in zip(axes, mask, strict=True) if keep)
+        for mask in itertools.product([False, True], repeat=len(axes))
+    ]
+
+
+@dataclass
+class Segmentation:
+    """Argmax labels of a case and, on request, its class probabilities (float16)."""
+
+    labels: torch.Tensor
+    probabilities: torch.Tensor | None = None
+    slices: int = 1
+
+
+class Predictor:
+    """Turns a case-transformed image (values in [0, 1]) into labels and probabilities.
+
+    ``data`` is the checkpoint's data section: ``volumetric``, ``slices`` (k) and
+    ``image_size`` (2D training size, or None).
+    """
+
+    def __init__(
+        self,
+        models: Segmenter | list[Segmenter],
+        data: dict,
+        *,
+        device: torch.device,
+        batch_size: int = 32,
+        amp_dtype: torch.dtype | None = None,
+        tta: bool = False,
+    ) -> None:
+        self.models = [
+            m.to(device).eval() for m in (models if isinstance(models, list) else [models])
+        ]
+        self.data = data
+        self.device = device
+        self.batch_size = batch_size
+        self.amp_dtype = amp_dtype
+        self.flips = mirrorings(data.get("mirror_axes", []) if tta else [])
+        self.pad = DivisiblePad(k=(1, ENCODER_STRIDE, ENCODER_STRIDE), method="end")
+
+    @classmethod
+    def from_checkpoints(cls, checkpoints: list[dict], **kwargs) -> Predictor:
+        """An ensemble of checkpoints that must agree on input handling and classes."""
+        reference = checkpoints[0]
+        models = []
+        for checkpoint in checkpoints:
+            for key in DATA_KEYS_THAT_MUST_AGREE:
+                if checkpoint["data"][key] != reference["data"][key]:
+                    raise MedgraftError(f"ensembled models disagree on '{key}'")
+            if checkpoint["architecture"]["classes"] != reference["architecture"]["classes"]:
+                raise MedgraftError("ensembled models predict different numbers of classes")
+            arch = checkpoint["architecture"]
+            model = build_segmenter(arch, get_encoder(arch["encoder"]))
+            model.load_state_dict(checkpoint["model_state"])
+            models.append(model)
+        return cls(models, reference["data"], **kwargs)
+
+    @property
+    def num_classes(self) -> int:
+        return self.models[0].unet.segmentation_head[0].out_channels
+
+    @torch.no_grad()
+    def segment(self, image: torch.Tensor, keep_probabilities: bool = False) -> Segmentation:
+        """(C, H, W, D) volume or (C, H, W) image → labels of the spatial shape (uint8)."""
+        for model in self.models:
+            model.eval()  # the training loop shares its model: BatchNorm must use running stats
+        # plain tensor: MONAI metadata carried through every layer only costs time
+        image = convert_to_tensor(image, dtype=torch.float32, track_meta=False)
+        if self.data["volumetric"]:
+            return self._segment_volume(image, keep_probabilities)
+        size = self.data.get("image_size")
+        spatial = tuple(image.shape[1:])
+        if size:
+            image = Resize((size, size), mode="bilinear")(image)
+        probs = self._probabilities(image[None])[0]
+        if size:
+            probs = convert_to_tensor(Resize(spatial, mode="bilinear")(probs), track_meta=False)
+        return Segmentation(
+            probs.argmax(0).to(torch.uint8), probs.half() if keep_probabilities else None
+        )
+
+    def _segment_volume(self, volume: torch.Tensor, keep_probabilities: bool) -> Segmentation:
+        """Stream axial stacks ``batch_size`` at a time: memory is O(batch), not O(volume)."""
+        if volume.ndim != 4 or volume.shape[0] != 1:
+            raise MedgraftError(f"expected a single-channel 3D volume, got {tuple(volume.shape)}")
+        spatial = volume.shape[1:]
+        depth = spatial[-1]
+        labels = torch.empty(spatial, dtype=torch.uint8)
+        probabilities = (
+            torch.empty((self.num_classes, *spatial), dtype=torch.float16)
+            if keep_probabilities
+            else None
+        )
+        for start in range(0, depth, self.batch_size):
+            stop = min(start + self.batch_size, depth)
+            stacks = volume_to_stacks(volume, self.data["slices"], start, stop)
+            probs = stacks_to_volume(self._probabilities(stacks))  # (C, H, W, n)
+            labels[..., start:stop] = probs.argmax(0).to(torch.uint8)
+            if probabilities is not None:
+                probabilities[..., start:stop] = probs.half()
+        return Segmentation(labels, probabilities, slices=depth)
+
+    def _probabilities(self, batch: torch.Tensor) -> torch.Tensor:
+        """Mean softmax over models and mirrorings of ``batch`` (n, k, H, W), on the CPU."""
+        height, width = batch.shape[-2:]
+        padded = convert_to_tensor(self.pad(batch), track_meta=False).to(self.device)
+        total = None
+        for model in self.models:
+            for axes in self.flips:
+                inputs = padded.flip(axes) if axes else padded
+                with torch.autocast(
+                    self.device.type,
+                    dtype=self.amp_dtype or torch.float32,
+                    enabled=self.amp_dtype is not None,
+                ):
+                    logits = model(inputs)
+                probs = torch.softmax(logits.float(), dim=1)
+                probs = probs.flip(axes) if axes else probs
+                total = probs if total is None else total + probs
+        total = total / (len(self.models) * len(self.flips))
+        return total[..., :height, :width].cpu()

