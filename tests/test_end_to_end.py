@@ -51,6 +51,7 @@ def test_predict_keeps_shape_affine_and_header(
     out = tmp_path / "out"
     result = invoke(runner, "predict", "--model", mri_run, "--input", inputs, "--output", out)
     assert result.exit_code == 0, result.output
+    assert "trained without flips" in result.output  # TTA on by default, but nothing to mirror
     for name, mask_name in (
         ("oblique_0000.nii.gz", "oblique.nii.gz"),
         ("plain.nii", "plain.nii.gz"),

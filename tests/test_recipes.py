@@ -163,6 +163,7 @@ def test_predict_applies_the_recipes_post_processing_unless_told_not_to(
     for out, extra in ((default, []), (raw, ["--no-largest-component"])):
         result = invoke(runner, "predict", "--model", recipe_run, "-i", image, "-o", out, *extra)
         assert result.exit_code == 0, result.output
+        assert "trained without flips" not in result.output  # the recipe turned TTA off
     name = image.name
     default_mask = np.asarray(nib.load(default / name).dataobj)
     raw_mask = np.asarray(nib.load(raw / name).dataobj)

@@ -505,6 +505,7 @@ def _run_predict(models: list[Path], inputs: list[Path], output: Path, options) 
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     share = shard(inputs, rank, world)
     predictor = load_predictor(models, options)
+    options = options.with_model_defaults(predictor.data)
     if options.tta and not predictor.data.get("mirror_axes"):
         err_console.print(
             "note: the model was trained without flips, so predicting without "
