@@ -10,7 +10,8 @@ without a finished run, and continues an interrupted one with ``--resume``; the 
 every call is added to ``<fold>/wall_seconds.json``. ``report`` segments each fold's validation
 cases with ``medgraft predict`` (the recipe's TTA and post-processing, and once without
 post-processing for comparison), scores them at the images' own resolution with medgraft's
-evaluation (MONAI Dice and HD95), and writes ``docs/results/accuracy.{md,csv}``.
+evaluation (MONAI Dice and HD95), and writes ``docs/results/accuracy_tables.md`` and
+``accuracy.csv`` (per fold and class), which ``docs/results/accuracy.md`` discusses.
 """
 
 from __future__ import annotations
@@ -210,8 +211,8 @@ def report(work: Path, results: Path) -> None:
         writer = csv.DictWriter(handle, columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    (results / "accuracy_summary.md").write_text(summary_markdown(rows, work))
-    print(f"wrote {results / 'accuracy.csv'} and {results / 'accuracy_summary.md'}")
+    (results / "accuracy_tables.md").write_text(summary_markdown(rows, work))
+    print(f"wrote {results / 'accuracy.csv'} and {results / 'accuracy_tables.md'}")
 
 
 def summary_markdown(rows: list[dict], work: Path) -> str:

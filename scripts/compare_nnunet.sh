@@ -89,7 +89,7 @@ from nnunetv2.run.run_training import get_trainer_from_args
 
 iterations = int(sys.argv[1])
 torch.set_num_threads(torch.get_num_threads())
-trainer = get_trainer_from_args(4, "3d_fullres", 0, "nnUNetTrainer", "nnUNetPlans",
+trainer = get_trainer_from_args("4", "3d_fullres", 0, "nnUNetTrainer", "nnUNetPlans",
                                 device=torch.device("cpu"))
 trainer.num_epochs, trainer.num_val_iterations_per_epoch = 1, 1
 trainer.num_iterations_per_epoch = 3
