@@ -21,6 +21,7 @@ import csv
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -142,13 +143,20 @@ def fold_cases(output: Path, fold: int) -> list[str]:
 
 
 def evaluate_fold(name: str, work: Path, fold: int, variant: str) -> list[dict]:
-    """Predict the fold's validation cases (``recipe`` defaults or ``raw``) and score them."""
+    """Predict the fold's validation cases (``recipe`` defaults or ``raw``) and score them.
+
+    The scores are kept in ``<fold>/scores-<variant>.json`` next to the model they belong to,
+    so a rerun of ``report`` only scores folds that are new or retrained.
+    """
     from medgraft.data.discovery import discover_dataset
     from medgraft.engine.evaluate import evaluate_folders
 
-    spec = discover_dataset(dataset_folder(name, work))
     output = work / name
     run = output / f"fold_{fold}"
+    scores = run / f"scores-{variant}.json"
+    if scores.exists() and scores.stat().st_mtime > (run / "best.pt").stat().st_mtime:
+        return json.loads(scores.read_text())
+    spec = discover_dataset(dataset_folder(name, work))
     cases = set(fold_cases(output, fold))
     records = [r for r in spec.training if r["case_id"] in cases]
     inputs = run / "val_images"
@@ -158,6 +166,8 @@ def evaluate_fold(name: str, work: Path, fold: int, variant: str) -> list[dict]:
         if not link.exists():
             link.symlink_to(Path(record["image"]).resolve())
     predictions = run / f"predictions-{variant}"
+    if predictions.exists() and predictions.stat().st_mtime < (run / "best.pt").stat().st_mtime:
+        shutil.rmtree(predictions)  # masks of an earlier model of this fold: predict again
     options = ["--no-largest-component", "--min-size", "0"] if variant == "raw" else []
     medgraft("predict", "--model", str(run), "-i", str(inputs), "-o", str(predictions), *options)
     truth = Path(records[0]["label"]).parent
@@ -184,6 +194,7 @@ def evaluate_fold(name: str, work: Path, fold: int, variant: str) -> list[dict]:
                 "per_case_dice": evaluation.values("dice", class_name),
             }
         )
+    scores.write_text(json.dumps(rows, indent=1))
     return rows
 
 
