@@ -1,3 +1,0 @@
-"""medgraft: medical image segmentation by transfer learning from natural-image encoders."""
-
-__version__ = "0.1.0"

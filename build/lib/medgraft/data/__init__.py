@@ -1,1 +1,0 @@
-"""Data layer: dataset discovery, image loading, MONAI transforms and 2.5D slicing."""

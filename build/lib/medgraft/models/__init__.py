@@ -1,1 +1,0 @@
-"""Model layer: encoder registry, pretrained-weight resolution and U-Net building."""
