@@ -149,7 +149,7 @@ def evaluate_fold(name: str, work: Path, fold: int, variant: str) -> list[dict]:
     so a rerun of ``report`` only scores folds that are new or retrained.
     """
     from medgraft.data.discovery import discover_dataset
-    from medgraft.engine.evaluate import evaluate_folders
+    from medgraft.evaluation.evaluate import evaluate_folders
 
     output = work / name
     run = output / f"fold_{fold}"
@@ -201,10 +201,11 @@ def evaluate_fold(name: str, work: Path, fold: int, variant: str) -> list[dict]:
 def variants(name: str) -> list[str]:
     """``recipe`` (its TTA and clean-up), plus ``raw`` when the recipe cleans up, to show the
     clean-up's effect."""
-    from medgraft.engine.recipes import load_recipe
+    from medgraft.config.recipes import load_recipe
+    from medgraft.config.schema import InferenceOptions
 
-    inference = load_recipe(DATASETS[name]["recipe"]).train.get("inference", {})
-    cleans = inference.get("largest_component") or inference.get("min_size")
+    inference = InferenceOptions(**load_recipe(DATASETS[name]["recipe"]).train.get("inference", {}))
+    cleans = inference.largest_component or inference.min_size
     return ["recipe", "raw"] if cleans else ["recipe"]
 
 

@@ -26,8 +26,10 @@ import numpy as np
 import torch
 from shared_subsets import SHARED
 
+from medgraft.config.schema import PredictOptions
+from medgraft.data.scans import read_scan_for_model
 from medgraft.data.slicing import volume_to_stacks
-from medgraft.engine.predict import PredictOptions, load_predictor, predict_cases, read_case
+from medgraft.inference.batch import load_predictor, predict_cases
 
 
 def pipeline_vs_model(model: Path, cases: list[Path], batch_size: int) -> dict[str, float]:
@@ -39,7 +41,9 @@ def pipeline_vs_model(model: Path, cases: list[Path], batch_size: int) -> dict[s
         pipeline_seconds = time.perf_counter() - started
     slices = sum(r.slices for r in results)
     stacks = [
-        volume_to_stacks(read_case(c, predictor.data).image, predictor.data["slices"])
+        volume_to_stacks(
+            read_scan_for_model(c, predictor.inputs.preprocessing).image, predictor.inputs.slices
+        )
         for c in cases
     ]
     net = predictor.models[0]
@@ -72,7 +76,8 @@ def large_volume_peak_rss(model: Path, batch_size: int, shape=(512, 512, 400)) -
         del volume
         code = (
             "import resource, sys, time; from pathlib import Path;"
-            "from medgraft.engine.predict import PredictOptions, load_predictor, predict_cases;"
+            "from medgraft.config.schema import PredictOptions;"
+            "from medgraft.inference.batch import load_predictor, predict_cases;"
             f"o = PredictOptions(batch_size={batch_size}, tta=False, overwrite=True);"
             f"p = load_predictor([Path({str(model)!r})], o); t = time.perf_counter();"
             f"r = list(predict_cases(p, [Path({str(folder / 'in' / 'ct.nii.gz')!r})], "

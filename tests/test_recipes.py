@@ -11,13 +11,13 @@ import pytest
 from conftest import invoke
 from scipy import ndimage
 
-from medgraft.data.slicing import BalancedSampler
-from medgraft.engine.checkpoint import load_checkpoint
-from medgraft.engine.inference import inference_defaults
-from medgraft.engine.predict import PredictOptions, load_predictor
-from medgraft.engine.recipes import load_recipe, recipe_names
-from medgraft.engine.train import TrainConfig
+from medgraft.config.loading import resolve_options
+from medgraft.config.recipes import load_recipe, recipe_names
+from medgraft.config.schema import AugmentOptions, InferenceOptions, PredictOptions, TrainConfig
+from medgraft.data.sampling import BalancedSampler
 from medgraft.errors import MedgraftError
+from medgraft.inference.batch import load_predictor
+from medgraft.models.checkpoint import load_checkpoint
 
 
 def test_every_shipped_recipe_loads_and_records_its_measurement() -> None:
@@ -25,9 +25,10 @@ def test_every_shipped_recipe_loads_and_records_its_measurement() -> None:
     assert {"mri-2.5d", "rgb-2d", "retina-2d"} <= set(names)
     for name in names:
         recipe = load_recipe(name)
-        config = TrainConfig(data="d", output="o", **recipe.train)
+        # every option is a valid TrainConfig field, with valid prediction defaults
+        config = TrainConfig(**resolve_options([recipe.train, {"data": "d", "output": "o"}]))
         assert config.epochs >= 1 and recipe.summary and recipe.use_for
-        inference_defaults(config.inference)  # valid prediction defaults
+        assert isinstance(config.inference, InferenceOptions)
         for key in ("result", "dataset", "wall_time", "hardware", "report"):
             assert recipe.measured.get(key), f"{name}: measured.{key} missing"
 
@@ -80,7 +81,7 @@ def test_recipe_is_overridden_by_config_file_then_typed_flags(
     runner, tmp_path: Path, monkeypatch
 ) -> None:
     seen: list[TrainConfig] = []
-    monkeypatch.setattr("medgraft.engine.train.train", _capture(seen))
+    monkeypatch.setattr("medgraft.training.trainer.train", _capture(seen))
     config = tmp_path / "c.yaml"
     config.write_text("epochs: 3\nbatch_size: 7\n")
     args = ["train", "--recipe", "mri-2.5d", "--data", "d", "--output", "o", "--config", config]
@@ -90,10 +91,10 @@ def test_recipe_is_overridden_by_config_file_then_typed_flags(
     assert got.recipe == "mri-2.5d"
     assert (got.epochs, got.batch_size) == (3, 5)  # file beats recipe, typed flag beats file
     assert got.samples_per_epoch == recipe["samples_per_epoch"]
-    assert got.inference == recipe["inference"]
-    assert got.augment["strength"] == recipe["augment"]["strength"]
+    assert got.inference == InferenceOptions(**recipe["inference"])
+    assert got.augment.strength == recipe["augment"]["strength"]
     assert invoke(runner, *args[:-2], "--no-augment").exit_code == 0
-    assert seen[1].augment == {**recipe["augment"], "enabled": False}
+    assert seen[1].augment == AugmentOptions(**{**recipe["augment"], "enabled": False})
 
 
 def _capture(seen: list):
@@ -118,20 +119,24 @@ def test_sampler_draws_the_requested_number_of_samples_reproducibly() -> None:
     assert len(BalancedSampler(foreground, 0.5, seed=1)) == 40
 
 
-def test_inference_options_are_checked() -> None:
-    assert inference_defaults({}) == {"tta": True, "largest_component": False, "min_size": 0}
-    for bad in ({"mirror": True}, {"min_size": -1}, {"tta": "yes"}):
+def test_inference_options_are_checked(tmp_path: Path) -> None:
+    assert InferenceOptions() == InferenceOptions(tta=True, largest_component=False, min_size=0)
+    for bad in ({"min_size": -1}, {"tta": "yes"}):
         with pytest.raises(MedgraftError):
-            inference_defaults(bad)
+            InferenceOptions(**bad)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("summary: s\nfor: f\ntrain:\n  inference:\n    mirror: true\n")
+    with pytest.raises(MedgraftError, match=r"unknown option 'train\.inference\.mirror'"):
+        load_recipe(str(recipe))
 
 
 def test_unset_predict_options_follow_the_model_and_typed_ones_win() -> None:
-    data = {"inference": {"tta": False, "largest_component": True, "min_size": 5}}
-    resolved = PredictOptions().with_model_defaults(data)
+    model = InferenceOptions(tta=False, largest_component=True, min_size=5)
+    resolved = PredictOptions().with_model_defaults(model)
     assert (resolved.tta, resolved.largest_component, resolved.min_size) == (False, True, 5)
-    typed = PredictOptions(largest_component=False, min_size=0).with_model_defaults(data)
+    typed = PredictOptions(largest_component=False, min_size=0).with_model_defaults(model)
     assert (typed.tta, typed.largest_component, typed.min_size) == (False, False, 0)
-    older_model = PredictOptions().with_model_defaults({})
+    older_model = PredictOptions().with_model_defaults(InferenceOptions())
     assert (older_model.tta, older_model.largest_component) == (True, False)
 
 
@@ -152,11 +157,9 @@ def test_predict_applies_the_recipes_post_processing_unless_told_not_to(
     recipe_run: Path, micro_msd: Path, runner, tmp_path: Path
 ) -> None:
     checkpoint = load_checkpoint(recipe_run)
-    assert checkpoint["data"]["inference"] == {
-        "tta": False,
-        "largest_component": True,
-        "min_size": 0,
-    }
+    assert checkpoint.inputs.inference == InferenceOptions(
+        tta=False, largest_component=True, min_size=0
+    )
     assert load_predictor([recipe_run], PredictOptions()).flips == [()]
     image = next((micro_msd / "imagesTr").glob("*.nii.gz"))
     default, raw = tmp_path / "default", tmp_path / "raw"

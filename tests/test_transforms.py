@@ -79,7 +79,7 @@ def test_slabwise_spacing_matches_whole_volume_spacing_and_inverts(tmp_path: Pat
     from monai.data import MetaTensor
     from monai.transforms import Invertd, Spacingd
 
-    from medgraft.data.transforms import SLAB_DEPTH, SlabwiseSpacing
+    from medgraft.data.resample import SLAB_DEPTH, SlabwiseSpacing
 
     depth = 2 * SLAB_DEPTH + 5
     rng = np.random.default_rng(0)

@@ -109,7 +109,8 @@ def test_offline_without_any_source_lists_what_was_tried():
     assert "no_such_pkg_x" in text and "--offline" in text and "--weights PATH" in text
 
 
-def test_online_without_local_copy_uses_smp_download():
+def test_online_without_local_copy_uses_smp_download(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE")  # resolution only: nothing is downloaded here
     resolved = resolve_weights(get_encoder("resnet18"), "imagenet", offline=False)
     assert resolved.origin == "download" and resolved.state_dict is None
 

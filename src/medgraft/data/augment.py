@@ -10,10 +10,8 @@ hippocampus becomes a right one), which is why each family can be switched off.
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass, fields
 
 import albumentations as A
 import cv2
@@ -22,10 +20,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Randomizable
 
-from medgraft.errors import MedgraftError
-
-MAX_STRENGTH = 2.0
-"""A chosen cap: beyond it warps and intensity shifts stop resembling plausible scans."""
+from medgraft.config.schema import AugmentOptions
 
 BORDER = cv2.BORDER_REFLECT_101
 """Pixels moved in from outside are mirrored, so the mask only ever holds its own labels."""
@@ -33,44 +28,9 @@ BORDER = cv2.BORDER_REFLECT_101
 _SEED_BOUND = 2**31 - 1
 
 
-@dataclass(frozen=True)
-class AugmentationConfig:
-    """Which augmentation families run and how hard; ``strength`` scales probabilities and sizes."""
-
-    enabled: bool = True
-    strength: float = 1.0
-    flips: bool = True
-    affine: bool = True
-    intensity: bool = True
-    noise: bool = True
-    elastic: bool = False
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.strength) and 0.0 <= self.strength <= MAX_STRENGTH):
-            raise MedgraftError(
-                f"augment strength must be between 0 and {MAX_STRENGTH}, got {self.strength}"
-            )
-
-    @property
-    def active(self) -> bool:
-        """Whether any transform can fire at all."""
-        families = (self.flips, self.affine, self.intensity, self.noise, self.elastic)
-        return self.enabled and self.strength > 0 and any(families)
-
-
-def augmentation_from_dict(d: dict) -> AugmentationConfig:
-    """Build a config from a config-file section, refusing unknown keys so typos fail loudly."""
-    known = {f.name for f in fields(AugmentationConfig)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise MedgraftError(
-            f"unknown augment option(s) {unknown}; expected some of {sorted(known)}"
-        )
-    return AugmentationConfig(**d)
-
-
-def build_pipeline(config: AugmentationConfig) -> A.Compose:
-    """The albumentations pipeline for ``config``: geometry first, then intensity, then noise."""
+def build_pipeline(config: AugmentOptions) -> A.Compose:
+    """The albumentations pipeline for ``config`` (flips decided, see
+    :meth:`AugmentOptions.for_data`): geometry first, then intensity, then noise."""
     s = config.strength
     steps: list[A.BasicTransform] = []
     if config.flips:
@@ -111,10 +71,12 @@ class Augment2Dd(MapTransform, Randomizable):
     dataset from torch's generator (itself seeded by ``set_determinism``), make runs reproducible.
     """
 
-    def __init__(self, keys: KeysCollection, config: AugmentationConfig | None = None) -> None:
+    def __init__(self, keys: KeysCollection, config: AugmentOptions) -> None:
         super().__init__(keys)
-        self.config = config or AugmentationConfig()
-        self.pipeline = build_pipeline(self.config) if self.config.active else None
+        if config.flips is None:
+            raise ValueError("flips not decided: pass AugmentOptions.for_data(volumetric)")
+        self.config = config
+        self.pipeline = build_pipeline(config) if config.active else None
         self._seed = 0
 
     def randomize(self, data: object = None) -> None:

@@ -16,12 +16,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from medgraft.data.formats import NNUNET_CHANNEL_SUFFIX
+from medgraft.data.io import case_id_of, is_volume, list_images, split_suffix
 from medgraft.errors import MedgraftError
-
-VOLUME_SUFFIXES = (".nii.gz", ".nii")
-IMAGE_2D_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-SUPPORTED_SUFFIXES = VOLUME_SUFFIXES + IMAGE_2D_SUFFIXES
-NNUNET_CHANNEL_SUFFIX = "_0000"
 
 
 @dataclass
@@ -38,38 +35,6 @@ class DatasetSpec:
     @property
     def is_volumetric(self) -> bool:
         return is_volume(self.training[0]["image"])
-
-
-def is_volume(path: str | Path) -> bool:
-    return str(path).lower().endswith(VOLUME_SUFFIXES)
-
-
-def split_suffix(name: str) -> tuple[str, str]:
-    """Split a file name into (stem, suffix), treating ``.nii.gz`` as one suffix."""
-    lower = name.lower()
-    for suffix in SUPPORTED_SUFFIXES:
-        if lower.endswith(suffix):
-            return name[: -len(suffix)], name[-len(suffix) :]
-    return Path(name).stem, Path(name).suffix
-
-
-def case_id_of(path: str | Path) -> str:
-    """The case name of an image file: its name without suffix and nnU-Net channel tag."""
-    stem, _ = split_suffix(Path(path).name)
-    if stem.endswith(NNUNET_CHANNEL_SUFFIX):
-        stem = stem[: -len(NNUNET_CHANNEL_SUFFIX)]
-    return stem
-
-
-def list_images(folder: Path) -> list[Path]:
-    """Supported image files directly inside ``folder``, sorted by name (hidden files skipped)."""
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file()
-        and not p.name.startswith(".")
-        and p.name.lower().endswith(SUPPORTED_SUFFIXES)
-    )
 
 
 def discover_dataset(root: str | Path) -> DatasetSpec:

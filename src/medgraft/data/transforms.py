@@ -14,18 +14,16 @@ inference and exported models cannot disagree on it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
-from monai.config import KeysCollection
 from monai.data import MetaTensor, pad_list_data_collate
 from monai.transforms import (
     Compose,
     DivisiblePadd,
     EnsureTyped,
-    Invertd,
-    LoadImaged,
     MapTransform,
     Orientationd,
     Resized,
@@ -35,77 +33,33 @@ from monai.transforms import (
 )
 from monai.utils import convert_to_tensor
 
-from medgraft.data.io import check_readable, image_reader
+from medgraft.config.schema import TrainConfig
+from medgraft.data.checks import (
+    BinarizeByteMaskd,
+    CheckGeometryd,
+    FirstChannelMaskd,
+    SameGridd,
+    ValidateLabelsd,
+    file_name,
+)
+from medgraft.data.io import check_readable, read_scan
 from medgraft.errors import MedgraftError, first_line, root_cause
 
-ENCODER_STRIDE = 32
 PERCENTILES = (0.5, 99.5)
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 """PIL modes of 16-bit greyscale PNG/TIFF files."""
-AFFINE_TOLERANCE_MM = 1e-3
-"""Image and label affines may differ by this much (float32 header rounding), not more."""
 
 
-def _name(tensor: torch.Tensor, default: Hashable) -> str:
-    """The file a loaded tensor came from, for error messages."""
-    return str(tensor.meta.get("filename_or_obj", default) if hasattr(tensor, "meta") else default)
+class LoadScand(MapTransform):
+    """Read each key's path with the format registered for it in ``data.io`` (NIfTI, a DICOM
+    series folder, a 2D image); an image already read passes through unchanged."""
 
-
-class CheckGeometryd(MapTransform):
-    """Refuse a 2D file where volumes are expected and vice versa, 4D volumes, and volumes with
-    a degenerate affine, as stored: orientation, spacing or resizing would otherwise fail on
-    them with a message about array broadcasting or axes, or report a resampled shape the user
-    never saw."""
-
-    def __init__(self, keys: KeysCollection, spatial_dims: int) -> None:
-        super().__init__(keys)
-        self.spatial_dims = spatial_dims
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
         for key in self.key_iterator(d):
-            channels, *shape = d[key].shape
-            if len(shape) != self.spatial_dims:
-                kind = "3D volume" if self.spatial_dims == 3 else "2D image"
-                raise MedgraftError(
-                    f"{_name(d[key], key)}: expected a {kind}, got shape {tuple(shape)}"
-                )
-            if self.spatial_dims == 3 and channels != 1:
-                raise MedgraftError(
-                    f"{_name(d[key], key)}: 4D file with {channels} volumes of shape "
-                    f"{tuple(shape)}; expected one 3D volume (multi-channel inputs are not "
-                    "supported yet)"
-                )
-            if self.spatial_dims == 3 and not abs(float(torch.det(d[key].affine[:3, :3]))) > 0:
-                raise MedgraftError(
-                    f"{_name(d[key], key)}: the header's affine is degenerate (a zero or NaN "
-                    f"axis): {d[key].affine[:3].tolist()}"
-                )
+            if not isinstance(d[key], MetaTensor):
+                d[key] = read_scan(d[key])
         return d
-
-
-class SameGridd(MapTransform):
-    """Refuse a label that is not on its image's voxel grid (shape and affine as stored).
-
-    Checked on the files as read: later steps resample or resize each file on its own, so a
-    misplaced label would otherwise be trained on silently.
-    """
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
-        image, label = data["image"], data["label"]
-        image_name, label_name = _name(image, "image"), _name(label, "label")
-        if image.shape[1:] != label.shape[1:]:
-            raise MedgraftError(
-                f"{label_name}: label shape {tuple(label.shape[1:])} != image shape "
-                f"{tuple(image.shape[1:])} ({image_name})"
-            )
-        difference = float((image.affine - label.affine).abs().max())
-        if difference > AFFINE_TOLERANCE_MM:
-            raise MedgraftError(
-                f"{label_name}: label affine differs from the image's ({image_name}) by up to "
-                f"{difference:.3g}; the label must lie on the image's voxel grid"
-            )
-        return dict(data)
 
 
 class EightBitRanged(MapTransform):
@@ -130,83 +84,6 @@ class EightBitRanged(MapTransform):
         return d
 
 
-class FirstChannelMaskd(MapTransform):
-    """Reduce a mask saved as RGB (common for PNG/JPEG masks) to its first channel."""
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            if d[key].shape[0] > 1:
-                d[key] = d[key][:1]
-        return d
-
-
-class BinarizeByteMaskd(MapTransform):
-    """Map 0/255 masks (how 2D binary masks are usually saved) to 0/1 by thresholding at 127.
-
-    Only applied to 2D masks whose maximum exceeds ``max_label``; JPEG masks carry compression
-    noise around 0 and 255, which this threshold removes.
-    """
-
-    def __init__(self, keys: KeysCollection, max_label: int) -> None:
-        super().__init__(keys)
-        self.max_label = max_label
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            if d[key].max() > self.max_label:
-                d[key] = (d[key] > 127).to(d[key].dtype)
-        return d
-
-
-class ValidateLabelsd(MapTransform):
-    """Refuse masks with non-integer values or values outside the declared label set.
-
-    With ``stray_to_background`` the stray values are set to 0 instead, and each mapping is
-    appended to ``self.log`` so the run can record it.
-    """
-
-    def __init__(
-        self,
-        keys: KeysCollection,
-        allowed: Sequence[int] | None,
-        stray_to_background: bool = False,
-    ) -> None:
-        super().__init__(keys)
-        self.allowed = None if allowed is None else set(allowed)
-        self.stray_to_background = stray_to_background
-        self.log: list[str] = []
-
-    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            mask = d[key]
-            name = _name(mask, key)
-            values = torch.unique(torch.as_tensor(mask))
-            bad = values[~torch.isfinite(values) | (values != torch.round(values))]
-            if bad.numel():
-                raise MedgraftError(
-                    f"{name}: label map has non-integer values (e.g. {float(bad[0]):g})"
-                )
-            stray = (
-                [] if self.allowed is None else sorted(set(values.long().tolist()) - self.allowed)
-            )
-            if stray:
-                is_stray = torch.isin(torch.as_tensor(mask).long(), torch.tensor(stray))
-                message = (
-                    f"{name}: label values {stray} ({int(is_stray.sum())} voxels) are not in the "
-                    f"dataset's labels {sorted(self.allowed)}"
-                )
-                if not self.stray_to_background:
-                    raise MedgraftError(message)
-                self.log.append(message + "; mapped to background")
-                mask = mask.clone()
-                mask[is_stray] = 0
-            d[key] = mask.long()
-        return d
-
-
 class ToRGBd(MapTransform):
     """Give 2D images the three channels an ImageNet encoder expects (grey → RGB, drop alpha)."""
 
@@ -220,7 +97,7 @@ class ToRGBd(MapTransform):
                 d[key] = d[key][:3]
             elif channels != 3:
                 raise MedgraftError(
-                    f"{_name(d[key], key)}: {channels} channels; expected grey, RGB or RGBA"
+                    f"{file_name(d[key], key)}: {channels} channels; expected grey, RGB or RGBA"
                 )
         return d
 
@@ -236,7 +113,7 @@ class Preprocessing:
     """
 
     volumetric: bool
-    orientation: str | None = "RAS"
+    orientation: str | None = TrainConfig.orientation
     spacing: tuple[float, ...] | None = None
     intensity: str = "percentile"
     window: tuple[float, float] | None = None
@@ -264,7 +141,7 @@ def geometry_transforms(
     """Load a case and bring it to the model's grid; invertible, so predictions can go back."""
     keys = ["image", "label"] if with_label else ["image"]
     steps: list = [
-        LoadImaged(keys, reader=image_reader(), image_only=True, ensure_channel_first=True),
+        LoadScand(keys),
         EnsureTyped(keys, dtype=torch.float32, track_meta=True),
         CheckGeometryd(keys, 3 if prep.volumetric else 2),
     ]
@@ -329,9 +206,10 @@ def apply_case_transforms(transform: Compose, record: dict) -> dict:
         if isinstance(cause, MedgraftError):
             raise cause from None
         for key in ("image", "label"):  # name the file that cannot be read, and why
-            if key in record:
+            if isinstance(record.get(key), (str, os.PathLike)):
                 check_readable(record[key])
-        raise MedgraftError(f"{record['image']}: cannot load ({first_line(cause)})") from exc
+        source = file_name(record["image"], record["image"])
+        raise MedgraftError(f"{source}: cannot load ({first_line(cause)})") from exc
 
 
 def _percentile_scaling() -> ScaleIntensityRangePercentilesd:
@@ -345,80 +223,12 @@ def _modes(keys: Sequence[str]) -> tuple[str, ...]:
     return tuple("bilinear" if k == "image" else "nearest" for k in keys)
 
 
-def collate_padded(samples: list[dict]) -> dict:
-    """A training batch: samples padded to the batch's largest size, then so that the encoder's
-    strides divide it. Padding once per batch instead of per sample: MONAI's per-sample padding
-    cost about 8% of a CPU epoch (scripts/bench_train.py). Plain tensors come out: MONAI
-    metadata carried through the network costs time and is never read there."""
-    batch = _BATCH_PAD(pad_list_data_collate(samples))
+def collate_padded(samples: list[dict], divisor: int) -> dict:
+    """A training batch: samples padded to the batch's largest size, then so that ``divisor``
+    (the encoder's output stride) divides it. Padding once per batch instead of per sample:
+    MONAI's per-sample padding cost about 8% of a CPU epoch (scripts/bench_train.py). Plain
+    tensors come out: MONAI metadata carried through the network costs time and is never read
+    there."""
+    pad = DivisiblePadd(["image", "label"], k=(1, divisor, divisor), method="end")
+    batch = pad(pad_list_data_collate(samples))
     return {key: convert_to_tensor(value, track_meta=False) for key, value in batch.items()}
-
-
-_BATCH_PAD = DivisiblePadd(["image", "label"], k=(1, ENCODER_STRIDE, ENCODER_STRIDE), method="end")
-
-
-SLAB_DEPTH = 16
-"""Axial slices resampled at once by :class:`SlabwiseSpacing`."""
-
-
-def resamples_in_plane_only(prep: Preprocessing) -> bool:
-    """Whether ``prep``'s spacing step keeps the through-plane axis, so slabs are independent."""
-    spacing = prep.spacing or ()
-    return prep.volumetric and bool(spacing) and (len(spacing) < 3 or spacing[2] <= 0)
-
-
-class SlabwiseSpacing:
-    """MONAI ``Spacingd`` applied ``SLAB_DEPTH`` axial slices at a time, and inverted the same way.
-
-    ``Spacingd`` resamples through a dense sampling grid of the whole output volume: for a
-    512 x 512 x 400 CT that grid and its temporaries take several GB. When the through-plane
-    spacing is kept, each output slice depends only on the same input slice, so resampling slab
-    by slab gives the same voxels with memory bounded by the slab. Every slab is padded to
-    ``SLAB_DEPTH`` slices, so all get the same in-plane output size (MONAI rounds the output
-    extent from corner coordinates, which for oblique affines depend on the slab's depth). One
-    instance per case: it keeps each slab's transform trace so :meth:`inverse` can undo exactly
-    what was done.
-    """
-
-    def __init__(self, spacing: Sequence[float]) -> None:
-        self.spacing = Spacingd("image", pixdim=spacing, mode="bilinear")
-        self.slabs: list[tuple[int, int, MetaTensor]] = []
-
-    def __call__(self, volume: MetaTensor) -> MetaTensor:
-        """(C, H, W, D) on the input grid → (C, h, w, D) at the target in-plane spacing."""
-        depth = volume.shape[-1]
-        array = volume.as_tensor()
-        pieces = []
-        for start in range(0, depth, SLAB_DEPTH):
-            stop = min(start + SLAB_DEPTH, depth)
-            # every slab keeps the volume's affine, so all share one in-plane output grid
-            slab = MetaTensor(_pad_depth(array[..., start:stop]), meta=volume.meta)
-            resampled = self.spacing({"image": slab})["image"]
-            self.slabs.append((start, stop, resampled))
-            pieces.append(resampled.as_tensor()[..., : stop - start])
-        result = MetaTensor(
-            torch.cat(pieces, dim=-1),
-            meta=volume.meta,
-            applied_operations=volume.applied_operations,  # earlier steps stay invertible
-        )
-        result.affine = self.slabs[0][2].affine
-        return result
-
-    def inverse(self, values: torch.Tensor, nearest: bool) -> torch.Tensor:
-        """(C, h, w, D) on the resampled grid → (C, H, W, D) on the input grid, slab by slab."""
-        invert = Invertd("pred", Compose([self.spacing]), orig_keys="image", nearest_interp=nearest)
-        pieces = []
-        for start, stop, reference in self.slabs:
-            slab = MetaTensor(
-                _pad_depth(values[..., start:stop]),
-                meta=reference.meta,
-                applied_operations=reference.applied_operations,
-            )
-            restored = invert({"image": reference, "pred": slab})["pred"]
-            pieces.append(torch.as_tensor(restored)[..., : stop - start].to(values.dtype))
-        return torch.cat(pieces, dim=-1)
-
-
-def _pad_depth(slab: torch.Tensor) -> torch.Tensor:
-    """Zero slices appended up to ``SLAB_DEPTH`` (a copy, also when none are needed)."""
-    return torch.nn.functional.pad(slab, (0, SLAB_DEPTH - slab.shape[-1]))

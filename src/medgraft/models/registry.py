@@ -19,6 +19,7 @@ import segmentation_models_pytorch as smp
 import timm
 from huggingface_hub import try_to_load_from_cache
 
+from medgraft.config.schema import DEFAULT_ENCODER
 from medgraft.errors import MedgraftError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -71,8 +72,6 @@ def _lite(level: int) -> EncoderSpec:
     )
     return EncoderSpec(name=f"tu-tf_efficientnet_lite{level}", sources={"imagenet": source})
 
-
-DEFAULT_ENCODER = "tu-tf_efficientnet_lite0"
 
 REGISTRY: Mapping[str, EncoderSpec] = MappingProxyType(
     {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import segmentation_models_pytorch as smp
 import torch
 from segmentation_models_pytorch.encoders._utils import patch_first_conv
@@ -32,6 +34,29 @@ class Segmenter(nn.Module):
     def encoder(self) -> nn.Module:
         return self.unet.encoder
 
+    @property
+    def output_stride(self) -> int:
+        """Input height and width must be multiples of this (the encoder's total stride)."""
+        return int(self.unet.encoder.output_stride)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.unet.segmentation_head[0].out_channels)
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.mean.shape[1])
+
+    @property
+    def architecture(self) -> Architecture:
+        return Architecture(
+            encoder=self.encoder_name,
+            in_channels=self.in_channels,
+            classes=self.num_classes,
+            mean=self.mean.flatten().tolist(),
+            std=self.std.flatten().tolist(),
+        )
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.unet((x - self.mean) / self.std)
 
@@ -43,20 +68,38 @@ def channel_normalization(values: tuple[float, ...], in_channels: int) -> list[f
     return [sum(values) / len(values)] * in_channels
 
 
-def architecture(spec: EncoderSpec, in_channels: int, classes: int) -> dict:
+@dataclass(frozen=True)
+class Architecture:
     """Everything needed to rebuild the network later, stored in each checkpoint."""
+
+    encoder: str
+    in_channels: int
+    classes: int
+    mean: list[float]
+    std: list[float]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Architecture:
+        return cls(**values)
+
+
+def architecture(spec: EncoderSpec, in_channels: int, classes: int) -> Architecture:
+    """The U-Net for ``in_channels`` inputs and ``classes`` outputs on the encoder ``spec``."""
     source = spec.normalization()
-    return {
-        "encoder": spec.name,
-        "in_channels": in_channels,
-        "classes": classes,
-        "mean": channel_normalization(source.mean, in_channels),
-        "std": channel_normalization(source.std, in_channels),
-    }
+    return Architecture(
+        encoder=spec.name,
+        in_channels=in_channels,
+        classes=classes,
+        mean=channel_normalization(source.mean, in_channels),
+        std=channel_normalization(source.std, in_channels),
+    )
 
 
 def build_segmenter(
-    arch: dict, spec: EncoderSpec, weights: ResolvedWeights | None = None
+    arch: Architecture, spec: EncoderSpec, weights: ResolvedWeights | None = None
 ) -> Segmenter:
     """Build the U-Net of ``arch`` and load encoder weights.
 
@@ -71,19 +114,25 @@ def build_segmenter(
         encoder_name=spec.name,
         encoder_weights=smp_weights,
         in_channels=3,
-        classes=arch["classes"],
+        classes=arch.classes,
     )
     if weights is not None:
         load_into_encoder(unet.encoder, weights, spec)
-    if arch["in_channels"] != 3:
+    if arch.in_channels != 3:
         pretrained = weights is not None and weights.origin != "random"
-        patch_first_conv(unet.encoder, arch["in_channels"], pretrained=pretrained)
-    return Segmenter(unet, arch["mean"], arch["std"], encoder_name=spec.name)
+        patch_first_conv(unet.encoder, arch.in_channels, pretrained=pretrained)
+    return Segmenter(unet, arch.mean, arch.std, encoder_name=spec.name)
 
 
-def transfer_state(
-    model: Segmenter, source_arch: dict, source_state: dict[str, torch.Tensor], part: str
-) -> list[str]:
+def require_same_input(source: Architecture, target: Architecture) -> None:
+    """An earlier model can seed this one only with the same encoder and input channels."""
+    for key in ("encoder", "in_channels"):
+        theirs, ours = getattr(source, key), getattr(target, key)
+        if theirs != ours:
+            raise MedgraftError(f"--init-from model has {key} {theirs!r}, this run needs {ours!r}")
+
+
+def transfer_state(model: Segmenter, source: Segmenter, part: str) -> list[str]:
     """Copy an earlier medgraft model's weights into ``model`` (task-to-task transfer).
 
     ``part="encoder"`` copies the encoder only; ``"all"`` copies encoder and decoder, and the
@@ -92,20 +141,13 @@ def transfer_state(
     """
     if part not in {"encoder", "all"}:
         raise MedgraftError(f"--init-part must be 'encoder' or 'all', not '{part}'")
-    target_arch = {
-        "encoder": model.encoder_name,
-        "in_channels": int(model.mean.shape[1]),
-    }
-    for key, value in target_arch.items():
-        if source_arch[key] != value:
-            raise MedgraftError(
-                f"--init-from model has {key} {source_arch[key]!r}, this run needs {value!r}"
-            )
+    require_same_input(source.architecture, model.architecture)
     prefixes = ["unet.encoder."]
     if part == "all":
         prefixes.append("unet.decoder.")
-        if source_arch["classes"] == model.unet.segmentation_head[0].out_channels:
+        if source.num_classes == model.num_classes:
             prefixes.append("unet.segmentation_head.")
+    source_state = source.state_dict()
     selected = {k: v for k, v in source_state.items() if k.startswith(tuple(prefixes))}
     own = model.state_dict()
     missing = [k for k in own if k.startswith(tuple(prefixes)) and k not in selected]

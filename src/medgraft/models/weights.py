@@ -16,10 +16,8 @@ weights. Whatever is used is recorded (file path and sha256) in the run folder.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +28,8 @@ import torch
 from huggingface_hub import try_to_load_from_cache
 
 from medgraft.errors import MedgraftError, first_line
+from medgraft.files import atomic_write, sha256_of
+from medgraft.models.convert import efficientnet_pytorch_to_timm
 from medgraft.models.registry import EncoderSpec, PretrainedSource, hf_cache_dir, smp_cached_file
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
@@ -199,10 +199,7 @@ def fetch_weights(spec: EncoderSpec, source: str, folder: Path) -> Path:
         raise MedgraftError(
             f"cannot download {source} weights for {spec.name} ({first_line(exc)})"
         ) from exc
-    tmp = target.with_name(f".{target.name}.tmp")
-    torch.save(state_dict, tmp)
-    os.replace(tmp, target)
-    return target
+    return atomic_write(target, lambda tmp: torch.save(state_dict, tmp))
 
 
 def encoder_parameter_count(name: str) -> int:
@@ -213,14 +210,6 @@ def encoder_parameter_count(name: str) -> int:
     except RuntimeError:  # a few encoders compute values in __init__; build those for real
         encoder = smp.encoders.get_encoder(name, weights=None)
     return sum(p.numel() for p in encoder.parameters())
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _first_existing(paths) -> Path | None:
@@ -264,64 +253,6 @@ def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     ):
         raise MedgraftError(f"{path}: not a state dict of tensors")
     return dict(loaded)
-
-
-_EP_STEM = {
-    "_conv_stem": "conv_stem",
-    "_bn0": "bn1",
-    "_conv_head": "conv_head",
-    "_bn1": "bn2",
-    "_fc": "classifier",
-}
-_EP_DEPTHWISE_BLOCK = {
-    "_depthwise_conv": "conv_dw",
-    "_bn1": "bn1",
-    "_project_conv": "conv_pw",
-    "_bn2": "bn2",
-}
-_EP_INVERTED_BLOCK = {
-    "_expand_conv": "conv_pw",
-    "_bn0": "bn1",
-    "_depthwise_conv": "conv_dw",
-    "_bn1": "bn2",
-    "_project_conv": "conv_pwl",
-    "_bn2": "bn3",
-}
-
-
-def efficientnet_pytorch_to_timm(
-    state_dict: dict[str, torch.Tensor], timm_name: str, path: Path
-) -> dict[str, torch.Tensor]:
-    """Rename efficientnet-pytorch keys (``_blocks.N``) to timm's (``blocks.stage.index``).
-
-    The flat block index is matched, in order, to timm's stage/block list of the same
-    architecture, and the result must load into timm's classifier with every key matched.
-    """
-    reference = timm.create_model(timm_name, pretrained=False)
-    timm_blocks = sorted(
-        {
-            tuple(int(p) for p in k.split(".")[1:3])
-            for k in reference.state_dict()
-            if k.startswith("blocks.")
-        }
-    )
-    renamed = {}
-    for key, tensor in state_dict.items():
-        parts = key.split(".")
-        if parts[0] == "_blocks":
-            stage, index = timm_blocks[int(parts[1])]
-            is_depthwise_block = f"_blocks.{parts[1]}._expand_conv.weight" not in state_dict
-            table = _EP_DEPTHWISE_BLOCK if is_depthwise_block else _EP_INVERTED_BLOCK
-            layer = table.get(parts[2], parts[2])
-            renamed[".".join(["blocks", str(stage), str(index), layer, *parts[3:]])] = tensor
-        else:
-            renamed[".".join([_EP_STEM.get(parts[0], parts[0]), *parts[1:]])] = tensor
-    try:
-        reference.load_state_dict(renamed, strict=True)
-    except RuntimeError as exc:
-        summary = re.sub(r"\s+", " ", str(exc))[:300]
-        raise MedgraftError(f"{path}: weights do not match timm {timm_name} ({summary})") from exc
-    return renamed
 
 
 def load_into_encoder(

@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import warnings
 from pathlib import Path
 
 import torch
 
 from medgraft import __version__
-from medgraft.data.transforms import ENCODER_STRIDE
-from medgraft.engine.checkpoint import load_checkpoint, resolve_checkpoint_path
 from medgraft.errors import MedgraftError
-from medgraft.models.registry import get_encoder
-from medgraft.models.unet import Segmenter, build_segmenter
+from medgraft.files import atomic_write, atomic_write_text
+from medgraft.models.checkpoint import (
+    Checkpoint,
+    load_checkpoint,
+    load_model,
+    resolve_checkpoint_path,
+)
+from medgraft.models.unet import Segmenter
 
 FORMATS = ("torchscript", "onnx")
-TRACE_SIZE = 64  # any multiple of ENCODER_STRIDE traces the same graph
+TRACE_SIZE = 64  # any multiple of the encoder's output stride traces the same graph
 # 17 rather than the exporter's newest: older ONNX runtimes (TensorRT, mobile) still load it
 ONNX_OPSET = 17
 
@@ -40,27 +43,14 @@ def export_model(model: str | Path, fmt: str, output: Path) -> Path:
         if path.exists():
             raise MedgraftError(f"{path}: already exists, not overwriting")
     checkpoint = load_checkpoint(model)
-    arch = checkpoint["architecture"]
-    segmenter = build_segmenter(arch, get_encoder(arch["encoder"]))
-    segmenter.load_state_dict(checkpoint["model_state"])
-    segmenter.eval()
-    example = torch.rand(1, arch["in_channels"], TRACE_SIZE, TRACE_SIZE)
-
+    segmenter = load_model(checkpoint)
+    example = torch.rand(1, checkpoint.architecture.in_channels, TRACE_SIZE, TRACE_SIZE)
+    info = _sidecar(checkpoint, segmenter, fmt, resolve_checkpoint_path(model))
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp_model = output.with_name(f".{output.name}.tmp")
-    tmp_sidecar = sidecar.with_name(f".{sidecar.name}.tmp")
-    try:
-        if fmt == "torchscript":
-            _export_torchscript(segmenter, example, tmp_model)
-        else:
-            _export_onnx(segmenter, example, tmp_model)
-        info = _sidecar(checkpoint, fmt, resolve_checkpoint_path(model))
-        tmp_sidecar.write_text(json.dumps(info, indent=2) + "\n")
-        os.replace(tmp_model, output)
-        os.replace(tmp_sidecar, sidecar)
-    finally:
-        tmp_model.unlink(missing_ok=True)
-        tmp_sidecar.unlink(missing_ok=True)
+    # the model first: a sidecar never describes a file that is not there
+    writer = _export_torchscript if fmt == "torchscript" else _export_onnx
+    atomic_write(output, lambda tmp: writer(segmenter, example, tmp))
+    atomic_write_text(sidecar, json.dumps(info, indent=2) + "\n")
     return output
 
 
@@ -93,34 +83,39 @@ def _export_onnx(model: Segmenter, example: torch.Tensor, path: Path) -> None:
         )
 
 
-def _sidecar(checkpoint: dict, fmt: str, source: Path) -> dict:
+def _sidecar(checkpoint: Checkpoint, model: Segmenter, fmt: str, source: Path) -> dict:
     """What a user of the exported file needs to feed it and read its output."""
-    arch, data = checkpoint["architecture"], checkpoint["data"]
-    preprocessing = ("orientation", "spacing", "intensity", "window")
+    arch, inputs = checkpoint.architecture, checkpoint.inputs
+    prep = inputs.preprocessing
     info = {
         "format": fmt,
         "medgraft_version": __version__,
         "source_checkpoint": str(source),
-        "encoder": arch["encoder"],
+        "encoder": arch.encoder,
         "input": {
-            "shape": ["batch", arch["in_channels"], "height", "width"],
+            "shape": ["batch", arch.in_channels, "height", "width"],
             "dtype": "float32",
             "range": [0.0, 1.0],
             "normalization_inside": True,
-            "height_width_multiple_of": ENCODER_STRIDE,
+            "height_width_multiple_of": model.output_stride,
         },
         "output": {
-            "shape": ["batch", arch["classes"], "height", "width"],
+            "shape": ["batch", arch.classes, "height", "width"],
             "note": "raw logits: softmax over axis 1 gives class probabilities",
         },
-        "in_channels": arch["in_channels"],
-        "classes": arch["classes"],
-        "labels": data["labels"],
-        "slices": data["slices"],
-        "volumetric": data["volumetric"],
-        "image_size": data.get("image_size"),
-        "modality": data.get("modality"),
-        "preprocessing": {key: data[key] for key in preprocessing if key in data},
+        "in_channels": arch.in_channels,
+        "classes": arch.classes,
+        "labels": inputs.labels,
+        "slices": inputs.slices,
+        "volumetric": inputs.volumetric,
+        "image_size": inputs.image_size,
+        "modality": inputs.modality,
+        "preprocessing": {
+            "orientation": prep.orientation,
+            "spacing": list(prep.spacing) if prep.spacing else None,
+            "intensity": prep.intensity,
+            "window": list(prep.window) if prep.window else None,
+        },
     }
     if fmt == "onnx":  # TorchScript files carry no input/output names
         info["input"]["name"], info["output"]["name"] = "image", "logits"

@@ -8,14 +8,36 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from torch.utils.tensorboard import SummaryWriter
+
+from medgraft.config.loading import save_config
+from medgraft.config.schema import TrainConfig
+from medgraft.files import atomic_write, atomic_write_text
+
+
+@dataclass
+class EpochResult:
+    """What one epoch measured: training loss and speed, validation Dice and HD95 per class."""
+
+    epoch: int
+    loss: float
+    samples_per_s: float
+    seconds: float
+    dice: list[float]
+    hd95: list[float]
+
+    @property
+    def mean_dice(self) -> float:
+        finite = [d for d in self.dice if not math.isnan(d)]
+        return float(np.mean(finite)) if finite else float("nan")
 
 
 class RunLog:
@@ -25,15 +47,12 @@ class RunLog:
         self.columns: list[str] = []
         self.writer: SummaryWriter | None = None
 
-    def write_config(self, resolved: dict) -> None:
+    def write_config(self, config: TrainConfig, resolved: dict) -> None:
         """The resolved configuration: ``config.json`` (all) and ``config.yaml`` (the options)."""
         if not self.enabled:
             return
-        from medgraft.engine.config import save_config
-        from medgraft.engine.train import TrainConfig
-
-        _atomic_text(self.run_dir / "config.json", json.dumps(resolved, indent=2))
-        save_config(TrainConfig(**resolved["train_config"]), self.run_dir / "config.yaml")
+        atomic_write_text(self.run_dir / "config.json", json.dumps(resolved, indent=2))
+        save_config(config, self.run_dir / "config.yaml")
 
     def event(self, message: str) -> None:
         """A line in ``run.log`` (stray labels mapped, resumption, …)."""
@@ -59,31 +78,34 @@ class RunLog:
         kept = []
         if keep_epochs and path.exists():
             kept = [r for r in csv.DictReader(path.open()) if int(r["epoch"]) <= keep_epochs]
-        with path.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=self.columns)
-            writer.writeheader()
-            writer.writerows(kept)
+        def write(tmp: Path) -> None:
+            with tmp.open("w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=self.columns)
+                writer.writeheader()
+                writer.writerows(kept)
+
+        atomic_write(path, write)  # a crash here must not lose the epochs kept for resume
         self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=keep_epochs + 1)
 
-    def epoch(
-        self,
-        epoch: int,
-        loss: float,
-        mean_dice: float,
-        dice: list[float],
-        hd95: list[float],
-        lr: float,
-        seconds: float,
-        samples_per_s: float,
-    ) -> None:
+    def epoch(self, result: EpochResult, lr: float) -> None:
+        """One row of ``metrics.csv`` and TensorBoard scalars; ``curves.png`` redrawn."""
         if not self.enabled:
             return
-        values = [epoch, loss, mean_dice, *dice, *hd95, lr, seconds, samples_per_s]
+        values = [
+            result.epoch,
+            result.loss,
+            result.mean_dice,
+            *result.dice,
+            *result.hd95,
+            lr,
+            result.seconds,
+            result.samples_per_s,
+        ]
         with (self.run_dir / "metrics.csv").open("a", newline="") as handle:
             csv.writer(handle).writerow([_fmt(v) for v in values])
         for name, value in zip(self.columns[1:], values[1:], strict=True):
             if not math.isnan(value):
-                self.writer.add_scalar(name, value, epoch)
+                self.writer.add_scalar(name, value, result.epoch)
         self.writer.flush()
         self._plot()
 
@@ -97,7 +119,7 @@ class RunLog:
         epochs = [int(r["epoch"]) for r in rows]
         figure, (loss_axis, dice_axis) = plt.subplots(1, 2, figsize=(10, 4))
         loss_axis.plot(epochs, [float(r["train_loss"]) for r in rows], "-o")
-        loss_axis.set(title="training loss (DiceCE)", xlabel="epoch")
+        loss_axis.set(title="training loss", xlabel="epoch")
         for column in [c for c in self.columns if c.startswith("val_dice_")] + ["val_mean_dice"]:
             style = "-o" if column == "val_mean_dice" else "--"
             dice_axis.plot(
@@ -111,17 +133,9 @@ class RunLog:
         for axis in (loss_axis, dice_axis):
             axis.grid(alpha=0.3)
         figure.tight_layout()
-        tmp = self.run_dir / ".curves.tmp.png"
-        figure.savefig(tmp, dpi=100)
+        atomic_write(self.run_dir / "curves.png", lambda tmp: figure.savefig(tmp, dpi=100))
         plt.close(figure)
-        os.replace(tmp, self.run_dir / "curves.png")
 
 
 def _fmt(value: float) -> str:
     return str(value) if isinstance(value, int) else f"{value:.6g}"
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -1,6 +1,7 @@
 """Batch segmentation: geometry, skip/overwrite, atomic writes, ensembles, TTA, extras, sharding."""
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,10 +12,10 @@ import torch
 from conftest import invoke, run_torchrun, write_nifti
 from PIL import Image
 
-from medgraft.engine.checkpoint import load_checkpoint
-from medgraft.engine.inference import Predictor
-from medgraft.engine.postprocess import keep_largest_component, remove_small_objects
-from medgraft.engine.predict import _atomic, safe_case_id, shard
+from medgraft.inference.batch import safe_case_id, shard
+from medgraft.inference.postprocess import keep_largest_component, remove_small_objects
+from medgraft.inference.predictor import Predictor
+from medgraft.models.checkpoint import load_checkpoint
 
 ORIENTATIONS = {
     "oblique": np.array(
@@ -117,26 +118,13 @@ def test_skip_existing_then_overwrite(mri_run: Path, scans: Path, runner, tmp_pa
     assert redo.exit_code == 0 and (out / "plain.nii.gz").stat().st_mtime_ns != first
 
 
-def test_interrupted_write_leaves_nothing_behind(tmp_path: Path):
-    target = tmp_path / "case.nii.gz"
-
-    def crash(tmp: Path) -> None:
-        tmp.write_bytes(b"half a mask")
-        raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        _atomic(target, crash)
-    assert list(tmp_path.iterdir()) == []
-
-
 def test_ensemble_averages_member_probabilities(mri_run: Path, tiny_msd: Path, tmp_path: Path):
     checkpoint = load_checkpoint(mri_run)
-    other = {
-        **checkpoint,
-        "model_state": {k: v.clone() for k, v in checkpoint["model_state"].items()},
-    }
+    other = dataclasses.replace(
+        checkpoint, model_state={k: v.clone() for k, v in checkpoint.model_state.items()}
+    )
     head = "unet.segmentation_head.0.bias"
-    other["model_state"][head] = other["model_state"][head] + torch.tensor([0.0, 1.0, -1.0])
+    other.model_state[head] = other.model_state[head] + torch.tensor([0.0, 1.0, -1.0])
     batch = torch.rand(2, 3, 64, 48)
     device = torch.device("cpu")
     single = [
@@ -166,10 +154,11 @@ def test_ensemble_from_the_command_line(mri_run: Path, scans: Path, runner, tmp_
 
 def test_tta_averages_the_four_mirrorings(mri_run: Path):
     checkpoint = load_checkpoint(mri_run)
-    assert checkpoint["data"]["mirror_axes"] == []  # volumes train without flips by default
+    assert checkpoint.inputs.mirror_axes == []  # volumes train without flips by default
     no_flips = Predictor.from_checkpoints([checkpoint], device=torch.device("cpu"), tta=True)
     assert no_flips.flips == [()]
-    checkpoint = {**checkpoint, "data": {**checkpoint["data"], "mirror_axes": [-2, -1]}}
+    inputs = dataclasses.replace(checkpoint.inputs, mirror_axes=[-2, -1])
+    checkpoint = dataclasses.replace(checkpoint, inputs=inputs)
     batch = torch.rand(1, 3, 64, 64)
     plain = Predictor.from_checkpoints([checkpoint], device=torch.device("cpu"))
     tta = Predictor.from_checkpoints([checkpoint], device=torch.device("cpu"), tta=True)

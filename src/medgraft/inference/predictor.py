@@ -14,34 +14,16 @@ import torch
 from monai.transforms import DivisiblePad, Resize
 from monai.utils import convert_to_tensor
 
+from medgraft.config.schema import PredictOptions
 from medgraft.data.slicing import stacks_to_volume, volume_to_stacks
-from medgraft.data.transforms import ENCODER_STRIDE
 from medgraft.errors import MedgraftError
-from medgraft.models.registry import get_encoder
-from medgraft.models.unet import Segmenter, build_segmenter
-
-DATA_KEYS_THAT_MUST_AGREE = ("volumetric", "slices", "image_size")
-
-
-INFERENCE_DEFAULTS = {"tta": True, "largest_component": False, "min_size": 0}
-"""What `medgraft predict` does for a model whose run (recipe) set nothing else."""
-
-
-def inference_defaults(options: dict) -> dict:
-    """Prediction settings a run hands to ``medgraft predict``, unknown keys refused."""
-    unknown = sorted(set(options) - INFERENCE_DEFAULTS.keys())
-    if unknown:
-        raise MedgraftError(
-            f"unknown inference option(s) {unknown}; expected some of {sorted(INFERENCE_DEFAULTS)}"
-        )
-    merged = {**INFERENCE_DEFAULTS, **options}
-    size = merged["min_size"]
-    if type(size) is not int or size < 0:  # exact type: true is an int to Python
-        raise MedgraftError(f"inference min_size must be a whole number >= 0, not {size!r}")
-    for name in ("tta", "largest_component"):
-        if not isinstance(merged[name], bool):
-            raise MedgraftError(f"inference {name} must be true or false, not {merged[name]!r}")
-    return merged
+from medgraft.models.checkpoint import (
+    INPUTS_THAT_MUST_AGREE,
+    Checkpoint,
+    ModelInputs,
+    load_model,
+)
+from medgraft.models.unet import Segmenter
 
 
 def mirrorings(axes: list[int]) -> list[tuple[int, ...]]:
@@ -68,50 +50,45 @@ class Segmentation:
 class Predictor:
     """Turns a case-transformed image (values in [0, 1]) into labels and probabilities.
 
-    ``data`` is the checkpoint's data section: ``volumetric``, ``slices`` (k) and
-    ``image_size`` (2D training size, or None).
+    ``inputs`` says how the models take their input: volumetric or 2D, k slices, 2D size.
     """
 
     def __init__(
         self,
         models: Segmenter | list[Segmenter],
-        data: dict,
+        inputs: ModelInputs,
         *,
         device: torch.device,
-        batch_size: int = 32,
+        batch_size: int = PredictOptions.batch_size,
         amp_dtype: torch.dtype | None = None,
         tta: bool = False,
     ) -> None:
         self.models = [
             m.to(device).eval() for m in (models if isinstance(models, list) else [models])
         ]
-        self.data = data
+        self.inputs = inputs
         self.device = device
         self.batch_size = batch_size
         self.amp_dtype = amp_dtype
-        self.flips = mirrorings(data.get("mirror_axes", []) if tta else [])
-        self.pad = DivisiblePad(k=(1, ENCODER_STRIDE, ENCODER_STRIDE), method="end")
+        self.flips = mirrorings(inputs.mirror_axes if tta else [])
+        stride = max(m.output_stride for m in self.models)
+        self.pad = DivisiblePad(k=(1, stride, stride), method="end")
 
     @classmethod
-    def from_checkpoints(cls, checkpoints: list[dict], **kwargs) -> Predictor:
+    def from_checkpoints(cls, checkpoints: list[Checkpoint], **kwargs) -> Predictor:
         """An ensemble of checkpoints that must agree on input handling and classes."""
         reference = checkpoints[0]
-        models = []
         for checkpoint in checkpoints:
-            for key in DATA_KEYS_THAT_MUST_AGREE:
-                if checkpoint["data"][key] != reference["data"][key]:
+            for key in INPUTS_THAT_MUST_AGREE:
+                if getattr(checkpoint.inputs, key) != getattr(reference.inputs, key):
                     raise MedgraftError(f"ensembled models disagree on '{key}'")
-            if checkpoint["architecture"]["classes"] != reference["architecture"]["classes"]:
+            if checkpoint.architecture.classes != reference.architecture.classes:
                 raise MedgraftError("ensembled models predict different numbers of classes")
-            arch = checkpoint["architecture"]
-            model = build_segmenter(arch, get_encoder(arch["encoder"]))
-            model.load_state_dict(checkpoint["model_state"])
-            models.append(model)
-        return cls(models, reference["data"], **kwargs)
+        return cls([load_model(c) for c in checkpoints], reference.inputs, **kwargs)
 
     @property
     def num_classes(self) -> int:
-        return self.models[0].unet.segmentation_head[0].out_channels
+        return self.models[0].num_classes
 
     @torch.no_grad()
     def segment(self, image: torch.Tensor, keep_probabilities: bool = False) -> Segmentation:
@@ -120,9 +97,9 @@ class Predictor:
             model.eval()  # the training loop shares its model: BatchNorm must use running stats
         # plain tensor: MONAI metadata carried through every layer only costs time
         image = convert_to_tensor(image, dtype=torch.float32, track_meta=False)
-        if self.data["volumetric"]:
+        if self.inputs.volumetric:
             return self._segment_volume(image, keep_probabilities)
-        size = self.data.get("image_size")
+        size = self.inputs.image_size
         spatial = tuple(image.shape[1:])
         if size:
             image = Resize((size, size), mode="bilinear")(image)
@@ -147,7 +124,7 @@ class Predictor:
         )
         for start in range(0, depth, self.batch_size):
             stop = min(start + self.batch_size, depth)
-            stacks = volume_to_stacks(volume, self.data["slices"], start, stop)
+            stacks = volume_to_stacks(volume, self.inputs.slices, start, stop)
             probs = stacks_to_volume(self._probabilities(stacks))  # (C, H, W, n)
             labels[..., start:stop] = probs.argmax(0).to(torch.uint8)
             if probabilities is not None:

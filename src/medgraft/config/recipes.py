@@ -1,8 +1,9 @@
 """Named training recipes: the settings measured to work on a kind of data, shipped as YAML.
 
-A recipe file (``src/medgraft/recipes/<name>.yaml``) holds a one-line ``summary``, what data it
-is ``for``, the ``train`` options (any ``TrainConfig`` field but the data and output folders;
-``inference`` among them sets what ``medgraft predict`` does by default), and ``measured``: the
+A recipe file (``src/medgraft/config/recipes/<name>.yaml``) holds a one-line ``summary``, what
+data it is ``for``, the ``train`` options (any ``TrainConfig`` field but the data and output
+folders; ``inference`` among them sets what ``medgraft predict`` does by default), and
+``measured``: the
 cross-validation result, wall time and hardware behind it. ``medgraft train --recipe NAME`` takes
 the ``train`` options as defaults that a ``--config`` file and typed flags override; a path to a
 file of the same form works too, so a copied and edited recipe needs no code.
@@ -15,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from medgraft.engine.config import options_from_mapping, read_yaml
+from medgraft.config.loading import options_from_mapping, read_yaml
 from medgraft.errors import MedgraftError
 
 RECIPE_KEYS = {"summary", "for", "train", "measured"}
@@ -35,7 +36,7 @@ class Recipe:
 
 def recipe_folder() -> Path:
     """Where the shipped recipes live (inside the installed package)."""
-    return Path(str(resources.files("medgraft") / "recipes"))
+    return Path(str(resources.files("medgraft.config") / "recipes"))
 
 
 def recipe_names() -> list[str]:

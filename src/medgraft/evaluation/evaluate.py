@@ -15,6 +15,7 @@ inf) and is counted instead: ``MetricSummary.n_inf``, "(N missed)" in the consol
 from __future__ import annotations
 
 import csv
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,17 +24,21 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
+from rich.console import Console
 from rich.table import Table
 
-from medgraft.data.discovery import case_id_of, is_volume, list_images
-from medgraft.data.io import load_image
-from medgraft.data.transforms import BinarizeByteMaskd, FirstChannelMaskd
-from medgraft.engine.metrics import dice_per_class, hd95_per_class, nsd_per_class
+from medgraft.config.schema import EvaluateOptions
+from medgraft.data.checks import BinarizeByteMaskd, FirstChannelMaskd
+from medgraft.data.discovery import parse_labels
+from medgraft.data.io import case_id_of, format_of, is_volume, list_images, read_scan
 from medgraft.errors import MedgraftError
+from medgraft.evaluation.metrics import dice_per_class, hd95_per_class, nsd_per_class
+from medgraft.files import atomic_write
+from medgraft.runtime import console, stdout
 
 METRICS = ("dice", "hd95", "nsd")
 """Metric keys, in column order: rows and CSV columns are ``<metric>_<class name>``."""
-DEFAULT_NSD_TOLERANCE = 1.0
+DEFAULT_NSD_TOLERANCE = EvaluateOptions().nsd_tolerance
 """NSD tolerance in mm for classes not given one."""
 _TITLES = {"dice": "Dice", "hd95": "HD95", "nsd": "NSD"}
 
@@ -112,17 +117,20 @@ class Evaluation:
         columns = [f"{metric}_{name}" for metric in METRICS for name in names]
         summaries = [s for per_class in self.summary().values() for s in per_class.values()]
         per_case = MetricSummary.of([row["mean_dice"] for row in self.rows])
-        with path.open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["case_id", *columns, "mean_dice"])
-            for row in self.rows:
-                writer.writerow(
-                    [row["case_id"], *[f"{row[c]:.5f}" for c in [*columns, "mean_dice"]]]
-                )
-            writer.writerow(["STD", *[f"{s.std:.5f}" for s in summaries], f"{per_case.std:.5f}"])
-            writer.writerow(
-                ["MEAN", *[f"{s.mean:.5f}" for s in summaries], f"{self.mean_dice():.5f}"]
-            )
+        std_row = ["STD", *[f"{s.std:.5f}" for s in summaries], f"{per_case.std:.5f}"]
+        mean_row = ["MEAN", *[f"{s.mean:.5f}" for s in summaries], f"{self.mean_dice():.5f}"]
+
+        def write(tmp: Path) -> None:
+            with tmp.open("w", newline="") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(["case_id", *columns, "mean_dice"])
+                for row in self.rows:
+                    writer.writerow(
+                        [row["case_id"], *[f"{row[c]:.5f}" for c in [*columns, "mean_dice"]]]
+                    )
+                writer.writerows([std_row, mean_row])
+
+        atomic_write(path, write)
 
     def table(self) -> Table:
         """Per-case rows and a bold mean ± std row, for ``console.print``."""
@@ -180,7 +188,7 @@ def _mean_std(metric: str, summary: MetricSummary) -> str:
 
 
 def _load_mask(path: Path) -> torch.Tensor:
-    mask = load_image(path)
+    mask = read_scan(path)
     if not is_volume(path):
         mask = FirstChannelMaskd("m")({"m": mask})["m"]
         mask = BinarizeByteMaskd("m", max_label=1)({"m": mask})["m"] if mask.max() == 255 else mask
@@ -209,11 +217,16 @@ def _known_labels(
 
 
 def _spacing(path: Path, ndim: int) -> tuple[float, ...]:
-    """Voxel size in mm from the NIfTI header (the reader keeps the stored axis order); 2D images
-    carry no physical size, so distances there are in pixels."""
-    if not is_volume(path):
+    """Voxel size in mm from the NIfTI header (the reader keeps the stored axis order), or for
+    other volume formats from their affine; 2D images carry no physical size, so distances
+    there are in pixels."""
+    scan_format = format_of(path)
+    if not scan_format.volumetric:
         return (1.0,) * ndim
-    zooms = tuple(float(z) for z in nib.load(str(path)).header.get_zooms()[:ndim])
+    if scan_format.name == "nifti":
+        zooms = tuple(float(z) for z in nib.load(str(path)).header.get_zooms()[:ndim])
+    else:
+        zooms = tuple(float(z) for z in read_scan(path).pixdim[:ndim])
     if len(zooms) != ndim or not all(z > 0 for z in zooms):
         raise MedgraftError(f"{path}: header voxel size {zooms} does not fit a {ndim}D mask")
     return zooms
@@ -241,7 +254,7 @@ def evaluate_folders(
     label_names: dict[int, str] | None = None,
     cases: list[str] | None = None,
     nsd_tolerance: float | Mapping[int, float] = DEFAULT_NSD_TOLERANCE,
-    stray_to_background: bool = False,
+    stray_to_background: bool = EvaluateOptions.stray_labels_to_background,
 ) -> Evaluation:
     """Dice, HD95 and NSD of every prediction in ``pred_dir`` against the same-named mask in
     ``truth_dir``, in the ground truth's voxel spacing.
@@ -298,3 +311,43 @@ def evaluate_folders(
         row["mean_dice"] = MetricSummary.of(dice).mean
         result.rows.append(row)
     return result
+
+
+def evaluate_and_report(
+    pred: Path,
+    truth: Path,
+    options: EvaluateOptions,
+    *,
+    labels_file: Path | None = None,
+    label_names: dict[int, str] | None = None,
+    output: Path | None = None,
+    cases: list[str] | None = None,
+) -> Evaluation:
+    """Score ``pred`` against ``truth``, print the table and what was left out, write the CSV.
+
+    Label names come from ``labels_file`` (a ``dataset.json``) when given, else ``label_names``.
+    """
+    if labels_file is not None:
+        try:
+            label_names = parse_labels(json.loads(labels_file.read_text()), labels_file)
+        except (OSError, json.JSONDecodeError) as exc:
+            raise MedgraftError(f"{labels_file}: cannot read labels ({exc})") from exc
+    evaluation = evaluate_folders(
+        pred,
+        truth,
+        label_names,
+        cases=cases,
+        nsd_tolerance=options.nsd_tolerance,
+        stray_to_background=options.stray_labels_to_background,
+    )
+    Console(width=max(stdout.width, 120)).print(evaluation.table())
+    for path, voxels in evaluation.stray.items():
+        console.print(f"[yellow]stray labels counted as background:[/] {path} ({voxels})")
+    for case in evaluation.missing:
+        console.print(f"[yellow]missing prediction:[/] {case}")
+    if evaluation.extra:
+        console.print(f"{len(evaluation.extra)} prediction(s) without ground truth were not scored")
+    if output is not None:
+        evaluation.write_csv(output)
+        stdout.print(f"wrote {output}")
+    return evaluation

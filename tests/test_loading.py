@@ -1,4 +1,4 @@
-"""Config files: validation, precedence against CLI flags, and an exact save/load round trip.
+"""Config files: validation, precedence of the option layers, and an exact save/load round trip.
 
 Most tests use a small stand-in dataclass so they run without importing torch; one test
 round-trips the real ``TrainConfig``, whatever fields it has by now.
@@ -9,20 +9,20 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import MISSING, dataclass, field, fields
+import typing
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 
 import pytest
-import typer
-from typer.testing import CliRunner
 
-from medgraft.engine.config import (
-    explicit_cli_params,
+from medgraft.cli import given
+from medgraft.config.loading import (
     load_config_file,
     load_saved_config,
-    merge_config,
+    resolve_options,
     save_config,
 )
+from medgraft.config.schema import TrainConfig
 from medgraft.errors import MedgraftError
 
 
@@ -54,8 +54,14 @@ def load(path: Path) -> dict:
     return load_config_file(path, config_class=Options)
 
 
-def _changed(value: object) -> object:
-    """A value of the same kind that differs from ``value``."""
+def _changed(value: object, hint: object = None) -> object:
+    """A value of the same kind that differs from ``value`` (``hint``: the field's type)."""
+    if is_dataclass(value):
+        hints = typing.get_type_hints(type(value))
+        return replace(
+            value,
+            **{f.name: _changed(getattr(value, f.name), hints[f.name]) for f in fields(value)},
+        )
     if isinstance(value, bool):
         return not value
     if isinstance(value, int):
@@ -66,16 +72,16 @@ def _changed(value: object) -> object:
         return value + "-x"
     if isinstance(value, dict):
         return {**value, "extra": [1, 2], "nested": {"yes": "no"}}
+    if value is None and bool in typing.get_args(hint):
+        return True  # an option left to be decided ("not given")
     return "some/folder"  # None: the optional paths
 
 
 def test_train_config_round_trips_with_every_field_changed(tmp_path: Path) -> None:
-    from medgraft.engine.train import TrainConfig
-
     values = {}
     for f in fields(TrainConfig):
         default = f.default_factory() if f.default_factory is not MISSING else f.default
-        values[f.name] = "some/folder" if default is MISSING else _changed(default)
+        values[f.name] = "some/folder" if default is MISSING else _changed(default, f.type)
     original = TrainConfig(**values)
     path = tmp_path / "config.yaml"
     save_config(original, path)
@@ -114,26 +120,38 @@ def test_save_is_atomic_and_leaves_no_temporary_file(tmp_path: Path, monkeypatch
 
 def test_precedence_defaults_then_file_then_typed_flags(tmp_path: Path) -> None:
     file_values = load(write(tmp_path, "epochs: 20\nbatch_size: 16\nlr: 0.01\n"))
-    cli_values = {
-        "data": Path("/data/set"),
-        "epochs": 8,  # equal to the default, but typed: must beat the file's 20
-        "batch_size": 32,  # left at its default: must not undo the file's 16
-        "lr": 0.5,  # typed
-        "cache_dir": "/cli/default",  # defaulted, not in the file: the dataclass default stays
-        "config": Path("train.yaml"),  # a CLI-only parameter, not a config field
-    }
-    # offline was typed but the caller resolves it itself, so it is absent from cli_values.
-    typed = {"data", "epochs", "lr", "config", "offline"}
-    merged = merge_config(file_values, cli_values, typed, config_class=Options)
+    # what the CLI passes on: only flags that were typed; a flag left out is None ("not given")
+    flags = given(
+        {
+            "data": Path("/data/set"),
+            "epochs": 8,  # equal to the default, but typed: must beat the file's 20
+            "batch_size": None,  # not typed: must not undo the file's 16
+            "lr": 0.5,  # typed
+            "cache_dir": None,  # not typed, not in the file: the dataclass default stays
+        }
+    )
+    merged = resolve_options([file_values, flags], config_class=Options)
     assert Options(**merged) == Options(data="/data/set", epochs=8, batch_size=16, lr=0.5)
+
+
+def test_layers_merge_nested_options_key_by_key() -> None:
+    recipe = {"augment": {"strength": 0.5, "flips": False}, "epochs": 10}
+    config_file = {"augment": {"elastic": True}}
+    flags = given({"augment__enabled": False, "epochs": None})
+    required = {"data": "d", "output": "o"}
+    config = TrainConfig(**resolve_options([recipe, config_file, required, flags]))
+    assert config.epochs == 10
+    assert (config.augment.strength, config.augment.flips) == (0.5, False)
+    assert config.augment.elastic and not config.augment.enabled
+    assert config.augment.noise  # the schema's default fills what no layer set
 
 
 def test_merge_builds_nested_dataclasses_and_requires_required_fields(tmp_path: Path) -> None:
     file_values = load(write(tmp_path, "data: d\nmodel: {max_depth: 5}\n"))
-    merged = merge_config(file_values, {}, set(), config_class=Options)
+    merged = resolve_options([file_values], config_class=Options)
     assert merged["model"] == Model(max_depth=5)
     with pytest.raises(MedgraftError, match="--data"):
-        merge_config({"epochs": 3}, {"data": None}, set(), config_class=Options)
+        resolve_options([{"epochs": 3}], config_class=Options)
 
 
 def test_dashed_keys_json_and_widened_floats(tmp_path: Path) -> None:
@@ -195,18 +213,3 @@ def test_unsupported_field_type_is_a_programming_error(tmp_path: Path) -> None:
 
     with pytest.raises(TypeError, match="tuple"):
         load_config_file(write(tmp_path, "{}\n"), config_class=Odd)
-
-
-def test_explicit_cli_params_tells_typed_from_defaulted_options() -> None:
-    seen: list[set[str]] = []
-    app = typer.Typer()
-
-    @app.command()
-    def main(ctx: typer.Context, epochs: int = 8, lr: float = 0.002) -> None:
-        seen.append(explicit_cli_params(ctx))
-
-    runner = CliRunner()
-    for args, default_map in [([], None), (["--epochs", "8"], None), ([], {"lr": 0.5})]:
-        result = runner.invoke(app, args, default_map=default_map)
-        assert result.exit_code == 0, result.output
-    assert seen == [set(), {"epochs"}, set()]

@@ -1,8 +1,9 @@
 """The transfer study: does ImageNet (or an earlier run) beat scratch, and with how few labels?
 
-Every init x label fraction x seed is an ordinary training run (:func:`medgraft.engine.train.train`,
-no second loop) on a split fixed for the whole study: one validation set, and a training pool in
-a fixed random order of which fraction ``f`` takes the first cases, so 10% ⊂ 25% ⊂ … ⊂ 100%.
+Every init x label fraction x seed is an ordinary training run
+(:func:`medgraft.training.trainer.train`, no second loop) on a split fixed for the whole study:
+one validation set, and a training pool in a fixed random order of which fraction ``f`` takes
+the first cases, so 10% ⊂ 25% ⊂ … ⊂ 100%.
 Resumable: a run that finished left a ``result.json`` and is skipped; one that was interrupted
 continues from its ``last.pt``.
 """
@@ -18,9 +19,19 @@ from pathlib import Path
 
 import numpy as np
 
+from medgraft.config.loading import load_config_file, overlay_options, resolve_options
+from medgraft.config.schema import (
+    QUICK_STUDY,
+    QUICK_STUDY_TRAINING,
+    DemoOptions,
+    StudyOptions,
+    TrainConfig,
+)
 from medgraft.data.discovery import discover_dataset
-from medgraft.engine.train import TrainConfig, split_cases, train
+from medgraft.data.splits import split_cases
 from medgraft.errors import MedgraftError
+from medgraft.files import atomic_write, atomic_write_text
+from medgraft.training.trainer import train
 
 SCRATCH = "none"
 IMAGENET = "imagenet"
@@ -30,18 +41,41 @@ REACH_SHARE = 0.9
 
 @dataclass
 class StudyPlan:
-    """What to compare; ``train_options`` are any other :class:`TrainConfig` fields."""
+    """What to compare (see :class:`StudyOptions` for the defaults); ``train_options`` are any
+    other :class:`TrainConfig` fields, as a config file holds them."""
 
     data: str
     output: str
-    inits: list[str] = field(default_factory=lambda: [IMAGENET, SCRATCH])
-    fractions: list[float] = field(default_factory=lambda: [0.1, 0.25, 0.5, 1.0])
-    seeds: int = 3
-    epochs: int = 8
-    val_fraction: float = 0.2
+    inits: list[str]
+    fractions: list[float]
+    seeds: int
+    epochs: int
+    val_fraction: float
     split_seed: int = 0
     train_options: dict = field(default_factory=dict)
     command: str = ""
+
+    @classmethod
+    def from_options(
+        cls, data: str, output: str, options: StudyOptions, train_options: dict | None = None
+    ) -> StudyPlan:
+        """A plan from the study's options (comma-separated lists parsed)."""
+        try:
+            fractions = [float(f) for f in options.fractions.split(",") if f.strip()]
+        except ValueError as exc:
+            raise MedgraftError(
+                f"--fractions must be numbers, not '{options.fractions}'"
+            ) from exc
+        return cls(
+            data=data,
+            output=output,
+            inits=[i.strip() for i in options.inits.split(",") if i.strip()],
+            fractions=fractions,
+            seeds=options.seeds,
+            epochs=options.epochs,
+            val_fraction=options.val_fraction,
+            train_options=dict(train_options or {}),
+        )
 
     def check(self) -> None:
         if not self.inits:
@@ -55,17 +89,35 @@ class StudyPlan:
             raise MedgraftError(f"--inits name the same initialisation twice: {self.inits}")
 
 
-def quick_plan(data: str, output: str) -> StudyPlan:
-    """About 10 minutes on 2 CPU cores on the embedded demo data."""
-    return StudyPlan(
-        data=data,
-        output=output,
-        fractions=[0.25, 1.0],
-        seeds=2,
-        epochs=4,
-        val_fraction=0.25,
-        train_options={"offline": True, "augment": {"enabled": False}},
+def plan_from_cli(
+    output: Path,
+    data: Path | None,
+    given: dict,
+    *,
+    quick: bool = False,
+    config_file: Path | None = None,
+    command: str = "",
+) -> StudyPlan:
+    """The plan ``medgraft study`` runs: the schema's defaults < ``--quick``'s < typed flags;
+    training options: the study's encoder/offline/device < ``--config`` < those flags typed."""
+    if data is None and not quick:
+        raise MedgraftError("--data is required (or use --quick for the embedded demo data)")
+    layers = [QUICK_STUDY, given] if quick else [given]
+    options = StudyOptions(**resolve_options(layers, config_class=StudyOptions))
+    shared = {k: getattr(options, k) for k in ("encoder", "offline", "device")}
+    train_options = overlay_options(
+        [
+            shared,
+            QUICK_STUDY_TRAINING if quick else {},
+            load_config_file(config_file) if config_file else {},
+            {k: v for k, v in given.items() if k in shared},
+        ]
     )
+    plan = StudyPlan.from_options(
+        str(data or DemoOptions().data), str(output), options, train_options
+    )
+    plan.command = command
+    return plan
 
 
 def init_label(init: str) -> str:
@@ -93,7 +145,7 @@ def study_split(records: list[dict], plan: StudyPlan) -> dict[str, list[str]]:
     np.random.default_rng(plan.split_seed).shuffle(pool)
     split = {"val": [r["case_id"] for r in val_records], "pool": pool}
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(split, indent=1))
+    atomic_write_text(path, json.dumps(split, indent=1))
     return split
 
 
@@ -117,7 +169,7 @@ def run_study(
         cases = fraction_cases(split["pool"], fraction)
         split_file = output / "splits" / f"fraction-{fraction:g}.json"
         split_file.parent.mkdir(parents=True, exist_ok=True)
-        split_file.write_text(json.dumps({"train": cases, "val": split["val"]}, indent=1))
+        atomic_write_text(split_file, json.dumps({"train": cases, "val": split["val"]}, indent=1))
         for init in plan.inits:
             for seed in range(plan.seeds):
                 run_dir = output / "runs" / f"{init_label(init)}-f{fraction:g}-s{seed}"
@@ -146,22 +198,18 @@ def _train_run(
 ) -> dict:
     pretrained = init in (IMAGENET, SCRATCH)
     resume = (run_dir / "last.pt").exists()
-    trainer(
-        TrainConfig(
-            **{
-                **plan.train_options,
-                "data": plan.data,
-                "output": str(run_dir),
-                "epochs": plan.epochs,
-                "seed": seed,
-                "split_file": str(split_file),
-                "weights": init if pretrained else SCRATCH,
-                "init_from": None if pretrained else init,
-                "resume": resume,
-                "overwrite": not resume,
-            }
-        )
-    )
+    this_run = {
+        "data": plan.data,
+        "output": str(run_dir),
+        "epochs": plan.epochs,
+        "seed": seed,
+        "split_file": str(split_file),
+        "weights": init if pretrained else SCRATCH,
+        "init_from": None if pretrained else init,
+        "resume": resume,
+        "overwrite": not resume,
+    }
+    trainer(TrainConfig(**resolve_options([plan.train_options, this_run])))
     epochs = list(csv.DictReader((run_dir / "metrics.csv").open()))
     if not epochs:
         raise MedgraftError(f"{run_dir}: training wrote no metrics")
@@ -186,7 +234,8 @@ def _train_run(
         "seconds": sum(float(r["seconds"]) for r in epochs),
         "curve": [float(r["val_mean_dice"]) for r in epochs],
     }
-    (run_dir / "result.json").write_text(json.dumps(row, indent=1))
+    # written last and atomically: its presence marks the run as finished
+    atomic_write_text(run_dir / "result.json", json.dumps(row, indent=1))
     return row
 
 
@@ -194,17 +243,24 @@ def write_results(rows: list[dict], plan: StudyPlan, output: Path) -> None:
     """``results.csv``, ``curves.csv``, ``summary.md``, ``dice_vs_fraction.png``,
     ``curves_<fraction>.png``."""
     columns = [k for k in rows[0] if k != "curve"]
-    with (output / "results.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    with (output / "curves.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["init", "fraction", "seed", "epoch", "val_mean_dice"])
-        for row in rows:
-            for epoch, dice in enumerate(row["curve"], start=1):
-                writer.writerow([row["init"], row["fraction"], row["seed"], epoch, dice])
-    (output / "summary.md").write_text(summary_markdown(rows, plan))
+
+    def write_runs(tmp: Path) -> None:
+        with tmp.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def write_curves(tmp: Path) -> None:
+        with tmp.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["init", "fraction", "seed", "epoch", "val_mean_dice"])
+            for row in rows:
+                for epoch, dice in enumerate(row["curve"], start=1):
+                    writer.writerow([row["init"], row["fraction"], row["seed"], epoch, dice])
+
+    atomic_write(output / "results.csv", write_runs)
+    atomic_write(output / "curves.csv", write_curves)
+    atomic_write_text(output / "summary.md", summary_markdown(rows, plan))
     _plot_dice_vs_fraction(rows, output / "dice_vs_fraction.png")
     for fraction in sorted({r["fraction"] for r in rows}):
         _plot_curves(rows, fraction, output / f"curves_{fraction:g}.png")
@@ -316,7 +372,7 @@ def _plot_dice_vs_fraction(rows: list[dict], path: Path) -> None:
     axis.grid(alpha=0.3)
     axis.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=120))
     plt.close(figure)
 
 
@@ -344,7 +400,7 @@ def _plot_curves(rows: list[dict], fraction: float, path: Path) -> None:
     axis.grid(alpha=0.3)
     axis.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=120))
     plt.close(figure)
 
 

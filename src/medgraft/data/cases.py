@@ -1,0 +1,81 @@
+"""Decoding whole cases once, up front (in memory, and on disk with ``--cache-dir``)."""
+
+from __future__ import annotations
+
+import torch
+from monai.data import PersistentDataset
+from monai.transforms import Compose, Lambda
+from monai.utils import convert_to_tensor
+
+from medgraft.data.transforms import Preprocessing, apply_case_transforms, intensity_transforms
+from medgraft.errors import MedgraftError, first_line, root_cause
+from medgraft.runtime import progress
+
+
+def load_cases(
+    records: list[dict],
+    geometry: Compose,
+    cache_dir: str | None = None,
+) -> list[dict]:
+    """Load every case once, up front: a bad file stops training before it starts.
+
+    With ``cache_dir`` the loaded geometry is also kept on disk (MONAI ``PersistentDataset``),
+    so later runs on the same data skip decoding.
+    """
+    # keep the voxel spacing as a plain value: the disk cache stores tensors without metadata
+    geometry = Compose([*geometry.transforms, Lambda(_with_spacing)])
+    persistent = PersistentDataset(records, geometry, cache_dir=cache_dir) if cache_dir else None
+    cases = []
+    with progress() as bar:
+        for index, record in enumerate(bar.track(records, description="loading cases")):
+            if persistent is None:
+                loaded = apply_case_transforms(geometry, record)
+            else:
+                try:
+                    loaded = persistent[index]
+                except Exception as exc:  # MONAI wraps the reader's error
+                    cause = root_cause(exc)
+                    if isinstance(cause, MedgraftError):
+                        raise cause from None
+                    raise MedgraftError(
+                        f"{record['image']}: cannot load ({first_line(cause)})"
+                    ) from exc
+            _check_pair(loaded, record)
+            cases.append(
+                {
+                    # plain tensors: MONAI metadata on every slice and through the network
+                    # costs more per sample than augmenting it (measured in bench_train.py)
+                    "image": convert_to_tensor(loaded["image"], track_meta=False),
+                    "label": convert_to_tensor(loaded["label"], track_meta=False),
+                    "spacing": [float(v) for v in loaded["spacing"]],
+                    "case_id": record["case_id"],
+                    "record": record,
+                }
+            )
+    return cases
+
+
+def _with_spacing(data: dict) -> dict:
+    image = data["image"]
+    spacing = image.pixdim if image.ndim == 4 else torch.ones(image.ndim - 1)
+    return {**data, "spacing": torch.as_tensor(spacing, dtype=torch.float64)}
+
+
+def _check_pair(loaded: dict, record: dict) -> None:
+    """What the loading transforms leave to check: finite image values.
+
+    Dimensions (2D/3D/4D) and the label's shape and affine are checked while loading
+    (``CheckGeometryd``, ``SameGridd``), on the files as stored and with their metadata,
+    which the disk cache drops.
+    """
+    if not torch.isfinite(torch.as_tensor(loaded["image"])).all():
+        raise MedgraftError(f"{record['image']}: image contains NaN or infinite values")
+
+
+def apply_intensity(cases: list[dict], prep: Preprocessing) -> None:
+    """Scale every loaded case's image to the encoder's [0, 1] input range, in place."""
+    intensity = intensity_transforms(prep)
+    for case in cases:
+        case["image"] = convert_to_tensor(
+            intensity({"image": case["image"]})["image"], track_meta=False
+        )

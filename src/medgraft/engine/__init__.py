@@ -1,1 +1,0 @@
-"""Engine layer: training loop, inference and metrics."""

@@ -1,0 +1,1 @@
+"""Inference: segmenting one scan (``predictor``), a batch of files, clean-up, export."""

@@ -1,0 +1,229 @@
+"""Batch segmentation: a folder of scans in, masks that open on the originals out.
+
+Inputs are whatever ``data.io`` registers (NIfTI files, nnU-Net ``_0000`` names included, DICOM
+series folders, 2D PNG/JPG/TIFF images), one file or a folder of them. Masks keep the input's
+grid and header (``data.scans``). Outputs are written under a temporary name and renamed;
+existing outputs are skipped unless ``overwrite``; a failing case is reported and the batch
+goes on. Under torchrun each process takes its share of the cases.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from rich.markup import escape
+from rich.progress import TextColumn
+
+from medgraft.config.schema import PredictOptions
+from medgraft.data.io import FORMATS, case_id_of, find_format, list_scans, supported_kinds
+from medgraft.data.scans import read_scan_for_model
+from medgraft.errors import MedgraftError
+from medgraft.files import atomic_write, remove_stale_temporaries
+from medgraft.inference.postprocess import (
+    keep_largest_component,
+    label_sizes,
+    overlay_montage,
+    remove_small_objects,
+)
+from medgraft.inference.predictor import Predictor
+from medgraft.models.checkpoint import load_checkpoint
+from medgraft.runtime import amp_dtype, console, progress, rank_and_world, select_device
+
+SAFE_CHARACTERS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+@dataclass
+class CaseResult:
+    case_id: str
+    input: str
+    output: str | None
+    status: str
+    """``ok``, ``skipped`` (output already there) or ``failed``."""
+    seconds: float = 0.0
+    slices: int = 0
+    message: str = ""
+    sizes: list[float] = field(default_factory=list)
+
+
+@dataclass
+class BatchReport:
+    results: list[CaseResult]
+    output: Path
+    summary: Path
+
+    def count(self, status: str) -> int:
+        return sum(r.status == status for r in self.results)
+
+    def line(self) -> str:
+        """One line for the terminal: how many cases were segmented, skipped and failed."""
+        skipped, failed = self.count("skipped"), self.count("failed")
+        return (
+            f"segmented {len(self.results) - failed - skipped}/{len(self.results)} case(s) "
+            f"into {self.output} ({skipped} skipped as already done, {failed} failed); "
+            f"summary: {self.summary}"
+        )
+
+
+def input_cases(path: Path) -> list[Path]:
+    """A single scan (file or DICOM series folder), or every scan inside a folder."""
+    if path.is_file() or find_format(path) is not None:
+        return [path]
+    if not path.is_dir():
+        raise MedgraftError(f"{path}: input not found")
+    cases = list_scans(path)
+    if not cases:
+        others = sorted(p.name for p in path.iterdir() if not p.name.startswith("."))
+        found = f"{len(others)} other file(s), e.g. {others[0]}" if others else "folder is empty"
+        raise MedgraftError(
+            f"{path}: no NIfTI, DICOM series or 2D image files found ({found}; supported: "
+            f"{supported_kinds()})"
+        )
+    return cases
+
+
+def safe_case_id(path: Path) -> str:
+    """The case id as a plain file name: no separators, no '..', nothing hidden."""
+    raw = path.name if path.is_dir() else case_id_of(path)
+    cleaned = "".join(c if c in SAFE_CHARACTERS else "_" for c in raw).lstrip(".")
+    return cleaned or "case"
+
+
+def shard(cases: list[Path], rank: int, world_size: int) -> list[Path]:
+    """This rank's deterministic share of the cases (round robin over the sorted list)."""
+    return sorted(cases)[rank::world_size]
+
+
+def check_output_location(inputs: list[Path], output_dir: Path) -> None:
+    """Refuse an output folder that is, or lies inside, an input folder: inputs stay untouched."""
+    out = output_dir.resolve()
+    for folder in {(p if p.is_dir() else p.parent).resolve() for p in inputs}:
+        if out == folder or folder in out.parents:
+            raise MedgraftError(
+                f"{output_dir}: output folder must not be inside the input folder {folder}"
+            )
+
+
+def load_predictor(models: list[Path], options: PredictOptions) -> Predictor:
+    """The (ensembled) models; ``options`` left unset follow the first model's defaults."""
+    checkpoints = [load_checkpoint(m) for m in models]
+    device = select_device(options.device)
+    return Predictor.from_checkpoints(
+        checkpoints,
+        device=device,
+        batch_size=options.batch_size,
+        amp_dtype=amp_dtype(options.amp, device),
+        tta=options.with_model_defaults(checkpoints[0].inputs.inference).tta,
+    )
+
+
+def predict_cases(
+    predictor: Predictor, inputs: list[Path], output_dir: Path, options: PredictOptions
+) -> Iterator[CaseResult]:
+    """Segment each input into ``output_dir``, yielding one result per case."""
+    options = options.with_model_defaults(predictor.inputs.inference)
+    check_output_location(inputs, output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(output_dir)  # left by a run that was killed mid-write
+    volumetric = predictor.inputs.volumetric
+    default_suffix = next(f.mask_suffix for f in FORMATS if f.volumetric == volumetric)
+    for path in inputs:
+        started = time.perf_counter()
+        case_id = safe_case_id(path)
+        scan_format = find_format(path)
+        suffix = scan_format.mask_suffix if scan_format else default_suffix
+        target = output_dir / f"{case_id}{suffix}"
+        if target.exists() and not options.overwrite:
+            yield CaseResult(case_id, str(path), str(target), "skipped", message="output exists")
+            continue
+        try:
+            result = _predict_one(predictor, path, target, options)
+        except MedgraftError as exc:
+            result = CaseResult(case_id, str(path), None, "failed", message=str(exc))
+        result.seconds = time.perf_counter() - started
+        yield result
+
+
+def _predict_one(
+    predictor: Predictor, path: Path, target: Path, options: PredictOptions
+) -> CaseResult:
+    scan = read_scan_for_model(path, predictor.inputs.preprocessing)
+    segmentation = predictor.segment(scan.image, keep_probabilities=options.save_probabilities)
+    labels = torch.as_tensor(scan.restore(segmentation.labels[None], True)[0])
+    if options.largest_component:
+        labels = keep_largest_component(labels, predictor.num_classes)
+    if options.min_size > 0:
+        labels = remove_small_objects(labels, options.min_size, predictor.num_classes)
+    mask = labels.numpy().astype(np.uint8)
+    scan.write_mask(mask, target)
+    stem = target.with_name(target.name[: -len(scan.format.mask_suffix)])
+    if segmentation.probabilities is not None:
+        scan.write_probabilities(scan.restore(segmentation.probabilities.float(), False), stem)
+    if options.overlays:
+        montage = overlay_montage(scan.restore(scan.image, False), mask)
+        atomic_write(
+            stem.with_name(f"{stem.name}_overlay.png"),
+            lambda tmp: Image.fromarray(montage).save(tmp, format="PNG"),
+        )
+    return CaseResult(
+        safe_case_id(path),
+        str(path),
+        str(target),
+        "ok",
+        slices=segmentation.slices,
+        sizes=label_sizes(mask, predictor.num_classes, scan.geometry.voxel_ml),
+    )
+
+
+def run_batch(
+    models: list[Path], inputs: list[Path], output: Path, options: PredictOptions
+) -> BatchReport:
+    """Segment this process's share of ``inputs`` with a progress bar; write ``summary.csv``."""
+    rank, world = rank_and_world()
+    share = shard(inputs, rank, world)
+    predictor = load_predictor(models, options)
+    options = options.with_model_defaults(predictor.inputs.inference)
+    if options.tta and not predictor.inputs.mirror_axes:
+        console.print(
+            "note: the model was trained without flips, so predicting without "
+            "mirroring TTA (it would average in predictions it never learned)"
+        )
+    results, slices, started = [], 0, time.perf_counter()
+    with progress(TextColumn("{task.fields[speed]}")) as bar:
+        task = bar.add_task("segmenting", total=len(share), speed="")
+        for result in predict_cases(predictor, share, output, options):
+            results.append(result)
+            slices += result.slices
+            speed = slices / max(time.perf_counter() - started, 1e-9)
+            bar.update(task, advance=1, speed=f"{speed:.1f} slices/s" if slices else "")
+    for failed in (r for r in results if r.status == "failed"):
+        console.print(f"[red]failed:[/] {escape(failed.message)}")
+    summary = output / ("summary.csv" if world == 1 else f"summary.rank{rank}.csv")
+    write_summary(results, summary, predictor.inputs.labels, predictor.inputs.volumetric)
+    return BatchReport(results, output, summary)
+
+
+def write_summary(
+    results: list[CaseResult], path: Path, label_names: dict[str, str], volumetric: bool
+) -> None:
+    """One row per case: status, seconds, slices and size of each label (mL, or pixels in 2D)."""
+    unit = "ml" if volumetric else "pixels"
+    names = [label_names[k] for k in sorted(label_names, key=int) if int(k) > 0]
+    header = ["case_id", "status", "seconds", "slices", *[f"{n}_{unit}" for n in names]]
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow([*header, "input", "output", "message"])
+            for r in results:
+                sizes = [f"{s:.4g}" for s in r.sizes] or [""] * len(names)
+                row = [r.case_id, r.status, f"{r.seconds:.2f}", r.slices, *sizes]
+                writer.writerow([*row, r.input, r.output or "", r.message])
+
+    atomic_write(path, write)

@@ -1,0 +1,1 @@
+"""Training: the ``Trainer`` and its hooks, losses, optimisers and schedules, the run log."""

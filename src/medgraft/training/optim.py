@@ -1,0 +1,71 @@
+"""Optimiser, learning-rate schedule and encoder freezing for transfer learning."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+from medgraft.config.schema import TrainConfig
+from medgraft.errors import MedgraftError
+from medgraft.models.unet import Segmenter
+
+
+def parameter_groups(model: Segmenter, lr: float, encoder_lr_mult: float) -> list[dict]:
+    """Encoder parameters at ``lr * encoder_lr_mult``, the decoder and head at ``lr``."""
+    encoder_ids = {id(p) for p in model.encoder.parameters()}
+    rest = [p for p in model.parameters() if id(p) not in encoder_ids]
+    return [
+        {"params": list(model.encoder.parameters()), "lr": lr * encoder_lr_mult, "name": "encoder"},
+        {"params": rest, "lr": lr, "name": "decoder"},
+    ]
+
+
+def build_optimizer(model: Segmenter, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW with the encoder's own learning rate (``--encoder-lr-mult``)."""
+    return torch.optim.AdamW(
+        parameter_groups(model, config.lr, config.encoder_lr_mult),
+        weight_decay=config.weight_decay,
+    )
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """Per-step schedule over the whole run: warm-up, then poly or cosine decay."""
+    factor = lr_schedule(
+        config.schedule,
+        config.warmup_epochs * steps_per_epoch,
+        config.epochs * steps_per_epoch,
+    )
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def lr_schedule(kind: str, warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    """LR factor per step: linear warm-up, then nnU-Net's poly decay (power 0.9) or cosine."""
+    if kind not in {"poly", "cosine"}:
+        raise MedgraftError(f"--schedule must be poly or cosine, not '{kind}'")
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        if kind == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return (1.0 - progress) ** 0.9
+
+    return factor
+
+
+def set_encoder_frozen(model: Segmenter, frozen: bool) -> None:
+    """smp's freeze: no encoder gradients and its BatchNorm statistics kept as pretrained; the
+    whole encoder is put in eval mode too (no dropout or drop-path while frozen), which smp's
+    ``train()`` then leaves alone. Call after ``model.train()``: unfreezing puts the encoder
+    back in the model's mode."""
+    if frozen:
+        model.unet.freeze_encoder()
+        model.encoder.eval()
+    else:
+        model.unet.unfreeze_encoder()
+        model.encoder.train(model.training)
