@@ -83,23 +83,44 @@ def medgraft(*args: str) -> None:
     subprocess.run(command, check=True)
 
 
-def finished(run: Path) -> bool:
-    """A fold is done when its metrics hold every epoch the saved config asks for."""
+def finished(run: Path, expected_sha256: str, redo_changed: bool) -> bool:
+    """A fold is done when its metrics hold every epoch the saved config asks for, and it was
+    trained with the options the recipe asks for now (a changed recipe is never reused
+    silently: refused, or retrained with ``--redo-changed``)."""
     metrics, config = run / "metrics.csv", run / "config.json"
     if not (metrics.exists() and config.exists()):
         return False
-    epochs = json.loads(config.read_text())["train_config"]["epochs"]
+    saved = json.loads(config.read_text())
+    if saved.get("options_sha256") != expected_sha256:
+        if not redo_changed:
+            sys.exit(
+                f"{run}: trained with other options than the recipe asks for now; pass "
+                "--redo-changed to retrain it"
+            )
+        shutil.rmtree(run)
+        return False
     with metrics.open() as handle:
-        return len(list(csv.DictReader(handle))) >= epochs
+        return len(list(csv.DictReader(handle))) >= saved["train_config"]["epochs"]
 
 
-def train(name: str, work: Path) -> None:
+def expected_options(name: str, data: Path, output: Path, fold: int) -> str:
+    """The options fingerprint ``medgraft train`` will record for this fold."""
+    from medgraft.config.loading import options_sha256
+    from medgraft.config.resolve import train_configs
+
+    flags = {"data": str(data), "output": str(output), "folds": FOLDS, "offline": True}
+    flags |= {f.removeprefix("--").replace("-", "_"): True for f in DATASETS[name]["flags"]}
+    [config] = train_configs(flags, recipe=DATASETS[name]["recipe"], fold=str(fold))
+    return options_sha256(config)
+
+
+def train(name: str, work: Path, redo_changed: bool = False) -> None:
     setup = DATASETS[name]
     data = dataset_folder(name, work)
     output = work / name
     for fold in range(FOLDS):
         run = output / f"fold_{fold}"
-        if finished(run):
+        if finished(run, expected_options(name, data, output, fold), redo_changed):
             print(f"{run}: finished, skipped", flush=True)
             continue
         resume = ["--resume"] if (run / "last.pt").exists() else []
@@ -213,7 +234,12 @@ def report(work: Path, results: Path) -> None:
     rows: list[dict] = []
     for name in DATASETS:
         output = work / name
-        done = [f for f in range(FOLDS) if finished(output / f"fold_{f}")]
+        data = dataset_folder(name, work)
+        done = [
+            f
+            for f in range(FOLDS)
+            if finished(output / f"fold_{f}", expected_options(name, data, output, f), False)
+        ]
         for fold in done:
             for variant in variants(name):
                 rows.extend(evaluate_fold(name, work, fold, variant))
@@ -289,11 +315,14 @@ def main() -> None:
     parser.add_argument("--dataset", choices=sorted(DATASETS), action="append")
     parser.add_argument("--work", type=Path, default=Path("runs/accuracy"))
     parser.add_argument("--results", type=Path, default=Path("docs/results"))
+    parser.add_argument(
+        "--redo-changed", action="store_true", help="retrain folds whose recipe has changed"
+    )
     args = parser.parse_args()
     os.chdir(ROOT)
     if args.step == "train":
         for name in args.dataset or list(DATASETS):
-            train(name, args.work)
+            train(name, args.work, args.redo_changed)
     else:
         report(args.work, args.results)
 

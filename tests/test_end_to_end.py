@@ -18,8 +18,11 @@ def test_training_writes_a_complete_run_folder(mri_run: Path):
     for name in ("best.pt", "last.pt", "config.json", "metrics.csv", "splits.json"):
         assert (mri_run / name).is_file(), name
     rows = list(csv.DictReader((mri_run / "metrics.csv").open()))
-    assert len(rows) == 1 and 0.0 <= float(rows[0]["val_mean_dice"]) <= 1.0
+    per_class = [float(rows[0][f"val_dice_{name}"]) for name in ("Anterior", "Posterior")]
+    assert len(rows) == 1
+    assert float(rows[0]["val_mean_dice"]) == pytest.approx(np.mean(per_class), abs=1e-5)
     checkpoint = load_checkpoint(mri_run)
+    assert checkpoint.val_dice == pytest.approx(float(rows[0]["val_mean_dice"]), abs=1e-5)
     assert checkpoint.architecture.classes == 3
     record = checkpoint.config["weights_record"]["encoder"]
     assert (
@@ -87,7 +90,13 @@ def test_evaluate_prints_dice_and_writes_csv(mri_run: Path, tiny_msd: Path, runn
     assert "Anterior" in result.output and "Posterior" in result.output
     rows = list(csv.DictReader(csv_path.open()))
     assert [r["case_id"] for r in rows][-2:] == ["STD", "MEAN"] and len(rows) == 8
-    assert all(0.0 <= float(r["dice_Anterior"]) <= 1.0 for r in rows)
+    for row in rows[:-2]:  # each case's Dice, recomputed here from the two mask files
+        pred = np.asarray(nib.load(out / f"{row['case_id']}.nii.gz").dataobj)
+        truth = np.asarray(nib.load(tiny_msd / "labelsTr" / f"{row['case_id']}.nii.gz").dataobj)
+        for value, name in ((1, "Anterior"), (2, "Posterior")):
+            both = 2 * ((pred == value) & (truth == value)).sum()
+            expected = both / ((pred == value).sum() + (truth == value).sum())
+            assert float(row[f"dice_{name}"]) == pytest.approx(expected, abs=1e-4)
 
 
 def test_evaluate_perfect_prediction_scores_one(tiny_msd: Path, runner, tmp_path: Path):
@@ -207,3 +216,23 @@ def test_console_script_and_module_agree():
     )
     for output in (by_script.stdout, by_module.stdout):
         assert all(name in output for name in ("train", "predict", "evaluate", "demo"))
+
+
+def test_evaluate_fails_on_missing_predictions_unless_allowed(
+    tiny_msd: Path, runner, tmp_path: Path
+):
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    labels = sorted((tiny_msd / "labelsTr").glob("*.nii.gz"))
+    for label in labels[:2]:
+        (pred / label.name).write_bytes(label.read_bytes())
+    args = ["evaluate", "--pred", pred, "--truth", tiny_msd / "labelsTr"]
+    strict = invoke(runner, *args, "--output", tmp_path / "strict.csv")
+    assert strict.exit_code == 1
+    assert f"{len(labels) - 2} case(s) with ground truth have no prediction" in str(
+        strict.exception
+    )
+    assert (tmp_path / "strict.csv").is_file()  # the scores of the others are still written
+    allowed = invoke(runner, *args, "--allow-missing")
+    assert allowed.exit_code == 0, allowed.output
+    assert "missing prediction" in allowed.output

@@ -19,10 +19,11 @@ from medgraft.cli import given
 from medgraft.config.loading import (
     load_config_file,
     load_saved_config,
+    options_sha256,
     resolve_options,
     save_config,
 )
-from medgraft.config.schema import TrainConfig
+from medgraft.config.schema import AugmentOptions, TrainConfig
 from medgraft.errors import MedgraftError
 
 
@@ -213,3 +214,12 @@ def test_unsupported_field_type_is_a_programming_error(tmp_path: Path) -> None:
 
     with pytest.raises(TypeError, match="tuple"):
         load_config_file(write(tmp_path, "{}\n"), config_class=Odd)
+
+
+def test_options_fingerprint_ignores_where_and_on_what_a_run_is_written() -> None:
+    base = TrainConfig(data="d", output="o")
+    same = TrainConfig(data="d", output="elsewhere", device="cpu", resume=True, num_workers=2)
+    assert options_sha256(base) == options_sha256(same)
+    assert options_sha256(base) != options_sha256(TrainConfig(data="d", output="o", lr=0.01))
+    nested = TrainConfig(data="d", output="o", augment=AugmentOptions(strength=0.5))
+    assert options_sha256(base) != options_sha256(nested)

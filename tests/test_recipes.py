@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nibabel as nib
@@ -19,6 +20,8 @@ from medgraft.errors import MedgraftError
 from medgraft.inference.batch import load_predictor
 from medgraft.models.checkpoint import load_checkpoint
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def test_every_shipped_recipe_loads_and_records_its_measurement() -> None:
     names = recipe_names()
@@ -31,6 +34,10 @@ def test_every_shipped_recipe_loads_and_records_its_measurement() -> None:
         assert isinstance(config.inference, InferenceOptions)
         for key in ("result", "dataset", "wall_time", "hardware", "report"):
             assert recipe.measured.get(key), f"{name}: measured.{key} missing"
+        report = REPO / recipe.measured["report"]
+        assert report.is_file(), f"{name}: {report} does not exist"
+        quoted = re.findall(r"0\.\d{3}", recipe.measured["result"])
+        assert quoted and all(value in report.read_text() for value in quoted), name
 
 
 def test_a_recipe_file_by_path_works_like_a_name(tmp_path: Path) -> None:

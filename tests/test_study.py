@@ -50,7 +50,9 @@ def test_study_trains_every_combination_on_one_validation_set(finished_study: Pa
     }
     assert {"best_dice_Anterior", "best_dice_Posterior", "epochs_to_90", "seconds"} <= set(rows[0])
     for row in rows:
-        assert 0.0 <= float(row["best_mean_dice"]) <= 1.0
+        run = finished_study / "runs" / f"{row['init']}-f{float(row['fraction']):g}-s0"
+        curve = [float(r["val_mean_dice"]) for r in csv.DictReader((run / "metrics.csv").open())]
+        assert float(row["best_mean_dice"]) == pytest.approx(max(curve))
         assert 1 <= int(row["epochs_to_90"]) <= int(row["best_epoch"]) <= 2
     split = json.loads((finished_study / "split.json").read_text())
     assert len(split["val"]) == 1 and len(split["pool"]) == 3
@@ -58,9 +60,11 @@ def test_study_trains_every_combination_on_one_validation_set(finished_study: Pa
     full = json.loads((finished_study / "splits" / "fraction-1.json").read_text())
     assert small["val"] == full["val"] == split["val"]
     assert set(small["train"]) < set(full["train"]) == set(split["pool"])
+    fraction_train = {"0.34": small["train"], "1": full["train"]}
     for run in (finished_study / "runs").iterdir():  # each run trained on its fraction's cases
         config = json.loads((run / "config.json").read_text())
         assert config["val_cases"] == split["val"]
+        assert config["train_cases"] == fraction_train[run.name.split("-f")[1].split("-s")[0]]
     run = json.loads((finished_study / "runs" / "from-run-f1-s0" / "config.json").read_text())
     assert run["weights_record"]["encoder"]["origin"] == "init-from"
     scratch = json.loads((finished_study / "runs" / "none-f1-s0" / "config.json").read_text())
@@ -132,3 +136,25 @@ def test_matching_fraction_compares_with_scratch_at_full_labels():
     assert matching_fraction(rows, "imagenet") == 0.25
     assert matching_fraction(rows[1:], "imagenet") is None  # no scratch at 100%
     assert matching_fraction([row("none", 1.0, 0.9), row("imagenet", 1.0, 0.8)], "imagenet") is None
+
+
+def test_a_run_finished_with_other_options_is_refused_or_redone(micro_msd: Path, tmp_path: Path):
+    trained = []
+
+    def fake_train(config):
+        trained.append(config)
+        run = Path(config.output)
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "metrics.csv").write_text("epoch,val_mean_dice,seconds\n1,0.5,3\n")
+
+    def plan(**options):
+        settings = StudyOptions(inits="none", fractions="1.0", seeds=1, **options)
+        return StudyPlan.from_options(str(micro_msd), str(tmp_path), settings)
+
+    run_study(plan(epochs=1), trainer=fake_train)
+    run_study(plan(epochs=1), trainer=fake_train)  # same options: reused
+    assert len(trained) == 1
+    with pytest.raises(MedgraftError, match="other training options"):
+        run_study(plan(epochs=2), trainer=fake_train)
+    run_study(plan(epochs=2, redo_changed=True), trainer=fake_train)
+    assert len(trained) == 2 and trained[1].epochs == 2 and trained[1].overwrite

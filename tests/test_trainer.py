@@ -12,6 +12,7 @@ import torch
 from conftest import invoke, run_torchrun, write_nifti
 
 import medgraft.training.trainer as trainer_module
+from medgraft.config.loading import options_sha256, resolve_options
 from medgraft.config.schema import TrainConfig
 from medgraft.data.cases import load_cases
 from medgraft.data.discovery import discover_dataset
@@ -141,6 +142,8 @@ def test_run_folder_logs(straight_run: Path):
     resolved = json.loads((straight_run / "config.json").read_text())
     assert resolved["preprocessing"]["spacing"] == [1.0, 1.0, 0.0]  # median in-plane, kept z
     assert resolved["train_config"]["epochs"] == 2
+    saved = TrainConfig(**resolve_options([resolved["train_config"]]))
+    assert resolved["options_sha256"] == options_sha256(saved)
     assert (straight_run / "config.yaml").is_file()
     checkpoint = load_checkpoint(straight_run / "best.pt")
     assert checkpoint.train_config == resolved["train_config"]
@@ -229,3 +232,25 @@ def test_a_trainer_variant_overrides_one_hook(micro_msd: Path, tmp_path: Path):
     assert CountingTrainer.built[0] == "dice_ce"
     assert CountingTrainer.built[1] == f"epoch 1: {result.best_dice:.3f}"
     assert load_checkpoint(result.run_dir / "best.pt").epoch == 1
+
+
+@pytest.mark.slow
+def test_resume_with_more_epochs_extends_a_finished_run(micro_msd: Path, tmp_path: Path, runner):
+    run = tmp_path / "run"
+    args = ["train", "--data", micro_msd, "--output", run, "--batch-size", "16",
+            "--val-fraction", "0.25", "--samples-per-epoch", "32"]  # fmt: skip
+    assert invoke(runner, *args, "--epochs", "1").exit_code == 0
+    finished = invoke(runner, *args, "--resume")  # the saved run's 1 epoch: nothing to do
+    assert finished.exit_code == 0, finished.output
+    assert "all 1 epochs were already trained" in finished.output
+    assert len(list(csv.DictReader((run / "metrics.csv").open()))) == 1
+    changed = invoke(runner, *args, "--resume", "--lr", "0.5")
+    assert changed.exit_code == 1 and "lr differs" in str(changed.exception)
+    extended = invoke(runner, *args, "--resume", "--epochs", "2")
+    assert extended.exit_code == 0, extended.output
+    assert "run extended from 1 to 2 epochs" in (run / "run.log").read_text()
+    assert [r["epoch"] for r in csv.DictReader((run / "metrics.csv").open())] == ["1", "2"]
+    state = load_checkpoint(run / "last.pt")
+    assert state.epoch == 2 and state.train_config["epochs"] == 2
+    shorter = invoke(runner, *args, "--resume", "--epochs", "1")
+    assert shorter.exit_code == 1 and "already trained 2 epochs" in str(shorter.exception)

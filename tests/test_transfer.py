@@ -12,11 +12,18 @@ from safetensors.torch import save_file
 
 from medgraft.config.schema import TrainConfig
 from medgraft.errors import MedgraftError
+from medgraft.files import sha256_of
 from medgraft.models import unet as unet_module
 from medgraft.models.checkpoint import load_checkpoint, load_model
 from medgraft.models.registry import DEFAULT_ENCODER, EncoderSpec, PretrainedSource, get_encoder
 from medgraft.models.unet import architecture, build_segmenter, transfer_state
-from medgraft.models.weights import packaged_weight_file, resolve_weights
+from medgraft.models.weights import (
+    ResolvedWeights,
+    packaged_weight_file,
+    record_download,
+    resolve_weights,
+    tensors_sha256,
+)
 from medgraft.training.optim import lr_schedule, parameter_groups
 from medgraft.training.trainer import train
 
@@ -115,6 +122,26 @@ def test_nothing_found_lists_every_place_tried(tmp_path: Path):
         "--weights PATH",
     ):
         assert expected in text, expected
+
+
+def test_a_download_always_records_where_from_and_a_sha256(tmp_path: Path):
+    spec = get_encoder("resnet18")
+    model = build_segmenter(architecture(spec, 3, 2), spec)
+    downloaded = ResolvedWeights("download", None, source="imagenet")
+    # smp's cache file not found: the address and a digest of the loaded tensors
+    record = record_download(downloaded, spec, model.encoder).record()
+    settings = smp.encoders.encoders["resnet18"]["pretrained_settings"]["imagenet"]
+    assert record["path"] == f"hf://{settings['repo_id']}@{settings['revision']}"
+    assert record["sha256"] == tensors_sha256(model.encoder) and len(record["sha256"]) == 72
+    # the cached file found: its own path and sha256
+    snapshot = tmp_path / "hf" / "hub" / ("models--" + settings["repo_id"].replace("/", "--"))
+    snapshot = snapshot / "snapshots" / settings["revision"]
+    snapshot.mkdir(parents=True)
+    state = {k: v.contiguous() for k, v in model.encoder.state_dict().items()}
+    save_file(state, str(snapshot / "model.safetensors"))
+    record = record_download(downloaded, spec, model.encoder).record()
+    assert record["path"] == str((snapshot / "model.safetensors").resolve())
+    assert record["sha256"] == sha256_of(snapshot / "model.safetensors")
 
 
 def test_hf_hub_offline_is_honoured(monkeypatch):

@@ -148,3 +148,15 @@ def test_other_slice_counts_keep_pretrained_first_filters(channels: int, lite0_w
         torch.testing.assert_close(stem[:, :3], pretrained * 3 / channels)
     assert model(torch.rand(2, channels, 64, 64)).shape == (2, 2, 64, 64)
     assert np.allclose(model.mean.flatten().tolist(), [0.5] * channels)
+
+
+def test_input_range_of_the_pretrained_weights_is_applied():
+    """Weights trained on 0-255 inputs see 0-255 after the model's own normalisation."""
+    mean, std = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
+    spec = EncoderSpec("resnet18", {"imagenet": PretrainedSource("imagenet", mean, std, (0, 255))})
+    model = build_segmenter(architecture(spec, 3, 2), spec)
+    x = torch.rand(1, 3, 8, 8)
+    expected = (x * 255 - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    torch.testing.assert_close((x - model.mean) / model.std, expected)
+    unit = architecture(get_encoder(DEFAULT_ENCODER), 3, 2)  # [0, 1] weights: unchanged
+    assert unit.mean == list(get_encoder(DEFAULT_ENCODER).normalization().mean)

@@ -45,12 +45,20 @@ def run_demo(options: DemoOptions, output: Path | None = None) -> Evaluation:
     result = train(TrainConfig(**resolve_options([DEMO_TRAINING, this_run])))
     held_out = [Path(r["image"]) for r in result.val_cases]
     predict = PredictOptions(device=options.device, tta=False)  # trained without flips
-    stdout.print(run_batch([output / "model"], held_out, output / "predictions", predict).line())
+    reports = [run_batch([output / "model"], held_out, output / "predictions", predict)]
     spec = discover_dataset(data)
     if spec.test:
         unlabelled = [Path(r["image"]) for r in spec.test]
         predictions = output / "predictions-unlabelled"
-        stdout.print(run_batch([output / "model"], unlabelled, predictions, predict).line())
+        reports.append(run_batch([output / "model"], unlabelled, predictions, predict))
+    for report in reports:
+        stdout.print(report.line())
+    failed = sum(report.count("failed") for report in reports)
+    if failed:
+        raise MedgraftError(
+            f"demo: {failed} case(s) failed to segment (see the lines above and summary.csv "
+            "in each predictions folder); no Dice is reported from an incomplete run"
+        )
     evaluation = evaluate_and_report(
         output / "predictions",
         Path(result.val_cases[0]["label"]).parent,
@@ -61,6 +69,7 @@ def run_demo(options: DemoOptions, output: Path | None = None) -> Evaluation:
     )
     stdout.print(
         f"[bold]demo finished in {time.perf_counter() - started:.0f}s[/]: mean foreground "
-        f"Dice {evaluation.mean_dice():.3f} on {len(held_out)} held-out cases; outputs in {output}"
+        f"Dice {evaluation.mean_dice():.3f} on {len(evaluation.rows)} held-out cases; outputs in "
+        f"{output}"
     )
     return evaluation

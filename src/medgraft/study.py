@@ -19,7 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from medgraft.config.loading import load_config_file, overlay_options, resolve_options
+from medgraft.config.loading import (
+    load_config_file,
+    options_sha256,
+    overlay_options,
+    resolve_options,
+)
 from medgraft.config.schema import (
     QUICK_STUDY,
     QUICK_STUDY_TRAINING,
@@ -54,6 +59,7 @@ class StudyPlan:
     split_seed: int = 0
     train_options: dict = field(default_factory=dict)
     command: str = ""
+    redo_changed: bool = False
 
     @classmethod
     def from_options(
@@ -75,6 +81,7 @@ class StudyPlan:
             epochs=options.epochs,
             val_fraction=options.val_fraction,
             train_options=dict(train_options or {}),
+            redo_changed=options.redo_changed,
         )
 
     def check(self) -> None:
@@ -173,31 +180,22 @@ def run_study(
         for init in plan.inits:
             for seed in range(plan.seeds):
                 run_dir = output / "runs" / f"{init_label(init)}-f{fraction:g}-s{seed}"
-                rows.append(
-                    _finished_run(run_dir)
-                    or _train_run(plan, init, fraction, seed, cases, split_file, run_dir, trainer)
-                )
+                config = run_config(plan, init, seed, split_file, run_dir)
+                row = _finished_run(config, plan.redo_changed)
+                if row is None:
+                    trainer(config)
+                    row = _record_run(config, init_label(init), fraction, len(cases))
+                rows.append(row)
     write_results(rows, plan, output)
     return rows
 
 
-def _finished_run(run_dir: Path) -> dict | None:
-    result = run_dir / "result.json"
-    return json.loads(result.read_text()) if result.exists() else None
-
-
-def _train_run(
-    plan: StudyPlan,
-    init: str,
-    fraction: float,
-    seed: int,
-    cases: list[str],
-    split_file: Path,
-    run_dir: Path,
-    trainer: Callable[[TrainConfig], object],
-) -> dict:
+def run_config(
+    plan: StudyPlan, init: str, seed: int, split_file: Path, run_dir: Path
+) -> TrainConfig:
+    """The training options of one run of the plan; an interrupted run is resumed."""
     pretrained = init in (IMAGENET, SCRATCH)
-    resume = (run_dir / "last.pt").exists()
+    resume = (run_dir / "last.pt").exists() and not (run_dir / "result.json").exists()
     this_run = {
         "data": plan.data,
         "output": str(run_dir),
@@ -209,7 +207,33 @@ def _train_run(
         "resume": resume,
         "overwrite": not resume,
     }
-    trainer(TrainConfig(**resolve_options([plan.train_options, this_run])))
+    return TrainConfig(**resolve_options([plan.train_options, this_run]))
+
+
+def _finished_run(config: TrainConfig, redo_changed: bool) -> dict | None:
+    """The recorded result of a finished run made with ``config``'s options, else None.
+
+    A run that finished with other options (an edited plan, recipe or config file) is never
+    reused silently: it is refused, or retrained with ``redo_changed``.
+    """
+    result = Path(config.output) / "result.json"
+    if not result.exists():
+        return None
+    row = json.loads(result.read_text())
+    if row.get("options_sha256") == options_sha256(config):
+        return row
+    if redo_changed:
+        return None
+    raise MedgraftError(
+        f"{result.parent}: finished with other training options than this study asks for now "
+        "(the plan, recipe or config file changed); pass --redo-changed to retrain it, or use "
+        "another --output"
+    )
+
+
+def _record_run(config: TrainConfig, init: str, fraction: float, train_cases: int) -> dict:
+    """The run's row for results.csv, from its metrics; ``result.json`` marks it finished."""
+    run_dir = Path(config.output)
     epochs = list(csv.DictReader((run_dir / "metrics.csv").open()))
     if not epochs:
         raise MedgraftError(f"{run_dir}: training wrote no metrics")
@@ -219,10 +243,10 @@ def _train_run(
         int(r["epoch"]) for r in epochs if float(r["val_mean_dice"]) >= REACH_SHARE * best_dice
     )
     row = {
-        "init": init_label(init),
+        "init": init,
         "fraction": fraction,
-        "train_cases": len(cases),
-        "seed": seed,
+        "train_cases": train_cases,
+        "seed": config.seed,
         "best_mean_dice": best_dice,
         **{
             k.replace("val_dice_", "best_dice_"): float(v)
@@ -233,6 +257,7 @@ def _train_run(
         "epochs_to_90": reached,
         "seconds": sum(float(r["seconds"]) for r in epochs),
         "curve": [float(r["val_mean_dice"]) for r in epochs],
+        "options_sha256": options_sha256(config),
     }
     # written last and atomically: its presence marks the run as finished
     atomic_write_text(run_dir / "result.json", json.dumps(row, indent=1))

@@ -11,6 +11,8 @@ type is a dataclass (``augment``, ``inference``) merge key by key across these l
 from __future__ import annotations
 
 import difflib
+import hashlib
+import json
 import os
 import reprlib
 import types
@@ -104,6 +106,20 @@ def _overlay(base: dict[str, Any], layer: dict[str, Any], cls: type) -> dict[str
         else:
             result[name] = os.fspath(value) if isinstance(value, os.PathLike) else value
     return result
+
+
+NOT_IN_OPTIONS_HASH = frozenset(
+    {"output", "resume", "overwrite", "device", "num_workers", "cache_dir", "offline"}
+)
+"""Where a run is written, on what hardware, whether it may download: not what it computes."""
+
+
+def options_sha256(config: TrainConfig) -> str:
+    """A fingerprint of the options that decide what a run computes: a finished run is reused
+    only when the options asked for now have the same one."""
+    values = {k: v for k, v in asdict(config).items() if k not in NOT_IN_OPTIONS_HASH}
+    text = json.dumps(values, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def save_config(config: Any, path: Path) -> None:

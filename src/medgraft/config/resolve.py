@@ -5,10 +5,16 @@ schema defaults < ``--recipe`` < ``--config`` file < flags typed on the command 
 
 from __future__ import annotations
 
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from medgraft.config.loading import load_config_file, resolve_options
+from medgraft.config.loading import (
+    load_config_file,
+    load_saved_config,
+    overlay_options,
+    resolve_options,
+)
 from medgraft.config.recipes import load_recipe
 from medgraft.config.schema import TrainConfig
 from medgraft.errors import MedgraftError
@@ -32,18 +38,49 @@ def train_configs(
     if config_file:
         layers.append(load_config_file(config_file))
     layers.append(flags)
-    if fold is None:
-        return [TrainConfig(**resolve_options(layers))]
-    merged = resolve_options(layers)
-    return [TrainConfig(**{**merged, "fold": index}) for index in folds_to_run(fold, merged)]
+    base = TrainConfig(**resolve_options(layers))
+    folds = [base.fold] if fold is None else folds_to_run(fold, base.folds)
+    configs = [replace(base, fold=index) for index in folds]
+    if base.resume:
+        given = overlay_options(layers)
+        return [resumed_config(config, given) for config in configs]
+    return configs
 
 
-def folds_to_run(fold: str, options: dict[str, Any]) -> list[int]:
+RESUME_MAY_CHANGE = {"data", "output", "resume", "epochs", "device", "num_workers", "cache_dir"}
+"""What ``--resume`` may set anew: where things are, the hardware, and how long to train."""
+
+
+def resumed_config(config: TrainConfig, given: dict[str, Any]) -> TrainConfig:
+    """The run's saved options (its ``config.yaml``), with the epochs raised when given.
+
+    Any other given option that differs from the saved run is refused: a resumed run must be
+    the run it continues. Without a saved config the trainer reports the missing ``last.pt``.
+    """
+    run_dir = Path(config.output) / (f"fold_{config.fold}" if config.folds else "")
+    saved_file = run_dir / "config.yaml"
+    if not saved_file.is_file():
+        return config
+    saved = resolve_options([load_saved_config(saved_file)])
+    saved_plain, current = asdict(TrainConfig(**saved)), asdict(config)
+    for name in sorted(set(given) - RESUME_MAY_CHANGE):
+        if current[name] != saved_plain[name]:
+            raise MedgraftError(
+                f"{saved_file}: --resume continues the run as it was started, but {name} "
+                f"differs (saved {saved_plain[name]!r}, given {current[name]!r}); start a new "
+                "run from this one instead (--init-from RUN --init-part all)"
+            )
+    changeable = {k: current[k] for k in RESUME_MAY_CHANGE - {"epochs"}}
+    epochs = {"epochs": config.epochs} if "epochs" in given else {}
+    return TrainConfig(**{**saved, **changeable, **epochs, "fold": config.fold})
+
+
+def folds_to_run(fold: str, folds: int) -> list[int]:
     """``--fold`` as a list of fold indices: one number, or every fold of ``--folds K``."""
     if fold == "all":
-        if not options.get("folds"):
+        if not folds:
             raise MedgraftError("--fold all needs --folds K")
-        return list(range(options["folds"]))
+        return list(range(folds))
     try:
         return [int(fold)]
     except ValueError as exc:

@@ -206,6 +206,9 @@ class EvaluateOptions:
     stray_labels_to_background: bool = option(
         False, "Count mask values outside the classes as background (listed)."
     )
+    allow_missing: bool = option(
+        False, "Score the cases that have a prediction when others have none (listed)."
+    )
 
 
 @dataclass
@@ -226,6 +229,10 @@ class StudyOptions:
     encoder: str = option(TrainConfig.encoder, "smp encoder name or tu-<timm model>.")
     offline: bool = option(TrainConfig.offline, "Never download weights.")
     device: str = option(TrainConfig.device, "auto | cpu | cuda")
+    redo_changed: bool = option(
+        False,
+        "Retrain finished runs whose options differ from this plan's (default: refuse them).",
+    )
 
 
 QUICK_STUDY = {

@@ -350,4 +350,10 @@ def evaluate_and_report(
     if output is not None:
         evaluation.write_csv(output)
         stdout.print(f"wrote {output}")
+    if evaluation.missing and not options.allow_missing:
+        raise MedgraftError(
+            f"{pred}: {len(evaluation.missing)} case(s) with ground truth have no prediction "
+            f"(e.g. {evaluation.missing[0]}), so the means above leave them out; pass "
+            "--allow-missing to accept that"
+        )
     return evaluation

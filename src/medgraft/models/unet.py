@@ -87,14 +87,24 @@ class Architecture:
 
 
 def architecture(spec: EncoderSpec, in_channels: int, classes: int) -> Architecture:
-    """The U-Net for ``in_channels`` inputs and ``classes`` outputs on the encoder ``spec``."""
+    """The U-Net for ``in_channels`` inputs and ``classes`` outputs on the encoder ``spec``.
+
+    Inputs arrive in [0, 1]; weights trained on another input range (``input_range``, e.g.
+    0-255 for some smp encoders) get it folded into the stored mean/std, since
+    ``(x * (hi - lo) + lo - mean) / std == (x - (mean - lo) / (hi - lo)) / (std / (hi - lo))``.
+    """
     source = spec.normalization()
+    low, high = source.input_range
+    if not high > low:
+        raise MedgraftError(f"encoder {spec.name}: input range {source.input_range} is empty")
+    mean = [(m - low) / (high - low) for m in source.mean]
+    std = [s / (high - low) for s in source.std]
     return Architecture(
         encoder=spec.name,
         in_channels=in_channels,
         classes=classes,
-        mean=channel_normalization(source.mean, in_channels),
-        std=channel_normalization(source.std, in_channels),
+        mean=channel_normalization(tuple(mean), in_channels),
+        std=channel_normalization(tuple(std), in_channels),
     )
 
 

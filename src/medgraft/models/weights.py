@@ -16,6 +16,7 @@ weights. Whatever is used is recorded (file path and sha256) in the run folder.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 from collections.abc import Callable
@@ -176,13 +177,45 @@ def download_encoder_state(spec: EncoderSpec, source: str) -> dict[str, torch.Te
     return {k: v.detach().clone() for k, v in target.state_dict().items()}
 
 
-def record_download(weights: ResolvedWeights, spec: EncoderSpec) -> ResolvedWeights:
-    """After smp downloaded the weights, record the cached file it used (path and sha256)."""
+def record_download(
+    weights: ResolvedWeights, spec: EncoderSpec, encoder: torch.nn.Module
+) -> ResolvedWeights:
+    """After smp downloaded the weights, record where they came from and a sha256.
+
+    The cached file smp/timm left is recorded when it can be found (path and its sha256);
+    otherwise the download's address and the sha256 of the loaded encoder tensors, so a run
+    never records a download it cannot identify.
+    """
     source = spec.sources[weights.source]
     found = cached_download(spec, source)
-    if found is None:
-        return weights
-    return ResolvedWeights("download", None, str(found.resolve()), sha256_of(found), source.name)
+    if found is not None:
+        return ResolvedWeights(
+            "download", None, str(found.resolve()), sha256_of(found), source.name
+        )
+    return ResolvedWeights(
+        "download", None, download_address(spec, source), tensors_sha256(encoder), source.name
+    )
+
+
+def download_address(spec: EncoderSpec, source: PretrainedSource) -> str:
+    """Where smp/timm download ``source`` from: a Hugging Face repo or a URL."""
+    if spec.timm_name is None:
+        settings = smp.encoders.encoders.get(spec.name, {}).get("pretrained_settings", {})
+        found = settings.get(source.name, {})
+        return f"hf://{found.get('repo_id', spec.name)}@{found.get('revision', 'main')}"
+    cfg = timm.get_pretrained_cfg(spec.timm_name)
+    if cfg is not None and cfg.hf_hub_id:
+        return f"hf://{cfg.hf_hub_id}"
+    return str(cfg.url) if cfg is not None and cfg.url else f"timm:{spec.timm_name}"
+
+
+def tensors_sha256(module: torch.nn.Module) -> str:
+    """sha256 over a module's state (names and tensor bytes, in name order), tagged as such."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return f"tensors:{digest.hexdigest()}"
 
 
 def fetch_weights(spec: EncoderSpec, source: str, folder: Path) -> Path:

@@ -24,7 +24,8 @@ from monai.data import DataLoader, Dataset
 from monai.transforms import Compose
 from monai.utils import set_determinism
 
-from medgraft.config.loading import resolve_options
+from medgraft.config.loading import options_sha256, resolve_options
+from medgraft.config.resolve import RESUME_MAY_CHANGE
 from medgraft.config.schema import TrainConfig
 from medgraft.data.augment import Augment2Dd
 from medgraft.data.cases import apply_intensity, load_cases
@@ -90,6 +91,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
+        self.extended_from: int | None = None
         self.rank, self.world_size, self.local_rank = distributed_setup(config.device)
         self.main = self.rank == 0
 
@@ -193,8 +195,7 @@ class Trainer:
         resume_state = self._prepare_run_dir()
         self._record_split(train_records, val_records)
         if resume_state is not None:
-            self.config = TrainConfig(**resolve_options([resume_state.train_config]))
-            self.config.resume = True
+            self.config = self._resumed_options(resume_state)
         set_determinism(seed=self.config.seed)
         self.device = select_device(self.config.device, self.local_rank)
         self.dtype = amp_dtype(self.config.amp, self.device)
@@ -262,6 +263,23 @@ class Trainer:
             run_dir.mkdir(parents=True, exist_ok=True)
         return None
 
+    def _resumed_options(self, state: Checkpoint) -> TrainConfig:
+        """The saved run's options; the given config may set the epochs (raise them to train
+        longer), the hardware and where files are (``RESUME_MAY_CHANGE``)."""
+        saved = resolve_options([state.train_config])
+        given = {k: getattr(self.config, k) for k in RESUME_MAY_CHANGE}
+        config = TrainConfig(**{**saved, **given, "resume": True})
+        if config.epochs < state.epoch:
+            raise MedgraftError(
+                f"{self.run_dir}: already trained {state.epoch} epochs; --epochs must be at "
+                f"least that to resume (more to train longer)"
+            )
+        if config.epochs != saved["epochs"]:
+            # the schedule is re-planned over the new total: from the resume step on, the
+            # learning rate follows the curve a run started with --epochs N would follow
+            self.extended_from = saved["epochs"]
+        return config
+
     def _record_split(self, train_records: list[dict], val_records: list[dict]) -> None:
         """``splits.json`` of a single run (k-fold runs share their root's)."""
         if not self.main or self.config.folds:
@@ -325,6 +343,7 @@ class Trainer:
         """``config.json``: the options and everything decided from them and the data."""
         return {
             "train_config": asdict(self.config),
+            "options_sha256": options_sha256(self.config),
             "augmentation": asdict(self.augment),
             "num_classes": self.num_classes,
             "weights_record": self.weights_record,
@@ -379,6 +398,18 @@ class Trainer:
         set_rng_state(training["rng"])
         self.best_dice, self.best_epoch = state.best_dice, state.best_epoch
         self.log.event(f"resumed from {self.run_dir / 'last.pt'} after epoch {state.epoch}")
+        if self.extended_from is not None:
+            message = (
+                f"run extended from {self.extended_from} to {self.config.epochs} epochs; the "
+                f"learning-rate schedule is re-planned over {self.config.epochs} epochs"
+            )
+            self.log.event(message)
+            console.print(message)
+        if state.epoch >= self.config.epochs:
+            console.print(
+                f"{self.run_dir}: all {self.config.epochs} epochs were already trained; nothing "
+                "to do (pass a larger --epochs with --resume to train longer)"
+            )
         return state.epoch + 1
 
     def _train_epochs(self, resume_from: Checkpoint | None) -> None:
@@ -462,7 +493,7 @@ def initial_model(
         )
         model = build_segmenter(arch, encoder, weights)
         if weights.origin == "download":
-            weights = record_download(weights, encoder)
+            weights = record_download(weights, encoder, model.encoder)
         return model, {"encoder": weights.record(), "decoder": "random"}
     source = load_checkpoint(config.init_from)
     require_same_input(source.architecture, arch)  # before building the source network

@@ -1,0 +1,133 @@
+"""Geometry that sees content: a scan whose intensity encodes its label goes through the whole
+predict path (read, reorient, resample, 2.5D stacks, padding, restore, write) and the mask must
+match the known label map voxel by voxel on the input's own grid, for oblique, LPS and PIR
+NIfTI, a volume that needs in-plane resampling, and an oblique DICOM series."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from conftest import write_nifti
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from medgraft.config.schema import InferenceOptions, PredictOptions
+from medgraft.data.transforms import Preprocessing
+from medgraft.inference.batch import predict_cases
+from medgraft.inference.predictor import Predictor
+from medgraft.models.checkpoint import ModelInputs
+
+LEVELS = (0.0, 500.0, 1000.0)
+"""Raw intensity of background, label 1 and label 2; per-volume percentile scaling maps them
+to 0, 0.5 and 1."""
+
+
+class IntensityOracle(torch.nn.Module):
+    """A "network" that labels each pixel of the centre slice by its intensity level, so a
+    mask can only be wrong where the pipeline moved or mixed up voxels."""
+
+    output_stride = 32
+    num_classes = 3
+
+    def forward(self, stacks: torch.Tensor) -> torch.Tensor:
+        centre = stacks[:, stacks.shape[1] // 2]
+        levels = torch.tensor([0.0, 0.5, 1.0]).view(1, 3, 1, 1)
+        return -100.0 * (centre[:, None] - levels) ** 2
+
+
+def label_map(shape: tuple[int, int, int]) -> np.ndarray:
+    """Two boxes and a bar on an asymmetric layout: any flip or transpose changes the map."""
+    labels = np.zeros(shape, np.uint8)
+    x, y, z = shape
+    labels[2 : x // 2, 3 : y - 4, 1 : z - 1] = 1
+    labels[x // 2 + 3 : x - 2, 2 : y // 3, : z // 2 + 1] = 2
+    labels[x // 2 + 3 : x - 5, y // 2 :, z - 2 :] = 1
+    return labels
+
+
+def predict_with_oracle(inputs: list[Path], out: Path, spacing) -> list:
+    prep = Preprocessing(volumetric=True, orientation="RAS", spacing=spacing)
+    model_inputs = ModelInputs(
+        preprocessing=prep,
+        slices=3,
+        labels={"0": "background", "1": "a", "2": "b"},
+        inference=InferenceOptions(tta=False),
+    )
+    predictor = Predictor([IntensityOracle()], model_inputs, device=torch.device("cpu"))
+    options = PredictOptions(tta=False, largest_component=False, min_size=0)
+    return list(predict_cases(predictor, inputs, out, options))
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    scores = [2 * ((a == v) & (b == v)).sum() / ((a == v).sum() + (b == v).sum()) for v in (1, 2)]
+    return float(np.mean(scores))
+
+
+AFFINES = {
+    "oblique": np.array(
+        [[0.0, -0.9, 0.1, 10.0], [1.1, 0.0, 0.0, -20.0], [0.0, 0.1, 2.0, 5.0], [0, 0, 0, 1]]
+    ),
+    "lps": np.diag([-1.0, -1.0, 1.5, 1.0]),
+    "pir": np.array(
+        [[0.0, 0.0, -1.2, 30.0], [-0.8, 0.0, 0.0, 12.0], [0.0, -1.0, 0.0, 7.0], [0, 0, 0, 1]]
+    ),
+    # 2 mm x 1 mm in-plane, 3 mm slices: resampled to 1 mm in-plane for the model and back
+    "anisotropic": np.diag([2.0, 1.0, 3.0, 1.0]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(AFFINES))
+def test_nifti_masks_match_the_known_labels_on_the_input_grid(name: str, tmp_path: Path):
+    shape = (30, 44, 9) if name != "pir" else (30, 9, 44)
+    labels = label_map(shape)
+    scan = tmp_path / "in" / f"{name}.nii.gz"
+    scan.parent.mkdir()
+    write_nifti(scan, np.choose(labels, LEVELS).astype(np.float32), AFFINES[name])
+    spacing = (1.0, 1.0, 0.0) if name == "anisotropic" else None
+    [result] = predict_with_oracle([scan], tmp_path / "out", spacing)
+    assert result.status == "ok", result.message
+    mask = nib.load(tmp_path / "out" / f"{name}.nii.gz")
+    np.testing.assert_allclose(mask.affine, AFFINES[name], atol=1e-5)
+    assert dice(np.asarray(mask.dataobj), labels) >= 0.99
+
+
+def write_dicom_series(folder: Path, volume: np.ndarray) -> None:
+    """An oblique series: ``volume[i, j, k]`` is row i, column j of slice k (uint16)."""
+    row_dir, col_dir = np.array([0.6, 0.8, 0.0]), np.array([-0.48, 0.36, -0.8])
+    normal, series_uid = np.cross(row_dir, col_dir), generate_uid()
+    folder.mkdir()
+    for k in range(volume.shape[2]):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"  # MR image storage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = FileDataset(str(folder / f"s{k}"), {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, generate_uid()
+        ds.Modality, ds.SeriesInstanceUID, ds.InstanceNumber = "MR", series_uid, k + 1
+        ds.ImagePositionPatient = [f"{v:g}" for v in np.array([5.0, -3.0, 2.0]) + 2.0 * k * normal]
+        ds.ImageOrientationPatient = [f"{v:g}" for v in (*row_dir, *col_dir)]
+        ds.PixelSpacing = ["0.9", "0.9"]
+        ds.Rows, ds.Columns = volume.shape[:2]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.PixelData = np.ascontiguousarray(volume[:, :, k]).tobytes()
+        ds.save_as(str(folder / f"s{k}"))
+
+
+def test_dicom_series_mask_matches_the_known_labels(tmp_path: Path):
+    labels = label_map((32, 40, 8))
+    write_dicom_series(tmp_path / "series", np.choose(labels, LEVELS).astype(np.uint16))
+    [result] = predict_with_oracle([tmp_path / "series"], tmp_path / "out", None)
+    assert result.status == "ok", result.message
+    mask = np.asarray(nib.load(tmp_path / "out" / "series.nii.gz").dataobj)
+    assert dice(mask, labels) >= 0.99
+
+
+def test_the_check_sees_a_flipped_mask(tmp_path: Path):
+    """The comparison above fails for a mask that is right in shape and header but flipped."""
+    labels = label_map((30, 44, 9))
+    assert dice(labels[::-1], labels) < 0.9 and dice(labels[:, ::-1], labels) < 0.9
