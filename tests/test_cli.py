@@ -4,9 +4,12 @@ help shows the schema's one default."""
 from __future__ import annotations
 
 import inspect
+import subprocess
+import sys
 from dataclasses import fields
 
 import pytest
+import typer
 from conftest import invoke
 
 from medgraft.cli import app, given
@@ -78,3 +81,37 @@ def test_typed_flag_equal_to_the_default_still_beats_the_config_file(
     assert invoke(runner, *args, "--epochs", "8", "--no-flips").exit_code == 0
     assert (seen[0].epochs, seen[0].batch_size) == (8, 16)
     assert (seen[0].augment.strength, seen[0].augment.flips) == (0.5, False)
+
+
+@pytest.mark.parametrize("name", ["train", "predict", "evaluate", "study", "demo", "export"])
+def test_help_shows_every_option_name_in_full_at_80_columns(name: str, runner) -> None:
+    result = runner.invoke(app, [name, "--help"], env={"COLUMNS": "80"}, terminal_width=80)
+    assert result.exit_code == 0
+    click_command = typer.main.get_command(app).commands[name]
+    names = [n for p in click_command.params for n in [*p.opts, *p.secondary_opts]]
+    assert "--help" in result.output
+    missing = [n for n in names if n.startswith("-") and n not in result.output]
+    assert not missing, missing
+    assert all(len(line) <= 80 for line in result.output.splitlines())
+    assert "…" not in result.output
+
+
+@pytest.mark.slow
+def test_a_normal_run_prints_no_library_notices_and_verbose_shows_them(
+    mri_run, demo_dir, tmp_path
+) -> None:
+    scan = next((demo_dir / "imagesTs").glob("*.nii.gz"))
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / scan.name).write_bytes(scan.read_bytes())
+
+    def predict(*extra: str) -> str:
+        out = tmp_path / f"out{len(extra)}"
+        command = [sys.executable, "-m", "medgraft", *extra, "predict", "--model", str(mri_run)]
+        command += ["-i", str(tmp_path / "in"), "-o", str(out)]
+        done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=300)
+        return done.stderr
+
+    quiet = predict()
+    for notice in ("nvImageCodec", "FutureWarning", "UserWarning", "Orientationd"):
+        assert notice not in quiet, quiet
+    assert "nvImageCodec" in predict("--verbose")

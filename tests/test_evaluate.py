@@ -127,6 +127,19 @@ def test_table_shows_mean_std_and_missed_count(evaluation: Evaluation):
     assert "mean ± std" in text and "(1 missed)" in text and "HD95 a" in text
 
 
+def test_table_never_cuts_case_ids(evaluation: Evaluation):
+    long_id = "hippocampus_20240101_subject-0042_visit-3"
+    renamed = Evaluation(
+        evaluation.label_names,
+        rows=[{**r, "case_id": f"{long_id}_{r['case_id']}"} for r in evaluation.rows],
+        nsd_tolerance=evaluation.nsd_tolerance,
+    )
+    console = Console(record=True, width=80)
+    console.print(renamed.table())
+    text = console.export_text()
+    assert all(f"{long_id}_{r['case_id']}" in text for r in evaluation.rows), text
+
+
 def test_2d_png_masks_use_pixel_spacing(tmp_path: Path):
     # Rows 5..8 vs 7..10 of a 4x10 rectangle: Dice 2*20/80; the 10 pixels of the far row lie 2
     # pixels from the other boundary, 10 of 24 boundary pixels, so HD95 is 2 (spacing 1).

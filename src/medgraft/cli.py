@@ -10,8 +10,10 @@ Heavy modules (torch, MONAI) are imported inside the commands, so ``--help`` sta
 from __future__ import annotations
 
 import inspect
+import logging
 import sys
 import typing
+import warnings
 from collections.abc import Callable
 from dataclasses import MISSING, Field, fields, is_dataclass
 from pathlib import Path
@@ -38,10 +40,28 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # click's plain help: every option name in full at any width (rich's panels cut long
+    # names such as --freeze-encoder-epochs to "--freeze-encoder…" at 80 columns)
+    rich_markup_mode=None,
 )
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True, highlight=False)
 _state = {"debug": False}
+LIBRARY_NOISE = {
+    # MONAI's optional nvImageCodec DICOM decoder: absent on most machines, and pydicom's own
+    # decoders are used instead; said once by a logger and once by a warning on every load
+    "logger": "monai.data.nvimgcodec_pydicom_plugin",
+    "warning": r"NvImgCodecPydicomReader: nvImageCodec decoder plugin did not register",
+}
+
+
+def quiet_library_noise() -> None:
+    """Hide the known, harmless messages of the libraries underneath (``--verbose`` keeps them):
+    only these, so any other warning still reaches the user."""
+    logging.getLogger(LIBRARY_NOISE["logger"]).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=LIBRARY_NOISE["warning"], category=UserWarning)
+
+
 NESTED = "__"
 """Separates a nested option's parts in parameter names: ``augment__strength``."""
 
@@ -87,11 +107,11 @@ def _parameter(name: str, f: Field, hint: Any) -> inspect.Parameter:
         base = Path
     flag = "--" + f.metadata.get("flag", f.name.replace("_", "-"))
     declarations = [f"{flag}/--no-{flag[2:]}"] if base is bool else [flag]
-    help_text = escape(f.metadata.get("help", ""))
+    help_text = f.metadata.get("help", "")
     if f.default not in (MISSING, None):
         # the schema's default, shown: the parameter's own default is None ("not given")
         shown = (flag if f.default else f"--no-{flag[2:]}") if base is bool else f.default
-        help_text += " " + escape(f"[default: {shown}]")
+        help_text += f" [default: {shown}]"
     option = typer.Option(*declarations, help=help_text, min=f.metadata.get("min"))
     return inspect.Parameter(
         name,
@@ -121,8 +141,13 @@ def _options(
     debug: Annotated[
         bool, typer.Option("--debug", help="Show Python tracebacks on errors.")
     ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Also show the libraries' own notices.")
+    ] = False,
 ) -> None:
     _state["debug"] = debug
+    if not verbose:
+        quiet_library_noise()
 
 
 @app.command()
@@ -139,7 +164,7 @@ def train(
     fold: Annotated[
         str | None,
         typer.Option(
-            help=escape(f"Fold to train, or 'all' for each in turn. [default: {TrainConfig.fold}]")
+            help=f"Fold to train, or 'all' for each in turn. [default: {TrainConfig.fold}]"
         ),
     ] = None,
     **options: Any,
@@ -169,7 +194,7 @@ def study(
     quick: Annotated[
         bool,
         typer.Option(
-            help=escape(
+            help=(
                 "The embedded demo data and a small grid ("
                 + ", ".join(f"{k} {v}" for k, v in QUICK_STUDY.items())
                 + "): about 10 minutes on a CPU; typed flags win."

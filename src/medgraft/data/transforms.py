@@ -165,7 +165,11 @@ def spatial_transforms(prep: Preprocessing, keys: Sequence[str] = ("image",)) ->
     keys = list(keys)
     modes = _modes(keys)
     if prep.volumetric:
-        steps = [Orientationd(keys, axcodes=prep.orientation)] if prep.orientation else []
+        # the axis labels MONAI has always used, given explicitly: the same meaning, and no
+        # FutureWarning about a default that is going to change
+        labels = (("L", "R"), ("P", "A"), ("I", "S"))
+        orient = Orientationd(keys, axcodes=prep.orientation, labels=labels)
+        steps = [orient] if prep.orientation else []
         if prep.spacing:
             steps.append(Spacingd(keys, pixdim=prep.spacing, mode=modes))
         return Compose(steps)

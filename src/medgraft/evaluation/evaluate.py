@@ -149,7 +149,9 @@ class Evaluation:
                 "and counted as 'missed'."
             ),
         )
-        table.add_column("case")
+        # case ids are never cut: the metric columns wrap instead
+        longest = max((len(row["case_id"]) for row in self.rows), default=4)
+        table.add_column("case", no_wrap=True, min_width=longest)
         for metric in METRICS:
             for name in names:
                 table.add_column(f"{_TITLES[metric]} {name}", justify="right")
