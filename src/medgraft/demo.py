@@ -1,7 +1,8 @@
 """The demo: fine-tune on the embedded MRI data, segment held-out and unlabelled scans, score.
 
 It runs offline on a CPU in minutes and goes through the same functions as ``medgraft train``,
-``predict`` and ``evaluate``.
+``predict`` and ``evaluate``. The held-out cases are only scored: the model is the last
+epoch's, so they choose no checkpoint (their Dice per epoch is shown, not used).
 """
 
 from __future__ import annotations
@@ -45,12 +46,15 @@ def run_demo(options: DemoOptions, output: Path | None = None) -> Evaluation:
     result = train(TrainConfig(**resolve_options([DEMO_TRAINING, this_run])))
     held_out = [Path(r["image"]) for r in result.val_cases]
     predict = PredictOptions(device=options.device, tta=False)  # trained without flips
-    reports = [run_batch([output / "model"], held_out, output / "predictions", predict)]
+    # the last epoch's model, not best.pt: the held-out cases are scored, so they must not
+    # also choose the checkpoint
+    model = output / "model" / "last.pt"
+    reports = [run_batch([model], held_out, output / "predictions", predict)]
     spec = discover_dataset(data)
     if spec.test:
         unlabelled = [Path(r["image"]) for r in spec.test]
         predictions = output / "predictions-unlabelled"
-        reports.append(run_batch([output / "model"], unlabelled, predictions, predict))
+        reports.append(run_batch([model], unlabelled, predictions, predict))
     for report in reports:
         stdout.print(report.line())
     failed = sum(report.count("failed") for report in reports)
@@ -69,7 +73,7 @@ def run_demo(options: DemoOptions, output: Path | None = None) -> Evaluation:
     )
     stdout.print(
         f"[bold]demo finished in {time.perf_counter() - started:.0f}s[/]: mean foreground "
-        f"Dice {evaluation.mean_dice():.3f} on {len(evaluation.rows)} held-out cases; outputs in "
-        f"{output}"
+        f"Dice {evaluation.mean_dice():.3f} on {len(evaluation.rows)} held-out cases (model of "
+        f"the last epoch, chosen by none of them); outputs in {output}"
     )
     return evaluation
