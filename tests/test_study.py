@@ -93,17 +93,25 @@ def test_rerun_skips_finished_runs(
     assert (finished_study / "results.csv").read_text() == before
 
 
-def test_interrupted_run_resumes_and_a_new_one_starts_fresh(micro_msd: Path, tmp_path: Path):
-    calls = []
+def fake_trainer(calls: list, metrics: str):
+    """A trainer that records its configs and writes ``metrics`` as the run's metrics.csv."""
 
     def fake_train(config):
         calls.append(config)
         run = Path(config.output)
         run.mkdir(parents=True, exist_ok=True)
-        (run / "metrics.csv").write_text(
-            "epoch,val_mean_dice,val_dice_Anterior,val_dice_Posterior,seconds\n"
-            "1,0.5,0.4,0.6,3\n2,0.8,0.7,0.9,3\n"
-        )
+        (run / "metrics.csv").write_text(metrics)
+
+    return fake_train
+
+
+def test_interrupted_run_resumes_and_a_new_one_starts_fresh(micro_msd: Path, tmp_path: Path):
+    calls = []
+    fake_train = fake_trainer(
+        calls,
+        "epoch,val_mean_dice,val_dice_Anterior,val_dice_Posterior,seconds\n"
+        "1,0.5,0.4,0.6,3\n2,0.8,0.7,0.9,3\n",
+    )
 
     options = StudyOptions(inits="none", fractions="1.0", seeds=2)
     plan = StudyPlan.from_options(str(micro_msd), str(tmp_path), options)
@@ -140,12 +148,7 @@ def test_matching_fraction_compares_with_scratch_at_full_labels():
 
 def test_a_run_finished_with_other_options_is_refused_or_redone(micro_msd: Path, tmp_path: Path):
     trained = []
-
-    def fake_train(config):
-        trained.append(config)
-        run = Path(config.output)
-        run.mkdir(parents=True, exist_ok=True)
-        (run / "metrics.csv").write_text("epoch,val_mean_dice,seconds\n1,0.5,3\n")
+    fake_train = fake_trainer(trained, "epoch,val_mean_dice,seconds\n1,0.5,3\n")
 
     def plan(**options):
         settings = StudyOptions(inits="none", fractions="1.0", seeds=1, **options)
