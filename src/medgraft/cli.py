@@ -295,24 +295,41 @@ def encoders(
     ] = None,
 ) -> None:
     """List encoders with parameter counts, pretrained sources and offline availability."""
-    from medgraft.models.registry import encoder_names, get_encoder
-    from medgraft.models.weights import available_offline, encoder_parameter_count
+    from medgraft.models.catalog import catalog, listed_normalization, offline_places
 
     table = Table(title="Encoders (name for --encoder)")
     for column in ("encoder", "params (M)", "pretrained sources", "offline", "mean / std"):
         table.add_column(column, no_wrap=True)
-    for name in encoder_names(timm_filter):
-        spec = get_encoder(name)
-        offline = [s for s in spec.sources.values() if available_offline(spec, s)]
-        source = spec.normalization()
+    listed = catalog()  # shipped table: no torch, smp or timm import
+    if timm_filter:
+        listed += _timm_entries(timm_filter, {e["name"] for e in listed})
+    for entry in listed:
+        sources = entry["sources"]
+        offline = [s["name"] for s in sources if any(offline_places(entry["name"], s))]
+        mean, std = listed_normalization(entry)
         table.add_row(
-            name,
-            f"{encoder_parameter_count(name) / 1e6:.1f}",
-            ", ".join(spec.sources) or "-",
-            "yes: " + ", ".join(s.name for s in offline) if offline else "no",
-            f"{_short(source.mean)} / {_short(source.std)}",
+            entry["name"],
+            f"{entry['params'] / 1e6:.1f}",
+            ", ".join(s["name"] for s in sources) or "-",
+            "yes: " + ", ".join(offline) if offline else "no",
+            f"{_short(mean)} / {_short(std)}",
         )
     Console(width=max(console.width, 150)).print(table)
+
+
+def _timm_entries(pattern: str, known: set[str]) -> list[dict]:
+    """Catalog-shaped entries for timm models matching ``pattern`` (imports timm and torch)."""
+    from medgraft.models.catalog import catalog_entry
+    from medgraft.models.registry import encoder_names, get_encoder
+    from medgraft.models.weights import download_coordinates, encoder_parameter_count
+
+    entries = []
+    for name in encoder_names(pattern):
+        if name in known:
+            continue
+        spec = get_encoder(name)
+        entries.append(catalog_entry(spec, encoder_parameter_count(name), download_coordinates))
+    return entries
 
 
 @app.command()

@@ -9,7 +9,6 @@ their normalisation from smp's / timm's own pretrained configs.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +16,10 @@ from types import MappingProxyType
 
 import segmentation_models_pytorch as smp
 import timm
-from huggingface_hub import try_to_load_from_cache
 
 from medgraft.config.schema import DEFAULT_ENCODER
 from medgraft.errors import MedgraftError
+from medgraft.models.catalog import hf_cached
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -101,21 +100,7 @@ def smp_cached_file(settings: dict, filename: str) -> Path | None:
     """A file of smp's Hugging Face weight repo if it is in the local cache (no network)."""
     if "repo_id" not in settings:
         return None
-    found = try_to_load_from_cache(
-        settings["repo_id"], filename, cache_dir=hf_cache_dir(), revision=settings.get("revision")
-    )
-    return Path(found) if isinstance(found, str) else None
-
-
-def hf_cache_dir() -> Path:
-    """The Hugging Face hub cache, honouring HF_HUB_CACHE and HF_HOME as set now."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    home = (
-        os.environ.get("HF_HOME")
-        or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "huggingface"
-    )
-    return Path(home) / "hub"
+    return hf_cached(settings["repo_id"], filename, settings.get("revision"))
 
 
 def get_encoder(name: str) -> EncoderSpec:

@@ -17,7 +17,6 @@ weights. Whatever is used is recorded (file path and sha256) in the run folder.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,15 +25,20 @@ from pathlib import Path
 import segmentation_models_pytorch as smp
 import timm
 import torch
-from huggingface_hub import try_to_load_from_cache
 
 from medgraft.errors import MedgraftError, first_line
 from medgraft.files import atomic_write, sha256_of
+from medgraft.models.catalog import (
+    WEIGHT_SUFFIXES,
+    WEIGHTS_DIR_ENV,
+    cached_file,
+    hf_cache_dir,
+    packaged_weight_file,
+    torch_hub_dir,
+    weights_dir_file,
+)
 from medgraft.models.convert import efficientnet_pytorch_to_timm
-from medgraft.models.registry import EncoderSpec, PretrainedSource, hf_cache_dir, smp_cached_file
-
-WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
-WEIGHTS_DIR_ENV = "MEDGRAFT_WEIGHTS_DIR"
+from medgraft.models.registry import EncoderSpec, PretrainedSource
 
 
 @dataclass
@@ -105,19 +109,17 @@ def local_locations(
     if os.environ.get(WEIGHTS_DIR_ENV):
         folders.append(Path(os.environ[WEIGHTS_DIR_ENV]))
     for folder in folders:
-        names = [f"{spec.name}{s}" for s in WEIGHT_SUFFIXES]
-        names += [f"{spec.name}.{source.name}{s}" for s in WEIGHT_SUFFIXES]
         locations.append(
             (
                 "weights-dir",
                 f"weights folder {folder}/{spec.name}[.{source.name}].pth|…",
-                lambda folder=folder, names=names: _first_existing(folder / n for n in names),
+                lambda folder=folder: weights_dir_file(folder, spec.name, source.name),
             )
         )
     locations.append(
         (
             "cache",
-            f"smp/timm download caches ({hf_cache_dir()}, {torch.hub.get_dir()})",
+            f"smp/timm download caches ({hf_cache_dir()}, {torch_hub_dir()})",
             lambda: cached_download(spec, source),
         )
     )
@@ -138,34 +140,34 @@ def available_offline(spec: EncoderSpec, source: PretrainedSource) -> bool:
 
 def cached_download(spec: EncoderSpec, source: PretrainedSource) -> Path | None:
     """The file an earlier smp/timm download left in its cache, if any (never downloads)."""
+    return cached_file(download_coordinates(spec, source))
+
+
+def download_coordinates(spec: EncoderSpec, source: PretrainedSource) -> dict:
+    """Where smp/timm download ``source`` from, as ``catalog.cached_file`` looks it up."""
     if spec.timm_name is None:
         settings = smp.encoders.encoders.get(spec.name, {}).get("pretrained_settings", {})
-        return smp_cached_file(settings.get(source.name, {}), "model.safetensors")
+        found = settings.get(source.name, {})
+        if "repo_id" not in found:
+            return {}
+        return {
+            "repo_id": found["repo_id"],
+            "revision": found.get("revision"),
+            "files": ["model.safetensors"],
+            "config_in_repo": True,
+        }
     cfg = timm.get_pretrained_cfg(spec.timm_name)
     if cfg is None:
-        return None
+        return {}
+    coordinates: dict = {"url": cfg.url} if cfg.url else {}
     if cfg.hf_hub_id:
         repo, _, revision = cfg.hf_hub_id.partition("@")
-        for filename in ("model.safetensors", "pytorch_model.bin"):
-            found = try_to_load_from_cache(
-                repo, filename, cache_dir=hf_cache_dir(), revision=revision or None
-            )
-            if isinstance(found, str):
-                return Path(found)
-    if cfg.url:
-        checkpoint = Path(torch.hub.get_dir()) / "checkpoints" / Path(cfg.url).name
-        if checkpoint.is_file():
-            return checkpoint
-    return None
-
-
-def packaged_weight_file(module: str) -> Path | None:
-    """The single ``.pth`` file shipped in ``<module>/models/``, if that package is installed."""
-    found = importlib.util.find_spec(module)
-    if found is None or found.origin is None:
-        return None
-    files = sorted((Path(found.origin).parent / "models").glob("*.pth"))
-    return files[0] if files else None
+        coordinates |= {
+            "repo_id": repo,
+            "revision": revision or None,
+            "files": ["model.safetensors", "pytorch_model.bin"],
+        }
+    return coordinates
 
 
 def download_encoder_state(spec: EncoderSpec, source: str) -> dict[str, torch.Tensor]:
@@ -199,14 +201,10 @@ def record_download(
 
 def download_address(spec: EncoderSpec, source: PretrainedSource) -> str:
     """Where smp/timm download ``source`` from: a Hugging Face repo or a URL."""
-    if spec.timm_name is None:
-        settings = smp.encoders.encoders.get(spec.name, {}).get("pretrained_settings", {})
-        found = settings.get(source.name, {})
-        return f"hf://{found.get('repo_id', spec.name)}@{found.get('revision', 'main')}"
-    cfg = timm.get_pretrained_cfg(spec.timm_name)
-    if cfg is not None and cfg.hf_hub_id:
-        return f"hf://{cfg.hf_hub_id}"
-    return str(cfg.url) if cfg is not None and cfg.url else f"timm:{spec.timm_name}"
+    coordinates = download_coordinates(spec, source)
+    if coordinates.get("repo_id"):
+        return f"hf://{coordinates['repo_id']}@{coordinates.get('revision') or 'main'}"
+    return coordinates.get("url") or f"{spec.name}:{source.name}"
 
 
 def tensors_sha256(module: torch.nn.Module) -> str:
@@ -243,10 +241,6 @@ def encoder_parameter_count(name: str) -> int:
     except RuntimeError:  # a few encoders compute values in __init__; build those for real
         encoder = smp.encoders.get_encoder(name, weights=None)
     return sum(p.numel() for p in encoder.parameters())
-
-
-def _first_existing(paths) -> Path | None:
-    return next((p for p in paths if p.is_file()), None)
 
 
 def _from_file(
