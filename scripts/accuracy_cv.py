@@ -20,15 +20,14 @@ import argparse
 import csv
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from provenance import Measurement
 from shared_subsets import SHARED
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,38 +123,30 @@ def train(name: str, work: Path, redo_changed: bool = False) -> None:
             print(f"{run}: finished, skipped", flush=True)
             continue
         resume = ["--resume"] if (run / "last.pt").exists() else []
-        started = time.perf_counter()
-        medgraft(
-            "train", "--recipe", setup["recipe"], "--data", str(data), "--output", str(output),
-            "--folds", str(FOLDS), "--fold", str(fold), "--offline", *setup["flags"], *resume,
-        )  # fmt: skip
-        add_wall_time(run, time.perf_counter() - started)
+        with Measurement() as measured:
+            medgraft(
+                "train", "--recipe", setup["recipe"], "--data", str(data), "--output",
+                str(output), "--folds", str(FOLDS), "--fold", str(fold), "--offline",
+                *setup["flags"], *resume,
+            )  # fmt: skip
+        add_wall_time(run, measured)
 
 
-def add_wall_time(run: Path, seconds: float) -> None:
-    path = run / "wall_seconds.json"
+def add_wall_time(run: Path, measured: Measurement) -> None:
+    """Sum the fold's training calls (an interrupted fold takes several) in ``wall.json``;
+    the other jobs' cores are averaged over the calls' wall time."""
+    path = run / "wall.json"
     done = json.loads(path.read_text()) if path.exists() else {"seconds": 0.0, "calls": 0}
-    done = {
-        "seconds": done["seconds"] + seconds,
+    other_core_seconds = done.get("other_jobs_cores", 0.0) * done["seconds"]
+    seconds = done["seconds"] + measured.seconds
+    record = {
+        **measured.record(),
+        "seconds": seconds,
         "calls": done["calls"] + 1,
-        "hardware": hardware(),
+        "other_jobs_cores": (other_core_seconds + measured.other_jobs_cores * measured.seconds)
+        / seconds,
     }
-    path.write_text(json.dumps(done, indent=1))
-
-
-def hardware() -> str:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        cpu,
-    ) if Path("/proc/cpuinfo").exists() else cpu
-    return f"{model}, {os.cpu_count()} cores, torch {torch.__version__} CPU"
+    path.write_text(json.dumps(record, indent=1))
 
 
 def fold_cases(output: Path, fold: int) -> list[str]:

@@ -7,13 +7,14 @@ import itertools
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import invoke
 
 from medgraft import study
 from medgraft.config.schema import StudyOptions
 from medgraft.errors import MedgraftError
-from medgraft.study import StudyPlan, fraction_cases, matching_fraction, run_study
+from medgraft.study import StudyPlan, fraction_cases, run_study
 
 
 def study_args(data: Path, output: Path, earlier_run: Path) -> list:
@@ -48,12 +49,20 @@ def test_study_trains_every_combination_on_one_validation_set(finished_study: Pa
         for init in ("imagenet", "none", "from-run")
         for fraction in ("0.34", "1.0")
     }
-    assert {"best_dice_Anterior", "best_dice_Posterior", "epochs_to_90", "seconds"} <= set(rows[0])
+    assert {"final_dice_Anterior", "final_dice_Posterior", "epochs_to_90", "seconds"} <= set(
+        rows[0]
+    )
+    cases = list(csv.DictReader((finished_study / "cases.csv").open()))
     for row in rows:
         run = finished_study / "runs" / f"{row['init']}-f{float(row['fraction']):g}-s0"
         curve = [float(r["val_mean_dice"]) for r in csv.DictReader((run / "metrics.csv").open())]
-        assert float(row["best_mean_dice"]) == pytest.approx(max(curve))
-        assert 1 <= int(row["epochs_to_90"]) <= int(row["best_epoch"]) <= 2
+        assert float(row["final_mean_dice"]) == pytest.approx(curve[-1])  # the last epoch's
+        assert 1 <= int(row["epochs_to_90"]) <= int(row["epochs"]) == 2
+        # the per-case scores of that last epoch are committed with the study, and are its mean
+        mine = [c for c in cases if (c["init"], c["fraction"]) == (row["init"], row["fraction"])]
+        assert {c["class"] for c in mine} == {"Anterior", "Posterior"}
+        anterior = [float(c["dice"]) for c in mine if c["class"] == "Anterior"]
+        assert sum(anterior) / len(anterior) == pytest.approx(float(row["final_dice_Anterior"]))
     split = json.loads((finished_study / "split.json").read_text())
     assert len(split["val"]) == 1 and len(split["pool"]) == 3
     small = json.loads((finished_study / "splits" / "fraction-0.34.json").read_text())
@@ -75,7 +84,11 @@ def test_study_writes_summary_and_plots(finished_study: Path):
     summary = (finished_study / "summary.md").read_text()
     assert "| imagenet |" in summary and "| none |" in summary and "| from-run |" in summary
     assert "Command: `medgraft study --data" in summary
-    assert "scratch at 100% labels" in summary
+    assert "scratch-at-100%" in summary
+    assert "| imagenet | 1 |" in summary  # the difference to scratch at the same fraction
+    before = summary
+    (finished_study / "summary.md").unlink()
+    assert study.write_summary(finished_study) == before  # from the committed sources alone
     for name in ("dice_vs_fraction.png", "curves_0.34.png", "curves_1.png", "curves.csv"):
         assert (finished_study / name).stat().st_size > 0
 
@@ -101,6 +114,10 @@ def fake_trainer(calls: list, metrics: str):
         run = Path(config.output)
         run.mkdir(parents=True, exist_ok=True)
         (run / "metrics.csv").write_text(metrics)
+        last = metrics.strip().splitlines()[-1].split(",")[0]
+        (run / "val_cases.csv").write_text(
+            f"epoch,case,class,dice,hd95\n{last},hippocampus_001,Anterior,0.5,1.0\n"
+        )
 
     return fake_train
 
@@ -120,7 +137,7 @@ def test_interrupted_run_resumes_and_a_new_one_starts_fresh(micro_msd: Path, tmp
     (interrupted / "last.pt").write_bytes(b"")
     rows = run_study(plan, trainer=fake_train)
     assert [(c.seed, c.resume, c.overwrite) for c in calls] == [(0, False, True), (1, True, False)]
-    assert rows[0]["epochs_to_90"] == 2 and rows[0]["best_dice_Posterior"] == 0.9
+    assert rows[0]["epochs_to_90"] == 2 and rows[0]["final_dice_Posterior"] == 0.9
 
 
 def test_study_refuses_an_output_made_from_other_cases(micro_msd: Path, tmp_path: Path):
@@ -130,20 +147,39 @@ def test_study_refuses_an_output_made_from_other_cases(micro_msd: Path, tmp_path
         run_study(plan, trainer=lambda config: None)
 
 
-def test_matching_fraction_compares_with_scratch_at_full_labels():
-    def row(init, fraction, dice):
-        return {"init": init, "fraction": fraction, "best_mean_dice": dice}
+def _results(means: dict[tuple[str, float], float], seeds: int = 3, cases: int = 20):
+    """Study results whose per-case Dice scatter (+-0.02) around the given means."""
+    rng = np.random.default_rng(0)
+    runs, case_rows = [], []
+    for (init, fraction), mean in means.items():
+        for seed in range(seeds):
+            runs.append({"init": init, "fraction": str(fraction), "seed": str(seed)})
+            runs[-1]["train_cases"] = str(round(fraction * 40))
+            for case in range(cases):
+                dice = mean + rng.uniform(-0.02, 0.02)
+                row = {"init": init, "fraction": str(fraction), "seed": str(seed)}
+                case_rows.append({**row, "case": f"c{case}", "class": "A", "dice": str(dice)})
+    return study.StudyResults({}, runs, case_rows, [])
 
-    rows = [
-        row("none", 1.0, 0.80),
-        row("none", 0.25, 0.60),
-        row("imagenet", 0.1, 0.70),
-        row("imagenet", 0.25, 0.81),
-        row("imagenet", 1.0, 0.85),
-    ]
-    assert matching_fraction(rows, "imagenet") == 0.25
-    assert matching_fraction(rows[1:], "imagenet") is None  # no scratch at 100%
-    assert matching_fraction([row("none", 1.0, 0.9), row("imagenet", 1.0, 0.8)], "imagenet") is None
+
+def test_claims_follow_from_the_intervals():
+    results = _results({("none", 1.0): 0.80, ("imagenet", 1.0): 0.85, ("imagenet", 0.1): 0.6})
+    difference = results.versus_scratch("imagenet", 1.0)
+    assert difference.verdict == "ahead" and difference.low > 0
+    assert difference.mean == pytest.approx(0.05, abs=0.01)
+    assert results.versus_scratch("imagenet", 0.1, at=1.0).verdict == "behind"
+    tied = _results({("none", 1.0): 0.80, ("imagenet", 1.0): 0.801})
+    assert tied.versus_scratch("imagenet", 1.0).verdict == "not distinguishable"
+
+
+def test_matching_fraction_asks_not_behind_scratch_at_full_labels():
+    means = {("none", 1.0): 0.80, ("none", 0.25): 0.6, ("imagenet", 0.1): 0.70}
+    means |= {("imagenet", 0.25): 0.801, ("imagenet", 1.0): 0.85}
+    assert study.matching_fraction(_results(means), "imagenet") == 0.25
+    without_full_scratch = {k: v for k, v in means.items() if k != ("none", 1.0)}
+    assert study.matching_fraction(_results(without_full_scratch), "imagenet") is None
+    never = _results({("none", 1.0): 0.9, ("imagenet", 1.0): 0.8})
+    assert study.matching_fraction(never, "imagenet") is None
 
 
 def test_a_run_finished_with_other_options_is_refused_or_redone(micro_msd: Path, tmp_path: Path):

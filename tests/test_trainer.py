@@ -113,6 +113,9 @@ def test_resume_equals_an_uninterrupted_run(straight_run: Path, micro_msd: Path,
     assert float(rows[-1]["val_mean_dice"]) == pytest.approx(
         float(straight_rows[-1]["val_mean_dice"]), abs=1e-3
     )
+    case_rows = list(csv.DictReader((run2 / "val_cases.csv").open()))
+    per_epoch = len(json.loads((run2 / "splits.json").read_text())["val"]) * 2  # x 2 classes
+    assert [r["epoch"] for r in case_rows] == ["1"] * per_epoch + ["2"] * per_epoch
 
 
 def _train_until(config: TrainConfig, stop_after_epoch: int) -> None:
@@ -137,6 +140,14 @@ def test_run_folder_logs(straight_run: Path):
     rows = list(csv.DictReader((straight_run / "metrics.csv").open()))
     assert {"val_dice_Anterior", "val_hd95_Posterior", "samples_per_s", "lr"} <= set(rows[0])
     assert float(rows[0]["val_hd95_Anterior"]) > 0
+    # per case and class; metrics.csv's means are their means
+    cases = list(csv.DictReader((straight_run / "val_cases.csv").open()))
+    validated = json.loads((straight_run / "splits.json").read_text())["val"]
+    assert len(cases) == 2 * len(validated) * 2  # epochs x validation cases x classes
+    assert {r["case"] for r in cases} == set(validated)
+    last = [r for r in cases if r["epoch"] == "2" and r["class"] == "Anterior"]
+    mean = sum(float(r["dice"]) for r in last) / len(last)
+    assert mean == pytest.approx(float(rows[-1]["val_dice_Anterior"]), abs=1e-5)
     assert list((straight_run / "tensorboard").glob("events.out.tfevents.*"))
     assert (straight_run / "curves.png").stat().st_size > 1000
     resolved = json.loads((straight_run / "config.json").read_text())

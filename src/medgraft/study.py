@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import platform
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,13 +36,20 @@ from medgraft.config.schema import (
 from medgraft.data.discovery import discover_dataset
 from medgraft.data.splits import split_cases
 from medgraft.errors import MedgraftError
+from medgraft.evaluation.stats import (
+    BEHIND,
+    RESAMPLES,
+    Interval,
+    difference_interval,
+    mean_interval,
+)
 from medgraft.files import atomic_write, atomic_write_text
 from medgraft.training.trainer import train
 
 SCRATCH = "none"
 IMAGENET = "imagenet"
 REACH_SHARE = 0.9
-"""``epochs_to_90``: the first epoch whose validation Dice reaches this share of the best."""
+"""``epochs_to_90``: the first epoch whose validation Dice reaches this share of the last's."""
 
 
 @dataclass
@@ -69,9 +77,7 @@ class StudyPlan:
         try:
             fractions = [float(f) for f in options.fractions.split(",") if f.strip()]
         except ValueError as exc:
-            raise MedgraftError(
-                f"--fractions must be numbers, not '{options.fractions}'"
-            ) from exc
+            raise MedgraftError(f"--fractions must be numbers, not '{options.fractions}'") from exc
         return cls(
             data=data,
             output=output,
@@ -232,31 +238,38 @@ def _finished_run(config: TrainConfig, redo_changed: bool) -> dict | None:
 
 
 def _record_run(config: TrainConfig, init: str, fraction: float, train_cases: int) -> dict:
-    """The run's row for results.csv, from its metrics; ``result.json`` marks it finished."""
+    """The run's row for results.csv and its last epoch's per-case scores, from the files the
+    run wrote; ``result.json`` marks it finished."""
     run_dir = Path(config.output)
     epochs = list(csv.DictReader((run_dir / "metrics.csv").open()))
     if not epochs:
         raise MedgraftError(f"{run_dir}: training wrote no metrics")
-    best = max(epochs, key=lambda r: float(r["val_mean_dice"]))
-    best_dice = float(best["val_mean_dice"])
+    final = epochs[-1]
+    final_dice = float(final["val_mean_dice"])
     reached = next(
-        int(r["epoch"]) for r in epochs if float(r["val_mean_dice"]) >= REACH_SHARE * best_dice
+        int(r["epoch"]) for r in epochs if float(r["val_mean_dice"]) >= REACH_SHARE * final_dice
     )
+    cases = [
+        {k: r[k] for k in ("case", "class", "dice", "hd95")}
+        for r in csv.DictReader((run_dir / "val_cases.csv").open())
+        if r["epoch"] == final["epoch"]
+    ]
     row = {
         "init": init,
         "fraction": fraction,
         "train_cases": train_cases,
         "seed": config.seed,
-        "best_mean_dice": best_dice,
+        "final_mean_dice": final_dice,
         **{
-            k.replace("val_dice_", "best_dice_"): float(v)
-            for k, v in best.items()
+            k.replace("val_dice_", "final_dice_"): float(v)
+            for k, v in final.items()
             if k.startswith("val_dice_")
         },
-        "best_epoch": int(best["epoch"]),
+        "epochs": int(final["epoch"]),
         "epochs_to_90": reached,
         "seconds": sum(float(r["seconds"]) for r in epochs),
         "curve": [float(r["val_mean_dice"]) for r in epochs],
+        "cases": cases,
         "options_sha256": options_sha256(config),
     }
     # written last and atomically: its presence marks the run as finished
@@ -264,114 +277,188 @@ def _record_run(config: TrainConfig, init: str, fraction: float, train_cases: in
     return row
 
 
-def write_results(rows: list[dict], plan: StudyPlan, output: Path) -> None:
-    """``results.csv``, ``curves.csv``, ``summary.md``, ``dice_vs_fraction.png``,
-    ``curves_<fraction>.png``."""
-    columns = [k for k in rows[0] if k != "curve"]
-
-    def write_runs(tmp: Path) -> None:
+def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
+    def write(tmp: Path) -> None:
         with tmp.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
 
-    def write_curves(tmp: Path) -> None:
-        with tmp.open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["init", "fraction", "seed", "epoch", "val_mean_dice"])
-            for row in rows:
-                for epoch, dice in enumerate(row["curve"], start=1):
-                    writer.writerow([row["init"], row["fraction"], row["seed"], epoch, dice])
-
-    atomic_write(output / "results.csv", write_runs)
-    atomic_write(output / "curves.csv", write_curves)
-    atomic_write_text(output / "summary.md", summary_markdown(rows, plan))
-    _plot_dice_vs_fraction(rows, output / "dice_vs_fraction.png")
-    for fraction in sorted({r["fraction"] for r in rows}):
-        _plot_curves(rows, fraction, output / f"curves_{fraction:g}.png")
+    atomic_write(path, write)
 
 
-def aggregate(rows: list[dict]) -> dict[tuple[str, float], tuple[float, float, int]]:
-    """(init, fraction) → (mean, sample std, runs) of the best validation mean Dice."""
-    groups: dict[tuple[str, float], list[float]] = {}
-    for row in rows:
-        groups.setdefault((row["init"], row["fraction"]), []).append(row["best_mean_dice"])
-    return {
-        key: (float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, len(v))
-        for key, v in groups.items()
+def write_results(rows: list[dict], plan: StudyPlan, output: Path) -> None:
+    """The study's sources (``plan.json``, ``results.csv`` per run, ``cases.csv`` per run, case
+    and class, ``curves.csv`` per epoch), then what is derived from them alone."""
+    plan_record = {
+        "data": plan.data,
+        "epochs": plan.epochs,
+        "seeds": plan.seeds,
+        "val_fraction": plan.val_fraction,
+        "command": plan.command,
+        "hardware": f"{platform.machine()}, {os.cpu_count()} cores",
     }
+    atomic_write_text(output / "plan.json", json.dumps(plan_record, indent=1) + "\n")
+    _write_csv(output / "results.csv", [k for k in rows[0] if k not in ("curve", "cases")], rows)
+    keys = ("init", "fraction", "seed")
+    case_rows = [{**{k: r[k] for k in keys}, **case} for r in rows for case in r["cases"]]
+    _write_csv(output / "cases.csv", [*keys, "case", "class", "dice", "hd95"], case_rows)
+    curve_rows = [
+        {**{k: r[k] for k in keys}, "epoch": epoch, "val_mean_dice": dice}
+        for r in rows
+        for epoch, dice in enumerate(r["curve"], start=1)
+    ]
+    _write_csv(output / "curves.csv", [*keys, "epoch", "val_mean_dice"], curve_rows)
+    write_summary(output)
 
 
-def matching_fraction(rows: list[dict], init: str) -> float | None:
-    """Smallest label fraction at which ``init`` reaches scratch's mean Dice at 100%.
+def write_summary(folder: Path) -> str:
+    """``summary.md`` and the plots of a study folder, from its committed sources only (so
+    ``scripts/report.py`` regenerates them); returns the summary."""
+    results = StudyResults.read(folder)
+    text = summary_markdown(results)
+    atomic_write_text(folder / "summary.md", text)
+    _plot_dice_vs_fraction(results, folder / "dice_vs_fraction.png")
+    for fraction in results.fractions:
+        _plot_curves(results, fraction, folder / f"curves_{fraction:g}.png")
+    return text
 
-    None when it never does, or when there is no scratch run at 100% to compare with."""
-    stats = aggregate(rows)
-    target = stats.get((SCRATCH, 1.0))
-    if target is None:
-        return None
-    reached = [f for (i, f), (mean, _, _) in stats.items() if i == init and mean >= target[0]]
-    return min(reached) if reached else None
+
+@dataclass
+class StudyResults:
+    """A study's per-run rows, per-case scores of each run's last epoch, curves and plan."""
+
+    plan: dict
+    runs: list[dict]
+    cases: list[dict]
+    curves: list[dict]
+
+    @classmethod
+    def read(cls, folder: Path) -> StudyResults:
+        def rows(name: str) -> list[dict]:
+            with (folder / name).open() as handle:
+                return list(csv.DictReader(handle))
+
+        plan = json.loads((folder / "plan.json").read_text())
+        return cls(plan, rows("results.csv"), rows("cases.csv"), rows("curves.csv"))
+
+    @property
+    def inits(self) -> list[str]:
+        return list(dict.fromkeys(r["init"] for r in self.runs))
+
+    @property
+    def fractions(self) -> list[float]:
+        return sorted({float(r["fraction"]) for r in self.runs})
+
+    def train_cases(self, fraction: float) -> int:
+        return next(int(r["train_cases"]) for r in self.runs if float(r["fraction"]) == fraction)
+
+    def scores(self, init: str, fraction: float) -> np.ndarray | None:
+        """Mean foreground Dice per seed (rows) and validation case (columns, sorted by id)."""
+        selected = [r for r in self.cases if r["init"] == init and float(r["fraction"]) == fraction]
+        if not selected:
+            return None
+        seeds = sorted({int(r["seed"]) for r in selected})
+        case_ids = sorted({r["case"] for r in selected})
+        per_class: dict[tuple[int, str], list[float]] = {}
+        for r in selected:
+            per_class.setdefault((int(r["seed"]), r["case"]), []).append(float(r["dice"]))
+        return np.array([[np.mean(per_class[(s, c)]) for c in case_ids] for s in seeds])
+
+    def interval(self, init: str, fraction: float) -> Interval | None:
+        scores = self.scores(init, fraction)
+        return None if scores is None else mean_interval(scores)
+
+    def versus_scratch(
+        self, init: str, fraction: float, at: float | None = None
+    ) -> Interval | None:
+        """``init`` at ``fraction`` minus scratch at ``at`` (default: the same fraction)."""
+        mine = self.scores(init, fraction)
+        scratch = self.scores(SCRATCH, fraction if at is None else at)
+        return None if mine is None or scratch is None else difference_interval(mine, scratch)
 
 
-def summary_markdown(rows: list[dict], plan: StudyPlan) -> str:
-    stats = aggregate(rows)
-    inits = list(dict.fromkeys(r["init"] for r in rows))
-    fractions = sorted({r["fraction"] for r in rows})
-    cases = {r["fraction"]: r["train_cases"] for r in rows}
+def matching_fraction(results: StudyResults, init: str) -> float | None:
+    """Smallest label fraction at which ``init`` is not behind scratch trained on all labels
+    (the interval of the difference reaches 0 or above); None when it never is, or when there
+    is no scratch run at 100% to compare with."""
+    for fraction in results.fractions:
+        difference = results.versus_scratch(init, fraction, at=1.0)
+        if difference is not None and difference.verdict != BEHIND:
+            return fraction
+    return None
+
+
+def summary_markdown(results: StudyResults) -> str:
+    plan, inits, fractions = results.plan, results.inits, results.fractions
+    seeds = len({r["seed"] for r in results.runs})
+    validation = len({r["case"] for r in results.cases})
     lines = [
         "# Transfer study",
         "",
-        f"Data: `{plan.data}`; {plan.epochs} epochs per run; seeds: {plan.seeds}; "
-        f"validation: the same {plan.val_fraction:g} share of cases for every run. "
-        f"Hardware: {platform.machine()}, measured wall time per run below.",
+        f"Data: `{plan['data']}`; {plan['epochs']} epochs per run; {seeds} seeds per init and "
+        f"fraction; validation: the same {validation} cases (a {plan['val_fraction']:g} share) "
+        f"for every run. Hardware: {plan['hardware']}, wall time per run below.",
     ]
-    if plan.command:
-        lines += ["", f"Command: `{plan.command}`"]
+    if plan["command"]:
+        lines += ["", f"Command: `{plan['command']}`"]
     lines += [
         "",
-        "Best validation mean foreground Dice, mean ± std over seeds:",
+        "Mean foreground Dice of each run's **last epoch** (a fixed budget: the validation cases "
+        "choose no checkpoint), mean over seeds and validation cases with its 95% bootstrap "
+        f"interval (cases and seeds resampled, {RESAMPLES} draws); per case in "
+        "[cases.csv](cases.csv):",
         "",
-        "| init | " + " | ".join(f"{f:g} ({cases[f]} cases)" for f in fractions) + " |",
+        "| init | "
+        + " | ".join(f"{f:g} ({results.train_cases(f)} cases)" for f in fractions)
+        + " |",
         "| --- |" + " --- |" * len(fractions),
     ]
     for init in inits:
-        cells = []
-        for fraction in fractions:
-            if (init, fraction) in stats:
-                mean, std, n = stats[(init, fraction)]
-                cells.append(f"{mean:.3f} ± {std:.3f}" if n > 1 else f"{mean:.3f}")
-            else:
-                cells.append("-")
+        cells = [str(results.interval(init, f) or "-") for f in fractions]
         lines.append(f"| {init} | " + " | ".join(cells) + " |")
-    lines += ["", "Epochs to reach 90% of the run's own best, and wall time per run (mean):", ""]
-    lines += ["| init | fraction | epochs to 90% | seconds |", "| --- | --- | --- | --- |"]
+    lines += ["", "## Against scratch, at the same label fraction", ""]
+    lines += [
+        "Difference in mean Dice (init - scratch) with its 95% interval (validation cases "
+        "paired, seeds resampled per arm); a claim is made only when the interval excludes 0.",
+        "",
+        "| init | fraction | difference | verdict |",
+        "| --- | --- | --- | --- |",
+    ]
+    for init in [i for i in inits if i != SCRATCH]:
+        for fraction in fractions:
+            difference = results.versus_scratch(init, fraction)
+            if difference is not None:
+                lines.append(f"| {init} | {fraction:g} | {difference} | {difference.verdict} |")
+    lines += ["", "## How few labels match scratch on all of them?", ""]
+    if results.scores(SCRATCH, 1.0) is None:
+        lines.append("No scratch run at fraction 1.0, so there is no reference to match.")
+    else:
+        for init in [i for i in inits if i != SCRATCH]:
+            fraction = matching_fraction(results, init)
+            lines.append(
+                f"- `{init}` is behind scratch-at-100% at every fraction studied."
+                if fraction is None
+                else f"- `{init}` is not behind scratch-at-100% from {fraction:g} of the labels "
+                f"({results.train_cases(fraction)} cases) on: difference "
+                f"{results.versus_scratch(init, fraction, at=1.0)}."
+            )
+    lines += [
+        "",
+        "Epochs to reach 90% of the run's last-epoch Dice, and wall time per run (median):",
+        "",
+        "| init | fraction | epochs to 90% (median) | seconds (median) |",
+        "| --- | --- | --- | --- |",
+    ]
     for init in inits:
         for fraction in fractions:
-            runs = [r for r in rows if r["init"] == init and r["fraction"] == fraction]
+            runs = [
+                r for r in results.runs if r["init"] == init and float(r["fraction"]) == fraction
+            ]
             if runs:
-                reach = np.mean([r["epochs_to_90"] for r in runs])
-                seconds = np.mean([r["seconds"] for r in runs])
-                lines.append(f"| {init} | {fraction:g} | {reach:.1f} | {seconds:.0f} |")
-    lines += ["", "## Does pretraining pay off?", ""]
-    scratch_full = stats.get((SCRATCH, 1.0))
-    if scratch_full is None:
-        lines.append("No scratch run at fraction 1.0, so there is no reference to match.")
-    for init in inits:
-        if init == SCRATCH or scratch_full is None:
-            continue
-        fraction = matching_fraction(rows, init)
-        if fraction is None:
-            lines.append(
-                f"- `{init}` does not reach scratch at 100% labels ({scratch_full[0]:.3f}) "
-                "at any fraction studied."
-            )
-        else:
-            lines.append(
-                f"- `{init}` matches scratch at 100% labels ({scratch_full[0]:.3f}) with "
-                f"{fraction:g} of the labels ({cases[fraction]} cases): "
-                f"{stats[(init, fraction)][0]:.3f}."
-            )
+                reach = np.median([int(r["epochs_to_90"]) for r in runs])
+                seconds = np.median([float(r["seconds"]) for r in runs])
+                lines.append(f"| {init} | {fraction:g} | {reach:g} | {seconds:.0f} |")
     lines += [
         "",
         "Plots: [dice_vs_fraction.png](dice_vs_fraction.png), "
@@ -381,35 +468,43 @@ def summary_markdown(rows: list[dict], plan: StudyPlan) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _plot_dice_vs_fraction(rows: list[dict], path: Path) -> None:
+def _plot_dice_vs_fraction(results: StudyResults, path: Path) -> None:
     plt = _pyplot()
-    stats = aggregate(rows)
     figure, axis = plt.subplots(figsize=(6, 4))
-    for init in dict.fromkeys(r["init"] for r in rows):
-        points = sorted((f, m, s) for (i, f), (m, s, _) in stats.items() if i == init)
-        fractions, means, stds = zip(*points, strict=True)
-        axis.errorbar(fractions, means, yerr=stds, marker="o", capsize=3, label=init)
+    for init in results.inits:
+        points = [(f, results.interval(init, f)) for f in results.fractions]
+        points = [(f, i) for f, i in points if i is not None]
+        fractions = [f for f, _ in points]
+        means = np.array([i.mean for _, i in points])
+        errors = np.array(
+            [[i.mean - i.low for _, i in points], [i.high - i.mean for _, i in points]]
+        )
+        axis.errorbar(fractions, means, yerr=errors, marker="o", capsize=3, label=init)
     axis.set_xscale("log")
-    ticks = sorted({r["fraction"] for r in rows})
-    axis.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    axis.set_xticks(results.fractions, [f"{t:g}" for t in results.fractions])
     axis.minorticks_off()
-    axis.set(xlabel="fraction of training labels", ylabel="best validation mean Dice")
+    axis.set(
+        xlabel="fraction of training labels", ylabel="last-epoch validation mean Dice (95% CI)"
+    )
     axis.grid(alpha=0.3)
     axis.legend()
     figure.tight_layout()
-    atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=120))
+    atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=120, metadata={"Software": None}))
     plt.close(figure)
 
 
-def _plot_curves(rows: list[dict], fraction: float, path: Path) -> None:
+def _plot_curves(results: StudyResults, fraction: float, path: Path) -> None:
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(6, 4))
-    for init in dict.fromkeys(r["init"] for r in rows):
-        curves = [r["curve"] for r in rows if r["init"] == init and r["fraction"] == fraction]
+    for init in results.inits:
+        curves: dict[str, list[float]] = {}
+        for r in results.curves:
+            if r["init"] == init and float(r["fraction"]) == fraction:
+                curves.setdefault(r["seed"], []).append(float(r["val_mean_dice"]))
         if not curves:
             continue
-        length = min(len(c) for c in curves)
-        values = np.array([c[:length] for c in curves])
+        length = min(len(c) for c in curves.values())
+        values = np.array([c[:length] for c in curves.values()])
         epochs = np.arange(1, length + 1)
         (line,) = axis.plot(epochs, values.mean(0), marker="o", label=f"{init} (n={len(curves)})")
         if len(curves) > 1:
@@ -425,7 +520,7 @@ def _plot_curves(rows: list[dict], fraction: float, path: Path) -> None:
     axis.grid(alpha=0.3)
     axis.legend()
     figure.tight_layout()
-    atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=120))
+    atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=120, metadata={"Software": None}))
     plt.close(figure)
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 import csv
 import json
 import math
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -24,15 +25,45 @@ from medgraft.files import atomic_write, atomic_write_text
 
 
 @dataclass
+class ValidationScores:
+    """Dice and HD95 (mm) per validation case (rows) and foreground class (columns)."""
+
+    case_ids: list[str]
+    dice: list[list[float]]
+    hd95: list[list[float]]
+
+    def class_means(self, num_foreground: int) -> tuple[list[float], list[float]]:
+        """Mean Dice and HD95 per class; HD95 leaves out missed classes (no distance), which
+        Dice already counts as 0. NaN without cases."""
+        if not self.case_ids:
+            nan = [float("nan")] * num_foreground
+            return nan, nan
+        hd = np.array(self.hd95, dtype=float)
+        hd[~np.isfinite(hd)] = np.nan
+        with warnings.catch_warnings():  # a class missed in every case: NaN, as intended
+            warnings.simplefilter("ignore", RuntimeWarning)
+            dice = np.nanmean(np.array(self.dice, dtype=float), axis=0)
+            return [float(v) for v in dice], [float(v) for v in np.nanmean(hd, axis=0)]
+
+
+@dataclass
 class EpochResult:
-    """What one epoch measured: training loss and speed, validation Dice and HD95 per class."""
+    """What one epoch measured: training loss and speed, and the validation scores per case."""
 
     epoch: int
     loss: float
     samples_per_s: float
     seconds: float
-    dice: list[float]
-    hd95: list[float]
+    num_foreground: int
+    scores: ValidationScores = field(default_factory=lambda: ValidationScores([], [], []))
+
+    @property
+    def dice(self) -> list[float]:
+        return self.scores.class_means(self.num_foreground)[0]
+
+    @property
+    def hd95(self) -> list[float]:
+        return self.scores.class_means(self.num_foreground)[1]
 
     @property
     def mean_dice(self) -> float:
@@ -40,11 +71,15 @@ class EpochResult:
         return float(np.mean(finite)) if finite else float("nan")
 
 
+CASE_COLUMNS = ["epoch", "case", "class", "dice", "hd95"]
+
+
 class RunLog:
     def __init__(self, run_dir: Path, enabled: bool = True) -> None:
         self.run_dir = run_dir
         self.enabled = enabled
         self.columns: list[str] = []
+        self.class_names: list[str] = []
         self.writer: SummaryWriter | None = None
 
     def write_config(self, config: TrainConfig, resolved: dict) -> None:
@@ -78,6 +113,7 @@ class RunLog:
         kept = []
         if keep_epochs and path.exists():
             kept = [r for r in csv.DictReader(path.open()) if int(r["epoch"]) <= keep_epochs]
+
         def write(tmp: Path) -> None:
             with tmp.open("w", newline="") as handle:
                 writer = csv.DictWriter(handle, fieldnames=self.columns)
@@ -85,6 +121,8 @@ class RunLog:
                 writer.writerows(kept)
 
         atomic_write(path, write)  # a crash here must not lose the epochs kept for resume
+        self.class_names = class_names
+        self._start_case_scores(keep_epochs)
         self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=keep_epochs + 1)
 
     def epoch(self, result: EpochResult, lr: float) -> None:
@@ -103,11 +141,35 @@ class RunLog:
         ]
         with (self.run_dir / "metrics.csv").open("a", newline="") as handle:
             csv.writer(handle).writerow([_fmt(v) for v in values])
+        self._write_case_scores(result)
         for name, value in zip(self.columns[1:], values[1:], strict=True):
             if not math.isnan(value):
                 self.writer.add_scalar(name, value, result.epoch)
         self.writer.flush()
         self._plot()
+
+    def _start_case_scores(self, keep_epochs: int) -> None:
+        """``val_cases.csv`` (a row per epoch, case and class), keeping resumed epochs' rows."""
+        path = self.run_dir / "val_cases.csv"
+        kept = []
+        if keep_epochs and path.exists():
+            kept = [r for r in csv.DictReader(path.open()) if int(r["epoch"]) <= keep_epochs]
+
+        def write(tmp: Path) -> None:
+            with tmp.open("w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=CASE_COLUMNS)
+                writer.writeheader()
+                writer.writerows(kept)
+
+        atomic_write(path, write)
+
+    def _write_case_scores(self, result: EpochResult) -> None:
+        scores = result.scores
+        with (self.run_dir / "val_cases.csv").open("a", newline="") as handle:
+            writer = csv.writer(handle)
+            for case_id, dice, hd95 in zip(scores.case_ids, scores.dice, scores.hd95, strict=True):
+                for name, d, h in zip(self.class_names, dice, hd95, strict=True):
+                    writer.writerow([result.epoch, case_id, name, _fmt(d), _fmt(h)])
 
     def close(self) -> None:
         if self.writer is not None:

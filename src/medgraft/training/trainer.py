@@ -68,7 +68,7 @@ from medgraft.runtime import (
 )
 from medgraft.training.losses import build_loss
 from medgraft.training.optim import build_optimizer, build_scheduler, set_encoder_frozen
-from medgraft.training.run_log import EpochResult, RunLog
+from medgraft.training.run_log import EpochResult, RunLog, ValidationScores
 
 
 @dataclass
@@ -127,8 +127,8 @@ class Trainer:
         self.scheduler.step()
         return float(loss.detach().item())
 
-    def validate(self) -> tuple[list[float], list[float]]:
-        """Mean Dice and HD95 (mm) per foreground class over whole validation cases."""
+    def validate(self) -> ValidationScores:
+        """Dice and HD95 (mm) per validation case and foreground class."""
         return validate(self.predictor, self.val_cases, self.num_classes)
 
     def on_epoch_end(self, result: EpochResult) -> None:
@@ -431,7 +431,7 @@ class Trainer:
                 result = self._train_one_epoch(epoch)
                 in_batches = False
                 if self.main:
-                    result.dice, result.hd95 = self.validate()
+                    result.scores = self.validate()
                     result.seconds = time.perf_counter() - started  # training and validation
                     self.on_epoch_end(result)
                 if self.world_size > 1:
@@ -477,8 +477,7 @@ class Trainer:
             loss=float(np.mean(losses)),
             samples_per_s=samples * self.world_size / train_seconds,
             seconds=train_seconds,
-            dice=[],
-            hd95=[],
+            num_foreground=self.num_classes - 1,
         )
 
 
@@ -510,23 +509,13 @@ def initial_model(
     return model, {"encoder": record, "decoder": record if "decoder" in copied else "random"}
 
 
-def validate(
-    predictor: Predictor, cases: list[dict], num_classes: int
-) -> tuple[list[float], list[float]]:
-    """Mean Dice and HD95 (mm) per foreground class over whole cases (volumes reassembled)."""
-    nan = [float("nan")] * (num_classes - 1)
-    if not cases:
-        return nan, nan
-    dice, hd95 = [], []
+def validate(predictor: Predictor, cases: list[dict], num_classes: int) -> ValidationScores:
+    """Dice and HD95 (mm) per case and foreground class over whole cases (volumes reassembled)."""
+    scores = ValidationScores([], [], [])
     for case in cases:
         pred = predictor.segment(case["image"]).labels
         truth = case["label"][0]
-        dice.append(dice_per_class(pred, truth, num_classes))
-        hd95.append(hd95_per_class(pred, truth, num_classes, case["spacing"][: truth.ndim]))
-    hd = np.array(hd95, dtype=float)
-    hd[~np.isfinite(hd)] = np.nan  # a missed class has no distance; Dice already counts it
-    with np.errstate(all="ignore"):
-        return (
-            [float(v) for v in np.nanmean(np.array(dice, dtype=float), axis=0)],
-            [float(v) for v in np.nanmean(hd, axis=0)],
-        )
+        scores.case_ids.append(case["record"]["case_id"])
+        scores.dice.append(dice_per_class(pred, truth, num_classes))
+        scores.hd95.append(hd95_per_class(pred, truth, num_classes, case["spacing"][: truth.ndim]))
+    return scores
