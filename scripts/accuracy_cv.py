@@ -1,17 +1,23 @@
-"""5-fold cross-validation of the shipped recipes on the shared real data (issue: accuracy).
+"""5-fold cross-validation of the shipped recipes on the shared real data.
 
 Two steps, each resumable and safe to rerun:
 
     python scripts/accuracy_cv.py train --dataset hippocampus   # trains the folds not yet done
-    python scripts/accuracy_cv.py report                        # predicts, scores, writes docs
+    python scripts/accuracy_cv.py report --dataset hippocampus  # predicts, scores per case
 
 ``train`` runs ``medgraft train --recipe R --folds 5 --fold k`` through the CLI for every fold
-without a finished run, and continues an interrupted one with ``--resume``; the wall time of
-every call is added to ``<fold>/wall_seconds.json``. ``report`` segments each fold's validation
-cases with ``medgraft predict`` (the recipe's TTA and post-processing, and once without
-post-processing for comparison), scores them at the images' own resolution with medgraft's
-evaluation (MONAI Dice and HD95), and writes ``docs/results/accuracy_tables.md`` and
-``accuracy.csv`` (per fold and class), which ``docs/results/accuracy.md`` discusses.
+without a finished run, and continues an interrupted one with ``--resume``. A finished fold whose
+options fingerprint differs from what the recipe asks for now is refused (``--redo-changed``
+retrains it). Each call's wall time, the machine, the versions and the cores other jobs used
+meanwhile are added up in ``<fold>/wall.json``.
+
+``report`` segments each fold's validation cases with the fold's **last-epoch** model, so the
+cases that are scored chose no checkpoint (the epochs are fixed by the recipe), through
+``medgraft predict`` with the recipe's prediction defaults (and once without clean-up when the
+recipe cleans up). It scores them at the images' own resolution with medgraft's evaluation
+(MONAI Dice, HD95, NSD) and writes ``docs/results/accuracy/cases.csv`` (per fold, case and
+class) and ``folds.csv`` (per fold: options fingerprint, wall time, machine). ``python
+scripts/report.py`` derives ``docs/results/accuracy.md`` and the README table from them.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from provenance import Measurement
+from provenance import SHARED_ABOVE, Measurement
 from shared_subsets import SHARED
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,19 +160,30 @@ def fold_cases(output: Path, fold: int) -> list[str]:
     return splits["folds"][fold]["val"]
 
 
-def evaluate_fold(name: str, work: Path, fold: int, variant: str) -> list[dict]:
-    """Predict the fold's validation cases (``recipe`` defaults or ``raw``) and score them.
+CASE_COLUMNS = ["dataset", "recipe", "variant", "fold", "case", "class", "dice", "hd95", "nsd"]
+FOLD_COLUMNS = [
+    "dataset", "recipe", "fold", "cases", "epochs", "checkpoint", "options_sha256", "seconds",
+    "calls", "other_jobs_cores", "shared", "cpu", "cores", "gpu", "python", "torch", "medgraft",
+    "commit", "date",
+]  # fmt: skip
 
-    The scores are kept in ``<fold>/scores-<variant>.json`` next to the model they belong to,
-    so a rerun of ``report`` only scores folds that are new or retrained.
+
+def evaluate_fold(name: str, work: Path, fold: int, variant: str) -> list[dict]:
+    """Per-case scores of the fold's validation cases, segmented by the fold's **last-epoch**
+    model (``last.pt``: those cases choose no checkpoint) with ``medgraft predict`` (``recipe``
+    defaults or ``raw``: no clean-up) and scored at the images' own resolution.
+
+    The rows are kept in ``<fold>/cases-<variant>.json`` next to the model they belong to, so a
+    rerun of ``report`` only scores folds that are new or retrained.
     """
     from medgraft.data.discovery import discover_dataset
     from medgraft.evaluation.evaluate import evaluate_folders
 
     output = work / name
     run = output / f"fold_{fold}"
-    scores = run / f"scores-{variant}.json"
-    if scores.exists() and scores.stat().st_mtime > (run / "best.pt").stat().st_mtime:
+    model = run / "last.pt"
+    scores = run / f"cases-{variant}.json"
+    if scores.exists() and scores.stat().st_mtime > model.stat().st_mtime:
         return json.loads(scores.read_text())
     spec = discover_dataset(dataset_folder(name, work))
     cases = set(fold_cases(output, fold))
@@ -178,36 +195,54 @@ def evaluate_fold(name: str, work: Path, fold: int, variant: str) -> list[dict]:
         if not link.exists():
             link.symlink_to(Path(record["image"]).resolve())
     predictions = run / f"predictions-{variant}"
-    if predictions.exists() and predictions.stat().st_mtime < (run / "best.pt").stat().st_mtime:
+    if predictions.exists():
         shutil.rmtree(predictions)  # masks of an earlier model of this fold: predict again
     options = ["--no-largest-component", "--min-size", "0"] if variant == "raw" else []
-    medgraft("predict", "--model", str(run), "-i", str(inputs), "-o", str(predictions), *options)
-    truth = Path(records[0]["label"]).parent
+    medgraft("predict", "--model", str(model), "-i", str(inputs), "-o", str(predictions), *options)
     evaluation = evaluate_folders(
         predictions,
-        truth,
+        Path(records[0]["label"]).parent,
         spec.labels,
         cases=sorted(cases),
         stray_to_background="--stray-labels-to-background" in DATASETS[name]["flags"],
     )
-    rows = []
-    for class_name, dice in evaluation.summary()["dice"].items():
-        hd95 = evaluation.summary()["hd95"][class_name]
-        rows.append(
-            {
-                "dataset": name,
-                "recipe": DATASETS[name]["recipe"],
-                "variant": variant,
-                "fold": fold,
-                "class": class_name,
-                "cases": len(cases),
-                "dice": dice.mean,
-                "hd95": hd95.mean,
-                "per_case_dice": evaluation.values("dice", class_name),
-            }
-        )
+    rows = [
+        {
+            "dataset": name,
+            "recipe": DATASETS[name]["recipe"],
+            "variant": variant,
+            "fold": fold,
+            "case": row["case_id"],
+            "class": class_name,
+            **{
+                metric: f"{row[f'{metric}_{class_name}']:.5f}" for metric in ("dice", "hd95", "nsd")
+            },
+        }
+        for row in evaluation.rows
+        for class_name in evaluation.label_names.values()
+    ]
     scores.write_text(json.dumps(rows, indent=1))
     return rows
+
+
+def fold_record(name: str, work: Path, fold: int) -> dict:
+    """How the fold was trained and timed: its options fingerprint, wall time, machine."""
+    run = work / name / f"fold_{fold}"
+    config = json.loads((run / "config.json").read_text())
+    wall = json.loads((run / "wall.json").read_text())
+    return {
+        **wall,
+        "dataset": name,
+        "recipe": DATASETS[name]["recipe"],
+        "fold": fold,
+        "cases": len(fold_cases(work / name, fold)),
+        "epochs": config["train_config"]["epochs"],
+        "checkpoint": "last.pt",
+        "options_sha256": config["options_sha256"],
+        "seconds": f"{wall['seconds']:.1f}",
+        "other_jobs_cores": f"{wall['other_jobs_cores']:.2f}",
+        "shared": "yes" if wall["other_jobs_cores"] > SHARED_ABOVE else "no",
+    }
 
 
 def variants(name: str) -> list[str]:
@@ -221,83 +256,42 @@ def variants(name: str) -> list[str]:
     return ["recipe", "raw"] if cleans else ["recipe"]
 
 
-def report(work: Path, results: Path) -> None:
-    rows: list[dict] = []
-    for name in DATASETS:
+def report(work: Path, results: Path, names: list[str]) -> None:
+    """Score the finished folds of ``names`` and write their rows into ``cases.csv`` and
+    ``folds.csv`` under ``results`` (rows of other datasets are kept); ``scripts/report.py``
+    derives every table from these two files."""
+    target = results / "accuracy"
+    target.mkdir(parents=True, exist_ok=True)
+    cases, folds = _kept_rows(target / "cases.csv", names), _kept_rows(target / "folds.csv", names)
+    for name in names:
         output = work / name
         data = dataset_folder(name, work)
-        done = [
-            f
-            for f in range(FOLDS)
-            if finished(output / f"fold_{f}", expected_options(name, data, output, f), False)
-        ]
-        for fold in done:
+        for fold in range(FOLDS):
+            if not finished(
+                output / f"fold_{fold}", expected_options(name, data, output, fold), False
+            ):
+                print(f"{name} fold {fold}: not finished, left out", flush=True)
+                continue
+            folds.append(fold_record(name, work, fold))
             for variant in variants(name):
-                rows.extend(evaluate_fold(name, work, fold, variant))
-    results.mkdir(parents=True, exist_ok=True)
-    with (results / "accuracy.csv").open("w", newline="") as handle:
-        columns = ["dataset", "recipe", "variant", "fold", "class", "cases", "dice", "hd95"]
+                cases.extend(evaluate_fold(name, work, fold, variant))
+    _write_rows(target / "cases.csv", CASE_COLUMNS, cases)
+    _write_rows(target / "folds.csv", FOLD_COLUMNS, folds)
+    print(f"wrote {target / 'cases.csv'} and {target / 'folds.csv'}; now run scripts/report.py")
+
+
+def _kept_rows(path: Path, replaced: list[str]) -> list[dict]:
+    if not path.exists():
+        return []
+    with path.open() as handle:
+        return [row for row in csv.DictReader(handle) if row["dataset"] not in replaced]
+
+
+def _write_rows(path: Path, columns: list[str], rows: list[dict]) -> None:
+    with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    (results / "accuracy_tables.md").write_text(summary_markdown(rows, work))
-    print(f"wrote {results / 'accuracy.csv'} and {results / 'accuracy_tables.md'}")
-
-
-def summary_markdown(rows: list[dict], work: Path) -> str:
-    """Per dataset and variant: per-class Dice mean +- std over all validation cases of all
-    folds, the spread of the fold means, HD95, and the measured training wall time."""
-    lines = [
-        "| dataset | recipe | predict | folds | class | Dice, all cases (mean ± std) "
-        "| Dice, fold means (mean ± std) | HD95 (mean of folds) | goal |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for name, setup in DATASETS.items():
-        for variant in variants(name):
-            selected = [r for r in rows if r["dataset"] == name and r["variant"] == variant]
-            if not selected:
-                continue
-            folds = sorted({r["fold"] for r in selected})
-            classes = list(dict.fromkeys(r["class"] for r in selected))
-            means = []
-            for class_name in classes:
-                per_class = [r for r in selected if r["class"] == class_name]
-                cases = np.concatenate([r["per_case_dice"] for r in per_class]).astype(float)
-                cases = cases[np.isfinite(cases)]
-                fold_means = np.array([r["dice"] for r in per_class])
-                hd95 = np.nanmean([r["hd95"] for r in per_class])
-                means.append(cases.mean())
-                lines.append(
-                    f"| {name} | {setup['recipe']} | {variant} | {len(folds)} | {class_name} "
-                    f"| {cases.mean():.3f} ± {cases.std():.3f} "
-                    f"| {fold_means.mean():.3f} ± {fold_means.std():.3f} | {hd95:.2f} | |"
-                )
-            goal = setup["goal"]
-            verdict = "-" if goal is None else (
-                f"{'met' if np.mean(means) >= goal else 'missed by'} "
-                f"{'' if np.mean(means) >= goal else f'{goal - np.mean(means):.3f} '}(≥ {goal})"
-            )
-            lines.append(
-                f"| {name} | {setup['recipe']} | {variant} | {len(folds)} | **mean foreground** "
-                f"| **{np.mean(means):.3f}** | | | {verdict} |"
-            )
-    lines += [
-        "",
-        "| dataset | folds trained | training wall time, all folds | median per fold | hardware |",
-        "| --- | --- | --- | --- | --- |",
-    ]
-    for name in DATASETS:
-        walls = [work / name / f"fold_{f}" / "wall_seconds.json" for f in range(FOLDS)]
-        walls = [json.loads(p.read_text()) for p in walls if p.exists()]
-        if walls:
-            total = sum(w["seconds"] for w in walls)
-            median = float(np.median([w["seconds"] for w in walls]))
-            lines.append(
-                f"| {name} | {len(walls)} | {total / 60:.1f} min | {median / 60:.1f} min "
-                f"| {walls[0]['hardware']} |"
-            )
-    lines += ["", "Published anchors:", *[f"- {k}: {v}" for k, v in ANCHORS.items()], ""]
-    return "\n".join(lines)
 
 
 def main() -> None:
@@ -315,7 +309,7 @@ def main() -> None:
         for name in args.dataset or list(DATASETS):
             train(name, args.work, args.redo_changed)
     else:
-        report(args.work, args.results)
+        report(args.work, args.results, args.dataset or list(DATASETS))
 
 
 if __name__ == "__main__":

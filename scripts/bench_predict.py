@@ -7,13 +7,14 @@
 2. Peak RSS of segmenting one synthetic 512 x 512 x 400 volume (a CT-sized case) in a fresh
    subprocess, to show memory stays bounded by the slice batch.
 
-    python scripts/bench_predict.py --model runs/<demo>/model [--cases 40]
+    python scripts/bench_predict.py --model runs/<demo>/model [--cases 40] [--repeats 3]
+
+Each repeat appends a row (with the machine and the load) to ``docs/results/bench/predict.csv``.
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
 import shutil
 import subprocess
 import sys
@@ -24,6 +25,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
+from provenance import ROOT, Measurement, append_row
 from shared_subsets import SHARED
 
 from medgraft.config.schema import PredictOptions
@@ -103,24 +105,32 @@ def main() -> None:
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--cases", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--skip-large", action="store_true")
+    parser.add_argument("--repeats", type=int, default=3, help="runs; the report takes medians")
+    parser.add_argument("--csv", type=Path, default=ROOT / "docs/results/bench/predict.csv")
     args = parser.parse_args()
     cases = sorted((SHARED / "hippocampus" / "imagesTs").glob("*.nii.gz"))[: args.cases]
-    speed = pipeline_vs_model(args.model, cases, args.batch_size)
-    print(
-        f"predict pipeline: {speed['pipeline_cases_per_s']:.2f} cases/s, "
-        f"{speed['pipeline_slices_per_s']:.0f} slices/s over {speed['cases']} cases "
-        f"({speed['slices']} slices); model-only forward: {speed['model_only_slices_per_s']:.0f} "
-        f"slices/s; ratio {speed['ratio']:.2f}"
-    )
-    if not args.skip_large:
-        large = large_volume_peak_rss(args.model, args.batch_size)
+    for _ in range(args.repeats):
+        with Measurement() as measured:
+            speed = pipeline_vs_model(args.model, cases, args.batch_size)
+            large = large_volume_peak_rss(args.model, args.batch_size)
         print(
-            f"512x512x400 volume: {large['status']} in {large['seconds']:.0f}s, "
-            f"peak RSS {large['peak_rss_gb']:.2f} GB"
+            f"predict pipeline: {speed['pipeline_cases_per_s']:.2f} cases/s, "
+            f"{speed['pipeline_slices_per_s']:.0f} slices/s over {speed['cases']} cases; "
+            f"model-only forward {speed['model_only_slices_per_s']:.0f} slices/s; ratio "
+            f"{speed['ratio']:.2f}; 512x512x400 volume: {large['status']} in "
+            f"{large['seconds']:.0f}s, peak RSS {large['peak_rss_gb']:.2f} GB",
+            flush=True,
         )
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
-    print(f"benchmark process peak RSS {peak:.2f} GB")
+        row = {
+            **measured.record(),
+            "batch_size": args.batch_size,
+            **{k: f"{v:.3f}" if isinstance(v, float) else v for k, v in speed.items()},
+            "large_volume_shape": "512 x 512 x 400",
+            "large_volume_seconds": f"{large['seconds']:.1f}",
+            "large_volume_peak_rss_gb": f"{large['peak_rss_gb']:.3f}",
+        }
+        append_row(args.csv, row)
+    print(f"appended {args.repeats} rows to {args.csv}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Builds reproducible subsets of ``../shared/data`` that fit a CPU budget, runs the study on each
 through the CLI (resumable: rerun this script after an interruption and finished runs are
-skipped), and copies the summaries, plots and CSVs to ``docs/results/study_<dataset>/``.
+skipped), and copies each study's sources (plan, per-run and per-case CSVs, split) to
+``docs/results/study_<dataset>/``, where its summary and plots are derived from them.
 
     python scripts/real_data_study.py [--only hippocampus|kvasir]
 """
@@ -19,6 +20,8 @@ from pathlib import Path
 import yaml
 from shared_subsets import hippocampus_subset, kvasir_subset
 
+from medgraft.study import write_summary
+
 ROOT = Path(__file__).resolve().parents[1]
 STUDIES = {
     "hippocampus": {
@@ -32,7 +35,7 @@ STUDIES = {
         "options": {"offline": True, "image_size": 160, "batch_size": 16},
     },
 }
-RESULT_FILES = ("summary.md", "results.csv", "curves.csv", "split.json")
+RESULT_FILES = ("plan.json", "results.csv", "cases.csv", "curves.csv", "split.json")
 
 
 def main() -> None:
@@ -40,7 +43,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("runs/studies"))
     parser.add_argument("--results", type=Path, default=Path("docs/results"))
     parser.add_argument("--only", choices=sorted(STUDIES))
-    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--fractions", default="0.1,0.25,1.0")
     args = parser.parse_args()
     os.chdir(ROOT)  # relative paths, so the summaries show commands that work in any checkout
@@ -61,8 +64,9 @@ def main() -> None:
         subprocess.run(command, check=True)
         target = args.results / f"study_{name}"
         target.mkdir(parents=True, exist_ok=True)
-        for path in [*(output / f for f in RESULT_FILES), *output.glob("*.png"), config]:
+        for path in [*(output / f for f in RESULT_FILES), config]:
             shutil.copy(path, target / path.name)
+        write_summary(target)  # summary and plots from the copied sources, as report.py does
         print(f"results in {target}")
 
 
