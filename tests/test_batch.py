@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import invoke, run_torchrun, write_nifti
 from PIL import Image
+from test_qa_page import Page
 
 from medgraft.inference.batch import safe_case_id, shard
 from medgraft.inference.postprocess import keep_largest_component, remove_small_objects
@@ -87,6 +88,13 @@ def test_summary_probabilities_and_overlays(predicted: Path):
     assert (np.asarray(probs.dataobj).argmax(-1) != mask).mean() < 1e-3
     overlay = np.asarray(Image.open(predicted / "lps_overlay.png"))
     assert overlay.ndim == 3 and overlay.shape[0] == 64 and overlay.shape[2] == 3
+
+
+def test_predict_writes_a_qa_page_of_the_batch(predicted: Path):
+    page = Page((predicted / "report.html").read_text())
+    assert {cells[0] for cells in page.rows} == {"oblique", "lps", "pir", "plain"}
+    thumbnails = [attrs["src"] for tag, attrs in page.tags if tag == "img"]
+    assert len(thumbnails) == 4 and all(t.startswith("data:image/png") for t in thumbnails)
 
 
 def test_skip_existing_then_overwrite(mri_run: Path, scans: Path, runner, tmp_path: Path):

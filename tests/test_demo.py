@@ -23,7 +23,7 @@ def test_a_failed_case_fails_the_demo(demo_dir: Path, tmp_path: Path, monkeypatc
 
     def one_failure(models, inputs, output, options) -> BatchReport:
         results = [CaseResult("c", str(p), None, "failed", message="corrupt") for p in inputs]
-        return BatchReport(results, output, output / "summary.csv")
+        return BatchReport(results, output, output / "summary.csv", output / "report.html")
 
     monkeypatch.setattr(demo, "run_batch", one_failure)
     with pytest.raises(MedgraftError, match=r"case\(s\) failed to segment"):

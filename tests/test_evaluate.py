@@ -174,3 +174,52 @@ def test_stray_label_values_name_the_file_or_count_as_background(tmp_path: Path)
     result = evaluate_folders(pred_dir, truth_dir, labels, stray_to_background=True)
     assert result.stray == {str(truth_dir / "a.nii.gz"): 1}
     assert row(result, "a")["dice_one"] == pytest.approx(1.0)
+
+
+@pytest.fixture
+def drive_like(tmp_path: Path) -> dict[str, Path]:
+    """DRIVE's naming: vessels in 1st_manual/NN_manual1.gif (0/255), the field of view in
+    mask/NN_training_mask.gif, predictions NN_training.png. Inside the field of view the
+    prediction is exact; outside it, it marks a block the truth does not have."""
+    folders = {name: tmp_path / name for name in ("1st_manual", "mask", "pred")}
+    for folder in folders.values():
+        folder.mkdir()
+    for case in ("21", "22"):
+        vessels = np.zeros((40, 40), np.uint8)
+        vessels[10:30, 18:22] = 255
+        field = np.zeros((40, 40), np.uint8)
+        field[5:35, 5:35] = 255
+        prediction = (vessels > 0).astype(np.uint8)
+        prediction[0:4, 0:20] = 1  # outside the field of view
+        Image.fromarray(vessels).save(folders["1st_manual"] / f"{case}_manual1.gif")
+        Image.fromarray(field).save(folders["mask"] / f"{case}_training_mask.gif")
+        Image.fromarray(prediction).save(folders["pred"] / f"{case}_training.png")
+    return folders
+
+
+def test_gif_masks_pair_by_case_key_and_score_inside_the_roi(drive_like: dict[str, Path]):
+    whole = evaluate_folders(drive_like["pred"], drive_like["1st_manual"], {0: "bg", 1: "vessel"})
+    assert [r["case_id"] for r in whole.rows] == ["21_training", "22_training"]
+    assert not whole.missing and not whole.extra
+    assert whole.rows[0]["dice_vessel"] == pytest.approx(2 * 80 / (80 + 160))
+    inside = evaluate_folders(
+        drive_like["pred"], drive_like["1st_manual"], {0: "bg", 1: "vessel"},
+        roi_mask=drive_like["mask"],
+    )  # fmt: skip
+    assert [r["dice_vessel"] for r in inside.rows] == [1.0, 1.0]
+    one_file = drive_like["mask"] / "21_training_mask.gif"
+    same = evaluate_folders(drive_like["pred"], drive_like["1st_manual"], roi_mask=one_file)
+    assert [r["dice_label_1"] for r in same.rows] == [1.0, 1.0]
+
+
+def test_roi_from_the_command_line_and_a_missing_roi(drive_like: dict[str, Path], runner):
+    from conftest import invoke
+
+    args = ["evaluate", "--pred", drive_like["pred"], "--truth", drive_like["1st_manual"]]
+    result = invoke(runner, *args, "--roi-mask", drive_like["mask"])
+    assert result.exit_code == 0, result.output
+    assert "1.000" in result.output
+    (drive_like["mask"] / "22_training_mask.gif").unlink()
+    result = invoke(runner, *args, "--roi-mask", drive_like["mask"])
+    assert result.exit_code == 1
+    assert "no ROI mask for case 22_training" in str(result.exception)

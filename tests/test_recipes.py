@@ -32,11 +32,16 @@ def test_every_shipped_recipe_loads_and_records_its_measurement() -> None:
         config = TrainConfig(**resolve_options([recipe.train, {"data": "d", "output": "o"}]))
         assert config.epochs >= 1 and recipe.summary and recipe.use_for
         assert isinstance(config.inference, InferenceOptions)
-        for key in ("result", "dataset", "wall_time", "hardware", "report"):
+        # the block is written by scripts/report.py from the per-case CSVs (test_report.py
+        # keeps it equal to them); a recipe not measured yet says so instead of quoting a number
+        result = recipe.measured.get("result", "")
+        if result == "not measured with this recipe yet":
+            continue
+        for key in ("dataset", "wall_time", "hardware", "report"):
             assert recipe.measured.get(key), f"{name}: measured.{key} missing"
         report = REPO / recipe.measured["report"]
         assert report.is_file(), f"{name}: {report} does not exist"
-        quoted = re.findall(r"0\.\d{3}", recipe.measured["result"])
+        quoted = re.findall(r"0\.\d{3}", result)
         assert quoted and all(value in report.read_text() for value in quoted), name
 
 

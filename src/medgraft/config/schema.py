@@ -209,6 +209,12 @@ class EvaluateOptions:
     allow_missing: bool = option(
         False, "Score the cases that have a prediction when others have none (listed)."
     )
+    roi_mask: str | None = option(
+        None,
+        "Score only inside a region of interest: one mask file for every case, or a folder of "
+        "per-case masks (e.g. DRIVE's field-of-view mask/).",
+        path=True,
+    )
 
 
 @dataclass

@@ -211,6 +211,32 @@ def case_id_of(path: str | Path) -> str:
     return stem
 
 
+def case_key(case_id: str) -> str:
+    """The part of a case id before its first ``_``: DRIVE's ``21_training`` (image),
+    ``21_manual1`` (vessels) and ``21_training_mask`` (field of view) all share ``21``."""
+    return case_id.split("_", 1)[0]
+
+
+def pair_cases(cases: dict[str, Path], others: dict[str, Path]) -> dict[str, Path]:
+    """For each case id in ``cases``, its file in ``others``: the same case id, else the one
+    file whose :func:`case_key` is the case's own, when that key is unique on both sides (so
+    datasets that name each kind of file differently pair without renaming)."""
+    paired = {c: others[c] for c in cases if c in others}
+    left = [c for c in cases if c not in paired]
+    if not left:
+        return paired
+    unused = [o for o in others if o not in cases]  # those no case claims by its own id
+    by_key: dict[str, list[str]] = {}
+    for other in unused:
+        by_key.setdefault(case_key(other), []).append(other)
+    case_keys = [case_key(c) for c in cases]
+    for case in left:
+        key = case_key(case)
+        if len(by_key.get(key, [])) == 1 and case_keys.count(key) == 1:
+            paired[case] = others[by_key[key][0]]
+    return paired
+
+
 def find_format(path: Path) -> ScanFormat | None:
     path = Path(path)
     return next((f for f in FORMATS if f.accepts(path)), None)

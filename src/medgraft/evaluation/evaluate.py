@@ -30,7 +30,14 @@ from rich.table import Table
 from medgraft.config.schema import EvaluateOptions
 from medgraft.data.checks import BinarizeByteMaskd, FirstChannelMaskd
 from medgraft.data.discovery import parse_labels
-from medgraft.data.io import case_id_of, format_of, is_volume, list_images, read_scan
+from medgraft.data.io import (
+    case_id_of,
+    format_of,
+    is_volume,
+    list_images,
+    pair_cases,
+    read_scan,
+)
 from medgraft.errors import MedgraftError
 from medgraft.evaluation.metrics import dice_per_class, hd95_per_class, nsd_per_class
 from medgraft.files import atomic_write
@@ -250,6 +257,36 @@ def _tolerances(
     return tolerances
 
 
+def _regions_of_interest(roi_mask: Path | None, preds: dict[str, Path]) -> dict[str, Path] | None:
+    """Each case's ROI file: the one file given, or its match in the folder given."""
+    if roi_mask is None:
+        return None
+    if roi_mask.is_file():
+        return dict.fromkeys(preds, roi_mask)
+    if not roi_mask.is_dir():
+        raise MedgraftError(f"{roi_mask}: ROI mask not found")
+    found = pair_cases(preds, {case_id_of(p): p for p in list_images(roi_mask)})
+    missing = sorted(set(preds) - set(found))
+    if missing:
+        raise MedgraftError(
+            f"{roi_mask}: no ROI mask for case {missing[0]} ({len(missing)} in all)"
+        )
+    return found
+
+
+def _inside(
+    roi_path: Path, pred: torch.Tensor, truth: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prediction and truth with everything outside the ROI set to background."""
+    roi = read_scan(roi_path).as_tensor()
+    roi = (roi[0] if roi.ndim == truth.ndim + 1 else roi) > 0
+    if roi.shape != truth.shape:
+        raise MedgraftError(
+            f"{roi_path}: ROI shape {tuple(roi.shape)} != truth {tuple(truth.shape)}"
+        )
+    return pred * roi, truth * roi
+
+
 def evaluate_folders(
     pred_dir: Path,
     truth_dir: Path,
@@ -257,6 +294,7 @@ def evaluate_folders(
     cases: list[str] | None = None,
     nsd_tolerance: float | Mapping[int, float] = DEFAULT_NSD_TOLERANCE,
     stray_to_background: bool = EvaluateOptions.stray_labels_to_background,
+    roi_mask: Path | None = None,
 ) -> Evaluation:
     """Dice, HD95 and NSD of every prediction in ``pred_dir`` against the same-named mask in
     ``truth_dir``, in the ground truth's voxel spacing.
@@ -265,19 +303,28 @@ def evaluate_folders(
     ``nsd_tolerance`` is in mm, one value for all classes or a map from label value to mm (classes
     left out get ``DEFAULT_NSD_TOLERANCE``). A label value outside the classes is an error
     naming the file, or with ``stray_to_background`` counts as background and is reported.
+    ``roi_mask`` (one mask file, or a folder of per-case masks) limits scoring to the region
+    where it is non-zero: prediction and truth both count as background outside it.
     """
     for folder in (pred_dir, truth_dir):
         if not folder.is_dir():
             raise MedgraftError(f"{folder}: folder not found")
     preds = {case_id_of(p): p for p in list_images(pred_dir)}
-    truths = {case_id_of(p): p for p in list_images(truth_dir)}
+    truth_files = {case_id_of(p): p for p in list_images(truth_dir)}
+    # each prediction's truth: the same case id, or the same case key (``pair_cases``: DRIVE's
+    # 1st_manual/21_manual1.gif is the truth of 21_training)
+    truths = pair_cases(preds, truth_files)
+    used = set(truths.values())
+    unscored = sorted(c for c, p in truth_files.items() if p not in used)
     if cases is not None:
         truths = {c: p for c, p in truths.items() if c in set(cases)}
-    matched = sorted(set(preds) & set(truths))
+        unscored = [c for c in unscored if c in set(cases)]
+    matched = sorted(truths)
     if not matched:
         raise MedgraftError(
             f"{pred_dir}: no prediction has a same-named ground truth in {truth_dir}"
         )
+    rois = _regions_of_interest(roi_mask, {c: preds[c] for c in matched})
     loaded = [(case, _load_mask(preds[case]), _load_mask(truths[case])) for case in matched]
     if label_names is None:
         top = max(int(max(p.max(), t.max())) for _, p, t in loaded)
@@ -289,8 +336,8 @@ def evaluate_folders(
     class_tolerances = [tolerances.get(v, DEFAULT_NSD_TOLERANCE) for v in range(1, num_classes)]
     result = Evaluation(
         label_names,
-        missing=sorted(set(truths) - set(preds)),
-        extra=sorted(set(preds) - set(truths)),
+        missing=unscored,
+        extra=sorted(set(preds) - set(pair_cases(preds, truth_files))),
         nsd_tolerance=tolerances,
     )
     for case, pred, truth in loaded:
@@ -300,6 +347,8 @@ def evaluate_folders(
             )
         pred = _known_labels(pred, preds[case], num_classes, stray_to_background, result)
         truth = _known_labels(truth, truths[case], num_classes, stray_to_background, result)
+        if rois is not None:
+            pred, truth = _inside(rois[case], pred, truth)
         spacing = _spacing(truths[case], truth.ndim)
         scores = {
             "dice": dice_per_class(pred, truth, num_classes),
@@ -341,6 +390,7 @@ def evaluate_and_report(
         cases=cases,
         nsd_tolerance=options.nsd_tolerance,
         stray_to_background=options.stray_labels_to_background,
+        roi_mask=Path(options.roi_mask) if options.roi_mask else None,
     )
     Console(width=max(stdout.width, 120)).print(evaluation.table())
     for path, voxels in evaluation.stray.items():

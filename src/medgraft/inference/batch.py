@@ -4,7 +4,9 @@ Inputs are whatever ``data.io`` registers (NIfTI files, nnU-Net ``_0000`` names 
 series folders, 2D PNG/JPG/TIFF images), one file or a folder of them. Masks keep the input's
 grid and header (``data.scans``). Outputs are written under a temporary name and renamed;
 existing outputs are skipped unless ``overwrite``; a failing case is reported and the batch
-goes on. Under torchrun each process takes its share of the cases.
+goes on. Next to the masks: ``summary.csv`` (a row per case) and ``report.html`` (the same cases
+with overlay thumbnails and flags, ``inference.qa_page``). Under torchrun each process takes its
+share of the cases.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from medgraft.inference.postprocess import (
     remove_small_objects,
 )
 from medgraft.inference.predictor import Predictor
+from medgraft.inference.qa_page import PageRow, render_page, thumbnail_png
 from medgraft.models.checkpoint import load_checkpoint
 from medgraft.runtime import amp_dtype, console, progress, rank_and_world, select_device
 
@@ -50,6 +53,8 @@ class CaseResult:
     slices: int = 0
     message: str = ""
     sizes: list[float] = field(default_factory=list)
+    thumbnail: bytes | None = None
+    """A small PNG of the overlay, for ``report.html``."""
 
 
 @dataclass
@@ -57,6 +62,7 @@ class BatchReport:
     results: list[CaseResult]
     output: Path
     summary: Path
+    page: Path
 
     def count(self, status: str) -> int:
         return sum(r.status == status for r in self.results)
@@ -67,7 +73,7 @@ class BatchReport:
         return (
             f"segmented {len(self.results) - failed - skipped}/{len(self.results)} case(s) "
             f"into {self.output} ({skipped} skipped as already done, {failed} failed); "
-            f"summary: {self.summary}"
+            f"summary: {self.summary}, to look at: {self.page}"
         )
 
 
@@ -165,8 +171,8 @@ def _predict_one(
     stem = target.with_name(target.name[: -len(scan.format.mask_suffix)])
     if segmentation.probabilities is not None:
         scan.write_probabilities(scan.restore(segmentation.probabilities.float(), False), stem)
+    montage = overlay_montage(scan.restore(scan.image, False), mask)
     if options.overlays:
-        montage = overlay_montage(scan.restore(scan.image, False), mask)
         atomic_write(
             stem.with_name(f"{stem.name}_overlay.png"),
             lambda tmp: Image.fromarray(montage).save(tmp, format="PNG"),
@@ -178,6 +184,7 @@ def _predict_one(
         "ok",
         slices=segmentation.slices,
         sizes=label_sizes(mask, predictor.num_classes, scan.geometry.voxel_ml),
+        thumbnail=thumbnail_png(montage),
     )
 
 
@@ -204,9 +211,30 @@ def run_batch(
             bar.update(task, advance=1, speed=f"{speed:.1f} slices/s" if slices else "")
     for failed in (r for r in results if r.status == "failed"):
         console.print(f"[red]failed:[/] {escape(failed.message)}")
-    summary = output / ("summary.csv" if world == 1 else f"summary.rank{rank}.csv")
+    suffix = "" if world == 1 else f".rank{rank}"
+    summary, page = output / f"summary{suffix}.csv", output / f"report{suffix}.html"
     write_summary(results, summary, predictor.inputs.labels, predictor.inputs.volumetric)
-    return BatchReport(results, output, summary)
+    write_page(results, page, predictor.inputs.labels, predictor.inputs.volumetric)
+    return BatchReport(results, output, summary, page)
+
+
+def foreground_names(label_names: dict[str, str]) -> list[str]:
+    return [label_names[k] for k in sorted(label_names, key=int) if int(k) > 0]
+
+
+def write_page(
+    results: list[CaseResult], path: Path, label_names: dict[str, str], volumetric: bool
+) -> None:
+    """``report.html``: the batch's cases with thumbnails and flags (``inference.qa_page``)."""
+    fields = ("case_id", "status", "seconds", "sizes", "input", "message", "thumbnail")
+    rows = [
+        PageRow(**{f: getattr(r, f) for f in fields}, output=r.output or "", flags=[])
+        for r in results
+    ]
+    html = render_page(
+        rows, foreground_names(label_names), "mL" if volumetric else "pixels", str(path.parent)
+    )
+    atomic_write(path, lambda tmp: tmp.write_text(html, encoding="utf-8"))
 
 
 def write_summary(
@@ -214,7 +242,7 @@ def write_summary(
 ) -> None:
     """One row per case: status, seconds, slices and size of each label (mL, or pixels in 2D)."""
     unit = "ml" if volumetric else "pixels"
-    names = [label_names[k] for k in sorted(label_names, key=int) if int(k) > 0]
+    names = foreground_names(label_names)
     header = ["case_id", "status", "seconds", "slices", *[f"{n}_{unit}" for n in names]]
 
     def write(tmp: Path) -> None:

@@ -1,0 +1,108 @@
+"""Every reported figure comes from a committed CSV: README.md and docs/results equal what
+``scripts/report.py`` derives from them, and changing a number makes this suite fail."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medgraft.evaluation.stats import difference_interval, mean_interval
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load_report():
+    spec = importlib.util.spec_from_file_location("report", REPO / "scripts" / "report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+report = _load_report()
+
+
+def test_readme_and_results_equal_what_their_sources_give():
+    diffs = report.differences(REPO)
+    assert not diffs, "run python scripts/report.py:\n" + "".join(diffs)[:4000]
+
+
+def test_every_results_page_is_generated():
+    generated = set(report.generated(REPO))
+    pages = set((REPO / "docs" / "results").rglob("*.md"))
+    assert pages <= generated, f"hand-written results pages: {sorted(pages - generated)}"
+
+
+@pytest.fixture
+def copy_of_repo(tmp_path: Path) -> Path:
+    """What report.py reads and writes, copied (the demo data linked)."""
+    for part in ("README.md", "docs", "src/medgraft/config/recipes"):
+        source, target = REPO / part, tmp_path / part
+        target.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, target)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "hippocampus").symlink_to(REPO / "data" / "hippocampus")
+    return tmp_path
+
+
+def test_editing_a_number_in_any_readme_block_fails_the_check(copy_of_repo: Path):
+    readme = copy_of_repo / "README.md"
+    original = readme.read_text()
+    blocks = list(report.BLOCK.finditer(original))
+    assert {b["name"] for b in blocks} == set(report.README_BLOCKS)
+    for block in blocks:
+        digit = re.search(r"\d", block["body"])
+        assert digit, f"block {block['name']} quotes no number"
+        at = block.start("body") + digit.start()
+        changed = "1" if original[at] != "1" else "2"
+        readme.write_text(original[:at] + changed + original[at + 1 :])
+        diffs = report.differences(copy_of_repo)
+        assert any("README.md (committed)" in d for d in diffs), block["name"]
+    readme.write_text(original)
+    assert report.differences(copy_of_repo) == []
+
+
+def test_editing_a_per_case_score_changes_the_report(copy_of_repo: Path):
+    cases = copy_of_repo / "docs" / "results" / "accuracy" / "cases.csv"
+    lines = cases.read_text().splitlines()
+    header = lines[0].split(",")
+    row = lines[1].split(",")
+    row[header.index("dice")] = "0.00000"
+    cases.write_text("\n".join([lines[0], ",".join(row), *lines[2:]]) + "\n")
+    changed = {d.splitlines()[0] for d in report.differences(copy_of_repo)}
+    assert any("accuracy.md" in c for c in changed) and any("README.md" in c for c in changed)
+
+
+MEASURED = re.compile(
+    r"(?<![≥≤] )\b0\.\d{2,}\b"  # a score (a threshold such as "Dice ≥ 0.99" is a setting)
+    r"|\b\d+(?:\.\d+)?\s?(?:s|min|GB|MB|slices/s|cases/s|h)\b"  # a time, a size, a speed
+)
+
+
+def test_readme_quotes_measurements_only_inside_generated_blocks():
+    text = report.BLOCK.sub("", (REPO / "README.md").read_text())
+    prose = re.sub(r"```.*?```", "", text, flags=re.S)  # commands and their example options
+    prose = re.sub(r"`[^`]*`", "", prose)  # inline option values such as `--min-size 50`
+    found = MEASURED.findall(prose)
+    assert not found, f"measured-looking figures outside report blocks: {found}"
+
+
+def test_bootstrap_intervals_hold_the_mean_and_tell_a_difference_from_noise():
+    rng = np.random.default_rng(1)
+    scores = rng.normal(0.8, 0.05, size=(3, 40))
+    interval = mean_interval(scores)
+    assert interval.low < interval.mean < interval.high
+    assert interval.mean == pytest.approx(scores.mean())
+    assert interval.high - interval.low < 0.05
+    assert mean_interval(np.full(10, 0.5)).low == mean_interval(np.full(10, 0.5)).high == 0.5
+    better = scores + 0.05
+    assert difference_interval(better, scores).verdict == "ahead"
+    assert difference_interval(scores, better).verdict == "behind"
+    noise = rng.normal(0.8, 0.05, size=(3, 40))
+    assert difference_interval(noise, scores).verdict == "not distinguishable"
+    with pytest.raises(ValueError, match="same cases"):
+        difference_interval(scores, scores[:, :10])
