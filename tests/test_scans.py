@@ -17,6 +17,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from medgraft.config.schema import InferenceOptions, PredictOptions
 from medgraft.data.transforms import Preprocessing
+from medgraft.errors import MedgraftError
 from medgraft.inference.batch import predict_cases
 from medgraft.inference.predictor import Predictor
 from medgraft.models.checkpoint import ModelInputs
@@ -49,7 +50,7 @@ def label_map(shape: tuple[int, int, int]) -> np.ndarray:
     return labels
 
 
-def predict_with_oracle(inputs: list[Path], out: Path, spacing) -> list:
+def predict_with_oracle(inputs: list[Path], out: Path, spacing, **options) -> list:
     prep = Preprocessing(volumetric=True, orientation="RAS", spacing=spacing)
     model_inputs = ModelInputs(
         preprocessing=prep,
@@ -58,8 +59,8 @@ def predict_with_oracle(inputs: list[Path], out: Path, spacing) -> list:
         inference=InferenceOptions(tta=False),
     )
     predictor = Predictor([IntensityOracle()], model_inputs, device=torch.device("cpu"))
-    options = PredictOptions(tta=False, largest_component=False, min_size=0)
-    return list(predict_cases(predictor, inputs, out, options))
+    settings = PredictOptions(tta=False, largest_component=False, min_size=0, **options)
+    return list(predict_cases(predictor, inputs, out, settings))
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -98,7 +99,8 @@ def test_nifti_masks_match_the_known_labels_on_the_input_grid(name: str, tmp_pat
 def write_dicom_series(folder: Path, volume: np.ndarray) -> None:
     """An oblique series: ``volume[i, j, k]`` is row i, column j of slice k (uint16)."""
     row_dir, col_dir = np.array([0.6, 0.8, 0.0]), np.array([-0.48, 0.36, -0.8])
-    normal, series_uid = np.cross(row_dir, col_dir), generate_uid()
+    normal, series_uid, study_uid = np.cross(row_dir, col_dir), generate_uid(), generate_uid()
+    frame_of_reference = generate_uid()
     folder.mkdir()
     for k in range(volume.shape[2]):
         meta = FileMetaDataset()
@@ -108,6 +110,10 @@ def write_dicom_series(folder: Path, volume: np.ndarray) -> None:
         ds = FileDataset(str(folder / f"s{k}"), {}, file_meta=meta, preamble=b"\0" * 128)
         ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, generate_uid()
         ds.Modality, ds.SeriesInstanceUID, ds.InstanceNumber = "MR", series_uid, k + 1
+        ds.StudyInstanceUID, ds.FrameOfReferenceUID = study_uid, frame_of_reference
+        ds.PatientID, ds.PatientName, ds.PatientBirthDate, ds.PatientSex = "p1", "Test^P", "", "O"
+        ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber = "20260101", "120000", "1", ""
+        ds.ReferringPhysicianName, ds.SeriesNumber = "", 3
         ds.ImagePositionPatient = [f"{v:g}" for v in np.array([5.0, -3.0, 2.0]) + 2.0 * k * normal]
         ds.ImageOrientationPatient = [f"{v:g}" for v in (*row_dir, *col_dir)]
         ds.PixelSpacing = ["0.9", "0.9"]
@@ -125,6 +131,45 @@ def test_dicom_series_mask_matches_the_known_labels(tmp_path: Path):
     assert result.status == "ok", result.message
     mask = np.asarray(nib.load(tmp_path / "out" / "series.nii.gz").dataobj)
     assert dice(mask, labels) >= 0.99
+
+
+def test_dicom_seg_references_each_source_slice_and_holds_the_known_labels(tmp_path: Path):
+    import highdicom as hd
+    import pydicom
+
+    labels = label_map((32, 40, 8))
+    write_dicom_series(tmp_path / "series", np.choose(labels, LEVELS).astype(np.uint16))
+    [result] = predict_with_oracle(
+        [tmp_path / "series"], tmp_path / "out", None, output_format="dicom-seg"
+    )
+    assert result.status == "ok", result.message
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["series_seg.dcm"]
+    seg = hd.seg.segread(tmp_path / "out" / "series_seg.dcm")
+    assert [d.SegmentLabel for d in seg.SegmentSequence] == ["a", "b"]
+    sources = {
+        ds.SOPInstanceUID: ds
+        for ds in (pydicom.dcmread(p) for p in (tmp_path / "series").iterdir())
+    }
+    assert {uid for _, _, uid in seg.get_source_image_uids()} == set(sources)
+    volume = np.zeros(labels.shape, np.uint8)
+    for frame, item in enumerate(seg.PerFrameFunctionalGroupsSequence):
+        source = sources[item.DerivationImageSequence[0].SourceImageSequence[0]
+                         .ReferencedSOPInstanceUID]  # fmt: skip
+        position = item.PlanePositionSequence[0].ImagePositionPatient
+        np.testing.assert_allclose(position, source.ImagePositionPatient, atol=1e-3)
+        segment = item.SegmentIdentificationSequence[0].ReferencedSegmentNumber
+        k = int(source.InstanceNumber) - 1  # slice k of the written volume
+        volume[..., k][seg.pixel_array[frame] > 0] = segment
+    assert dice(volume, labels) >= 0.99
+
+
+def test_dicom_seg_of_a_nifti_input_is_refused_before_any_work(tmp_path: Path):
+    scan = tmp_path / "in" / "ct.nii.gz"
+    scan.parent.mkdir()
+    write_nifti(scan, np.zeros((8, 8, 4), np.float32))
+    with pytest.raises(MedgraftError, match="needs DICOM series inputs"):
+        predict_with_oracle([scan], tmp_path / "out", None, output_format="dicom-seg")
+    assert not (tmp_path / "out").exists()
 
 
 def test_the_check_sees_a_flipped_mask(tmp_path: Path):

@@ -162,6 +162,9 @@ class TrainConfig:
     )
 
 
+OUTPUT_FORMATS = ("nifti", "dicom-seg", "both")
+
+
 @dataclass
 class PredictOptions:
     """How ``medgraft predict`` segments a batch; unset prediction settings follow the model."""
@@ -187,6 +190,26 @@ class PredictOptions:
     overwrite: bool = option(False, "Redo cases whose mask exists (default: skip them).")
     device: str = option(TrainConfig.device, "auto | cpu | cuda")
     amp: str = option(TrainConfig.amp, "auto | fp16 | bf16 | off")
+    output_format: str = option(
+        "nifti",
+        "nifti (NIfTI masks; PNG for 2D images) | dicom-seg (a DICOM Segmentation object per "
+        "DICOM series input, <case>_seg.dcm) | both.",
+    )
+
+    def __post_init__(self) -> None:
+        if self.output_format not in OUTPUT_FORMATS:
+            raise MedgraftError(
+                f"--output-format must be one of {', '.join(OUTPUT_FORMATS)}, not "
+                f"'{self.output_format}'"
+            )
+
+    @property
+    def writes_dicom_seg(self) -> bool:
+        return self.output_format in ("dicom-seg", "both")
+
+    @property
+    def writes_native_mask(self) -> bool:
+        return self.output_format in ("nifti", "both")
 
     def with_model_defaults(self, model_defaults: InferenceOptions) -> PredictOptions:
         """Prediction settings left unset taken from the model's stored ``inference``."""

@@ -74,7 +74,7 @@ def read_dicom_series(folder: Path) -> tuple[torch.Tensor, np.ndarray]:
 
     row_dir, col_dir = slices[0].orientation[:3], slices[0].orientation[3:]
     normal = np.cross(row_dir, col_dir)
-    slices.sort(key=lambda s: float(normal @ s.position))
+    slices.sort(key=lambda s: _along(normal, s.position))
     affine = np.eye(4)
     affine[:3, 0] = col_dir * slices[0].spacing[0]
     affine[:3, 1] = row_dir * slices[0].spacing[1]
@@ -82,6 +82,23 @@ def read_dicom_series(folder: Path) -> tuple[torch.Tensor, np.ndarray]:
     affine[:3, 3] = slices[0].position
     volume = np.stack([s.pixels for s in slices], axis=-1)[None]
     return torch.from_numpy(volume), LPS_TO_RAS @ affine
+
+
+def _along(normal: np.ndarray, position: np.ndarray) -> float:
+    """A slice's place in the volume: its position along the slice normal."""
+    return float(normal @ position)
+
+
+def series_datasets(folder: Path) -> list[pydicom.Dataset]:
+    """The series' slices as pydicom datasets, in the volume's slice order (``volume[..., k]``
+    is ``series_datasets(folder)[k]``): what a DICOM-SEG must reference, frame by frame."""
+    datasets = [pydicom.dcmread(p) for p in _files_in(Path(folder))]
+    orientation = np.asarray(datasets[0].ImageOrientationPatient, dtype=np.float64)
+    normal = np.cross(orientation[:3], orientation[3:])
+    return sorted(
+        datasets,
+        key=lambda d: _along(normal, np.asarray(d.ImagePositionPatient, dtype=np.float64)),
+    )
 
 
 def _files_in(folder: Path) -> list[Path]:

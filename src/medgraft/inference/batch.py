@@ -24,6 +24,7 @@ from rich.markup import escape
 from rich.progress import TextColumn
 
 from medgraft.config.schema import PredictOptions
+from medgraft.data.dicom_seg import SEG_SUFFIX, write_dicom_seg
 from medgraft.data.io import FORMATS, case_id_of, find_format, list_scans, supported_kinds
 from medgraft.data.scans import read_scan_for_model
 from medgraft.errors import MedgraftError
@@ -101,6 +102,18 @@ def safe_case_id(path: Path) -> str:
     return cleaned or "case"
 
 
+def check_dicom_inputs(inputs: list[Path]) -> None:
+    """DICOM-SEG output references a DICOM series: refuse other inputs before any work."""
+    for path in inputs:
+        scan_format = find_format(path)
+        if scan_format is None or scan_format.name != "dicom-series":
+            kind = scan_format.name if scan_format else "not a recognised scan"
+            raise MedgraftError(
+                f"{path}: --output-format dicom-seg needs DICOM series inputs (this is {kind}); "
+                "use --output-format nifti"
+            )
+
+
 def shard(cases: list[Path], rank: int, world_size: int) -> list[Path]:
     """This rank's deterministic share of the cases (round robin over the sorted list)."""
     return sorted(cases)[rank::world_size]
@@ -135,6 +148,8 @@ def predict_cases(
     """Segment each input into ``output_dir``, yielding one result per case."""
     options = options.with_model_defaults(predictor.inputs.inference)
     check_output_location(inputs, output_dir)
+    if options.writes_dicom_seg:
+        check_dicom_inputs(inputs)
     output_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(output_dir)  # left by a run that was killed mid-write
     volumetric = predictor.inputs.volumetric
@@ -144,6 +159,8 @@ def predict_cases(
         case_id = safe_case_id(path)
         scan_format = find_format(path)
         suffix = scan_format.mask_suffix if scan_format else default_suffix
+        if not options.writes_native_mask:
+            suffix = SEG_SUFFIX
         target = output_dir / f"{case_id}{suffix}"
         if target.exists() and not options.overwrite:
             yield CaseResult(case_id, str(path), str(target), "skipped", message="output exists")
@@ -167,8 +184,12 @@ def _predict_one(
     if options.min_size > 0:
         labels = remove_small_objects(labels, options.min_size, predictor.num_classes)
     mask = labels.numpy().astype(np.uint8)
-    scan.write_mask(mask, target)
-    stem = target.with_name(target.name[: -len(scan.format.mask_suffix)])
+    stem = target.with_name(safe_case_id(path))
+    if options.writes_native_mask:
+        scan.write_mask(mask, target)
+    if options.writes_dicom_seg:
+        names = {int(v): n for v, n in predictor.inputs.labels.items()}
+        write_dicom_seg(mask, path, stem.with_name(f"{stem.name}{SEG_SUFFIX}"), names)
     if segmentation.probabilities is not None:
         scan.write_probabilities(scan.restore(segmentation.probabilities.float(), False), stem)
     montage = overlay_montage(scan.restore(scan.image, False), mask)
