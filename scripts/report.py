@@ -156,9 +156,10 @@ class Accuracy:
         return f"{goal:.2f}: {verdict}"
 
 
-def _hd95_text(result: ClassResult, unit: str) -> str:
+def _hd95_text(result: ClassResult, unit: str, with_misses: bool = True) -> str:
     finite = result.hd95[np.isfinite(result.hd95)]
-    return f"{finite.mean():.2f} {unit} ({result.missed} missed)"
+    text = f"{finite.mean():.2f} {unit}"
+    return f"{text} ({result.missed} missed)" if with_misses else text
 
 
 def accuracy_readme(root: Path) -> str:
@@ -225,9 +226,11 @@ def accuracy_page(root: Path) -> str:
         "validated once. Each fold trains with `medgraft train --recipe R --folds 5 --fold k` "
         "and nothing else changed, except `--stray-labels-to-background` for hippocampus "
         "(`labelsTr/hippocampus_243.nii.gz` holds one voxel of value -2).",
-        "- **Checkpoint**: each fold's **last-epoch** model (`last.pt`). The number of epochs is "
-        "fixed by the recipe, so the scored cases chose nothing: not the checkpoint, not the "
-        "recipe (tuned on other folds' data in earlier rounds at most), not the post-processing.",
+        "- **Checkpoint**: each fold's **last-epoch** model (`last.pt`). The number of epochs and "
+        "the post-processing are fixed by the recipe, so a fold's scored cases chose neither its "
+        "checkpoint nor its clean-up. The recipes' settings themselves were chosen in earlier "
+        "rounds from cross-validation on these same cases: these are development figures. The "
+        "datasets' other cases are kept apart for independent evaluation.",
         "- **Recipe identity**: every fold's `config.json` holds the fingerprint of its resolved "
         "options (`options_sha256` in [folds.csv](accuracy/folds.csv)); "
         "`accuracy_cv.py` refuses to reuse a fold whose fingerprint differs from what the "
@@ -289,7 +292,7 @@ def _dataset_section(name: str, result: Accuracy, raw: Accuracy) -> list[str]:
         c = result.of_class(class_name)
         lines.append(
             f"| {class_name} | {len(c.dice)} | {c.interval} | {c.dice.std():.3f} "
-            f"| {np.median(c.dice):.3f} | {c.missed} | {_hd95_text(c, unit)} "
+            f"| {np.median(c.dice):.3f} | {c.missed} | {_hd95_text(c, unit, with_misses=False)} "
             f"| {c.nsd.mean():.3f} |"
         )
     if raw:
@@ -379,7 +382,7 @@ def study_readme(root: Path) -> str:
         return "No study on the shared data has been measured with this version yet."
     lines = [
         "| data (training cases at 100%) | init | "
-        + " | ".join(f"{f:g} of the labels" for f in _fractions(folders))
+        + " | ".join(f"{f:.0%} of the labels" for f in _fractions(folders))
         + " |",
         "| --- | --- |" + " --- |" * len(_fractions(folders)),
     ]
@@ -401,7 +404,7 @@ def study_readme(root: Path) -> str:
             difference = results.versus_scratch("imagenet", fraction)
             if difference is not None:
                 claims.append(
-                    f"{STUDIES[name]}, {fraction:g} of the labels: ImageNet is "
+                    f"{STUDIES[name]}, {fraction:.0%} of the labels: ImageNet is "
                     f"**{difference.verdict}** (difference {difference})"
                 )
     return "\n".join(
@@ -540,8 +543,10 @@ README_BLOCKS: dict[str, Callable[[Path], str]] = {
     "bench-predict": bench_predict_readme,
 }
 BLOCK = re.compile(
-    r"(<!-- report:(?P<name>[\w-]+) -->\n?)(?P<body>.*?)(\n?<!-- /report:(?P=name) -->)", re.S
+    r"(<!-- report:(?P<name>[\w-]+) -->)(?P<body>.*?)(<!-- /report:(?P=name) -->)", re.S
 )
+"""A generated README block. A block whose opening marker ends its line holds Markdown blocks
+(tables, lists) between marker lines; otherwise it is inline text inside a paragraph."""
 
 
 def readme(root: Path) -> str:
@@ -551,7 +556,14 @@ def readme(root: Path) -> str:
         raise SystemExit(
             f"README.md: report blocks {sorted(found)}, expected {sorted(README_BLOCKS)}"
         )
-    return BLOCK.sub(lambda m: m[1] + README_BLOCKS[m["name"]](root) + m[4], text)
+
+    def fill(match: re.Match) -> str:
+        body = README_BLOCKS[match["name"]](root)
+        if match["body"].startswith("\n"):
+            body = f"\n{body}\n"
+        return match[1] + body + match[4]
+
+    return BLOCK.sub(fill, text)
 
 
 def generated(root: Path) -> dict[Path, str]:

@@ -22,14 +22,18 @@ def file_name(tensor: torch.Tensor, default: Hashable) -> str:
 
 
 class CheckGeometryd(MapTransform):
-    """Refuse a 2D file where volumes are expected and vice versa, 4D volumes, and volumes with
-    a degenerate affine, as stored: orientation, spacing or resizing would otherwise fail on
-    them with a message about array broadcasting or axes, or report a resampled shape the user
-    never saw."""
+    """Refuse a 2D file where volumes are expected and vice versa, a volume whose channel count
+    is not the dataset's (or the model's), and volumes with a degenerate affine, as stored:
+    orientation, spacing or resizing would otherwise fail on them with a message about array
+    broadcasting or axes, or report a resampled shape the user never saw. Labels are always one
+    channel; ``channel_names`` name the image's expected channels, in order."""
 
-    def __init__(self, keys: KeysCollection, spatial_dims: int) -> None:
+    def __init__(
+        self, keys: KeysCollection, spatial_dims: int, channel_names: Sequence[str] = ()
+    ) -> None:
         super().__init__(keys)
         self.spatial_dims = spatial_dims
+        self.channel_names = list(channel_names)
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
         d = dict(data)
@@ -40,11 +44,10 @@ class CheckGeometryd(MapTransform):
                 raise MedgraftError(
                     f"{file_name(d[key], key)}: expected a {kind}, got shape {tuple(shape)}"
                 )
-            if self.spatial_dims == 3 and channels != 1:
+            expected = max(len(self.channel_names), 1) if key == "image" else 1
+            if self.spatial_dims == 3 and channels != expected:
                 raise MedgraftError(
-                    f"{file_name(d[key], key)}: 4D file with {channels} volumes of shape "
-                    f"{tuple(shape)}; expected one 3D volume (multi-channel inputs are not "
-                    "supported yet)"
+                    f"{file_name(d[key], key)}: {self._channel_problem(channels, shape, expected)}"
                 )
             if self.spatial_dims == 3 and not abs(float(torch.det(d[key].affine[:3, :3]))) > 0:
                 raise MedgraftError(
@@ -52,6 +55,19 @@ class CheckGeometryd(MapTransform):
                     f"axis): {d[key].affine[:3].tolist()}"
                 )
         return d
+
+    def _channel_problem(self, channels: int, shape: list[int], expected: int) -> str:
+        found = (
+            f"4D file with {channels} volumes of shape {tuple(shape)}"
+            if channels > 1
+            else f"{channels} channel of shape {tuple(shape)}"
+        )
+        if expected == 1:
+            return f"{found}; expected one 3D volume"
+        return (
+            f"{found}; expected {expected} channels ({', '.join(self.channel_names)}): one 4D "
+            "NIfTI, or nnU-Net channel files <case>_0000, _0001, … side by side"
+        )
 
 
 class SameGridd(MapTransform):

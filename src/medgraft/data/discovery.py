@@ -3,11 +3,14 @@
 Supported layouts (checked in this order):
 
 * MSD: ``dataset.json`` with ``training`` (image/label pairs) and optionally ``test``.
-* nnU-Net v2 raw: ``imagesTr/<case>_0000.nii.gz`` and ``labelsTr/<case>.nii.gz``
-  (``dataset.json`` optional; its ``labels`` map is read when present).
+* nnU-Net v2 raw: ``imagesTr/<case>_0000.nii.gz`` (and ``_0001``, … for more channels) and
+  ``labelsTr/<case>.nii.gz`` (``dataset.json`` optional; its ``labels`` and
+  ``channel_names`` are read when present).
 * A plain folder pair: ``images/`` and ``labels/`` (or ``masks/``), matched by file name.
 
-Every layout yields records ``{"image": str, "label": str, "case_id": str}``.
+Every layout yields records ``{"image": str, "label": str, "case_id": str}``; a case with several
+channels is named by its first channel file (``data.io.channel_files`` finds the others; an MSD
+4D NIfTI holds them inside). ``DatasetSpec.channels`` names the channels in order.
 """
 
 from __future__ import annotations
@@ -16,8 +19,15 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medgraft.data.formats import NNUNET_CHANNEL_SUFFIX
-from medgraft.data.io import case_id_of, is_volume, list_images, split_suffix
+from medgraft.data.io import (
+    case_id_of,
+    channel_files,
+    channel_index,
+    is_volume,
+    list_images,
+    list_scans,
+    split_suffix,
+)
 from medgraft.errors import MedgraftError
 
 
@@ -31,6 +41,8 @@ class DatasetSpec:
     test: list[dict[str, str]] = field(default_factory=list)
     labels: dict[int, str] | None = None
     modality: str = "unknown"
+    channels: list[str] = field(default_factory=list)
+    """The input channels' names (modalities) in order; empty: one unnamed channel."""
 
     @property
     def is_volumetric(self) -> bool:
@@ -86,13 +98,20 @@ def parse_labels(manifest: dict | None, path: Path) -> dict[int, str] | None:
     return dict(sorted(labels.items()))
 
 
+def _channel_names(manifest: dict | None) -> list[str]:
+    """The channels' names from MSD ``modality`` or nnU-Net ``channel_names``, in index order."""
+    channels = (manifest or {}).get("modality") or (manifest or {}).get("channel_names") or {}
+    if not isinstance(channels, dict):
+        return []
+    try:
+        return [str(channels[k]) for k in sorted(channels, key=int)]
+    except ValueError:
+        return [str(v) for v in channels.values()]
+
+
 def _modality(manifest: dict | None) -> str:
-    if manifest is None:
-        return "unknown"
-    channels = manifest.get("modality") or manifest.get("channel_names") or {}
-    return (
-        str(next(iter(channels.values()), "unknown")) if isinstance(channels, dict) else "unknown"
-    )
+    """The first channel's modality (``CT`` sets the intensity scheme)."""
+    return next(iter(_channel_names(manifest)), "unknown")
 
 
 def _discover_msd(root: Path, manifest: dict) -> DatasetSpec:
@@ -119,6 +138,7 @@ def _discover_msd(root: Path, manifest: dict) -> DatasetSpec:
         test=test,
         labels=parse_labels(manifest, path),
         modality=_modality(manifest),
+        channels=_channel_names(manifest),
     )
 
 
@@ -131,19 +151,16 @@ def _listed_path(root: Path, value: object, where: str) -> Path:
 
 def _discover_nnunet(root: Path, manifest: dict | None) -> DatasetSpec:
     labels_dir = root / "labelsTr"
-    training = []
-    for image in list_images(root / "imagesTr"):
-        stem, suffix = split_suffix(image.name)
-        if not stem.endswith(NNUNET_CHANNEL_SUFFIX):
-            if stem[-5:-4] == "_" and stem[-4:].isdigit():
-                raise MedgraftError(
-                    f"{image}: only single-channel nnU-Net datasets (_0000) are supported so far"
-                )
+    training, channel_counts = [], {}
+    for image in list_scans(root / "imagesTr"):  # one per case: its _0000 file
+        suffix = split_suffix(image.name)[1]
+        if channel_index(image) != 0:
             hint = (
                 "" if manifest is None else f"; for MSD, {root / 'dataset.json'} needs 'training'"
             )
             raise MedgraftError(f"{image}: nnU-Net images must end in _0000{suffix}{hint}")
         case_id = case_id_of(image)
+        channel_counts[image] = len(channel_files(image))
         training.append(
             {
                 "image": str(image),
@@ -151,9 +168,18 @@ def _discover_nnunet(root: Path, manifest: dict | None) -> DatasetSpec:
                 "case_id": case_id,
             }
         )
+    channels = _channel_names(manifest) or [
+        f"{i:04d}" for i in range(max(channel_counts.values(), default=1))
+    ]
+    for image, count in channel_counts.items():
+        if count != len(channels):
+            raise MedgraftError(
+                f"{image}: {count} channel file(s) (_0000 …), but the dataset has "
+                f"{len(channels)} channel(s): {', '.join(channels)}"
+            )
     test = []
     if (root / "imagesTs").is_dir():
-        test = [{"image": str(p), "case_id": case_id_of(p)} for p in list_images(root / "imagesTs")]
+        test = [{"image": str(p), "case_id": case_id_of(p)} for p in list_scans(root / "imagesTs")]
     return DatasetSpec(
         root=root,
         layout="nnunet",
@@ -161,6 +187,7 @@ def _discover_nnunet(root: Path, manifest: dict | None) -> DatasetSpec:
         test=test,
         labels=parse_labels(manifest, root / "dataset.json"),
         modality=_modality(manifest),
+        channels=channels if len(channels) > 1 else _channel_names(manifest),
     )
 
 

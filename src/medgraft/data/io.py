@@ -291,10 +291,65 @@ def read_geometry(path: str | Path) -> ScanGeometry:
     return ScanGeometry(geometry.affine, geometry.header, shape)
 
 
+def channel_index(path: Path) -> int | None:
+    """``N`` for an nnU-Net channel file ``<case>_NNNN<suffix>``, else None."""
+    stem, _ = split_suffix(Path(path).name)
+    tag = stem[-5:]
+    return int(tag[1:]) if len(stem) > 5 and tag[0] == "_" and tag[1:].isdigit() else None
+
+
+def channel_files(path: Path) -> list[Path]:
+    """The files of one case, channel by channel: for nnU-Net's ``<case>_0000`` the consecutive
+    siblings ``<case>_0001``, ``<case>_0002``, …; any other file is its own single channel
+    (a 4D NIfTI holds its channels inside)."""
+    path = Path(path)
+    if channel_index(path) != 0:
+        return [path]
+    stem, suffix = split_suffix(path.name)
+    files = [path]
+    while (sibling := path.with_name(f"{stem[:-4]}{len(files):04d}{suffix}")).is_file():
+        files.append(sibling)
+    return files
+
+
+def read_channels(path: Path) -> MetaTensor:
+    """A case's channels as one channel-first ``MetaTensor`` (see :func:`channel_files`); the
+    channel files must share one voxel grid."""
+    files = channel_files(path)
+    images = [read_scan(f) for f in files]
+    first = images[0]
+    for file, image in zip(files[1:], images[1:], strict=True):
+        same_affine = torch.allclose(
+            torch.as_tensor(image.affine, dtype=torch.float64),
+            torch.as_tensor(first.affine, dtype=torch.float64),
+            atol=1e-3,
+        )
+        if image.shape[1:] != first.shape[1:] or not same_affine:
+            raise MedgraftError(
+                f"{file}: channel on another voxel grid than {files[0].name} (shape "
+                f"{tuple(image.shape[1:])} vs {tuple(first.shape[1:])}); a case's channels must "
+                "share one grid"
+            )
+    if len(images) == 1:
+        return first
+    return MetaTensor(torch.cat([i.as_tensor() for i in images]), meta=first.meta)
+
+
 def list_scans(folder: Path) -> list[Path]:
-    """Every scan directly inside ``folder``: image files first, then DICOM series folders."""
+    """Every scan directly inside ``folder``: image files first, then DICOM series folders. A
+    multi-channel case (nnU-Net ``_0000``, ``_0001``, …) is listed once, by its ``_0000`` file."""
     series = sorted(p for p in folder.iterdir() if p.is_dir() and is_dicom_series(p))
-    return list_images(folder) + series
+    images = list_images(folder)
+    names = {p.name for p in images}
+
+    def is_later_channel(path: Path) -> bool:
+        index = channel_index(path)
+        if not index:
+            return False
+        stem, suffix = split_suffix(path.name)
+        return f"{stem[:-4]}0000{suffix}" in names
+
+    return [p for p in images if not is_later_channel(p)] + series
 
 
 def check_readable(path: str | Path) -> None:

@@ -10,7 +10,7 @@ import torch
 from medgraft.config.schema import TrainConfig
 from medgraft.data.discovery import DatasetSpec
 from medgraft.data.io import read_geometry
-from medgraft.data.transforms import Preprocessing
+from medgraft.data.transforms import Preprocessing, ct_channels
 from medgraft.errors import MedgraftError
 
 CT_WINDOW_PERCENTILES = (0.5, 99.5)
@@ -24,11 +24,14 @@ def plan_preprocessing(
     A CT window is set later, from the loaded training cases (:func:`with_ct_window`).
     """
     volumetric = spec.is_volumetric
+    channels = tuple(spec.channels) if volumetric and len(spec.channels) > 1 else ()
+    any_ct = any(ct_channels(channels)) or spec.modality.upper() == "CT"
     return Preprocessing(
         volumetric=volumetric,
+        channels=channels,
         orientation=config.orientation if volumetric else None,
         spacing=target_spacing(spec, train_records, config.spacing, config.orientation),
-        intensity="window" if spec.modality.upper() == "CT" else "percentile",
+        intensity="window" if any_ct else "percentile",
         image_size=None if volumetric else config.image_size,
     )
 
@@ -37,7 +40,8 @@ def with_ct_window(prep: Preprocessing, train_cases: list[dict]) -> Preprocessin
     """``prep`` with its CT window measured on the training cases (unchanged for MRI)."""
     if prep.intensity != "window":
         return prep
-    return Preprocessing(**{**prep.to_dict(), "window": ct_window(train_cases)})
+    channel = ct_channels(prep.channels).index(True) if prep.channels else 0
+    return Preprocessing.from_dict({**prep.to_dict(), "window": ct_window(train_cases, channel)})
 
 
 def target_spacing(spec: DatasetSpec, records: list[dict], setting: str, orientation: str):
@@ -57,8 +61,9 @@ def target_spacing(spec: DatasetSpec, records: list[dict], setting: str, orienta
     for record in records:
         geometry = read_geometry(record["image"])
         case_zooms = geometry.zooms
-        if geometry.shape is not None and len(geometry.shape) != 3:
+        if geometry.shape is not None and len(geometry.shape) not in (3, 4):
             continue  # not a volume: loading the case reports it with the full story
+        # (a 4D NIfTI holds channels on its last axis; its first three are the volume's)
         ornt = nib.orientations.io_orientation(geometry.affine)
         target = nib.orientations.axcodes2ornt(orientation)
         ras = np.zeros(3)
@@ -71,12 +76,13 @@ def target_spacing(spec: DatasetSpec, records: list[dict], setting: str, orienta
     return (round(float(median[0]), 4), round(float(median[1]), 4), 0.0)
 
 
-def ct_window(cases: list[dict]) -> tuple[float, float]:
-    """nnU-Net's CT normalisation: 0.5-99.5th percentiles of foreground intensities."""
+def ct_window(cases: list[dict], channel: int = 0) -> tuple[float, float]:
+    """nnU-Net's CT normalisation: 0.5-99.5th percentiles of foreground intensities (of the
+    CT ``channel``)."""
     generator = torch.Generator().manual_seed(0)
     samples = []
     for case in cases:
-        values = case["image"][0][case["label"][0] > 0]
+        values = case["image"][channel][case["label"][0] > 0]
         if values.numel() > 100_000:
             values = values[torch.randperm(values.numel(), generator=generator)[:100_000]]
         samples.append(values)

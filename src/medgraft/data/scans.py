@@ -16,7 +16,7 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Invertd
 
-from medgraft.data.io import ScanFormat, ScanGeometry, format_of
+from medgraft.data.io import ScanFormat, ScanGeometry, format_of, read_channels
 from medgraft.data.resample import SlabwiseSpacing, resamples_in_plane_only
 from medgraft.data.transforms import (
     Preprocessing,
@@ -61,11 +61,11 @@ def read_scan_for_model(path: Path, prep: Preprocessing) -> Scan:
     # in-plane resampling runs slab by slab so a CT-sized volume fits in a few GB
     slabwise = SlabwiseSpacing(prep.spacing) if resamples_in_plane_only(prep) else None
     whole_volume = dataclasses.replace(prep, spacing=None) if slabwise else prep
-    raw = scan_format.read(path)
+    raw = read_channels(path)  # every channel file of the case (nnU-Net _0000, _0001, …)
     geometry = scan_format.geometry(path, raw)
     spatial = geometry_transforms(whole_volume, with_label=False)
     loaded = apply_case_transforms(spatial, {"image": raw})
-    _check_dimensionality(loaded["image"], prep.volumetric, path)
+    _check_dimensionality(loaded["image"], prep, path)
     if slabwise is not None:
         loaded = {"image": slabwise(loaded["image"])}
     # inverting needs only the geometry trace, not a second full-size copy of the volume
@@ -91,12 +91,14 @@ def read_scan_for_model(path: Path, prep: Preprocessing) -> Scan:
     return Scan(image, restore, scan_format, geometry)
 
 
-def _check_dimensionality(image: torch.Tensor, volumetric: bool, path: Path) -> None:
-    if volumetric and (image.ndim != 4 or image.shape[0] != 1):
+def _check_dimensionality(image: torch.Tensor, prep: Preprocessing, path: Path) -> None:
+    """What the loading checks leave: the array as a whole (channels counted there)."""
+    channels = max(len(prep.channels), 1)
+    if prep.volumetric and (image.ndim != 4 or image.shape[0] != channels):
         raise MedgraftError(
-            f"{path}: expected a single-channel 3D volume, got shape {tuple(image.shape)}"
+            f"{path}: expected a {channels}-channel 3D volume, got shape {tuple(image.shape)}"
         )
-    if not volumetric and image.ndim != 3:
+    if not prep.volumetric and image.ndim != 3:
         raise MedgraftError(f"{path}: expected a 2D image, got shape {tuple(image.shape[1:])}")
 
 

@@ -2,7 +2,9 @@
 
 Each stack becomes the channels of one 2D sample, so a 3-channel ImageNet encoder sees k=3
 neighbouring slices unchanged. Slices past either end of the volume repeat the edge slice.
-The slicing axis is the last array axis (axial for RAS/LPS-stored volumes).
+The slicing axis is the last array axis (axial for RAS/LPS-stored volumes). A volume with C
+channels (modalities) gives C x k channels per sample, channel by channel: the k slices of the
+first modality, then the k slices of the next.
 """
 
 from __future__ import annotations
@@ -23,14 +25,17 @@ def stack_indices(depth: int, k: int) -> torch.Tensor:
 def volume_to_stacks(
     volume: torch.Tensor, k: int, start: int = 0, stop: int | None = None
 ) -> torch.Tensor:
-    """(1, H, W, D) volume → (n, k, H, W) stacks for axial slices ``start:stop`` (all by default).
+    """(C, H, W, D) volume → (n, C·k, H, W) stacks for axial slices ``start:stop`` (all by
+    default).
 
     Taking a slice range lets inference stream a large volume in bounded batches.
     """
-    if volume.ndim != 4 or volume.shape[0] != 1:
-        raise ValueError(f"expected a (1, H, W, D) volume, got {tuple(volume.shape)}")
+    if volume.ndim != 4:
+        raise ValueError(f"expected a (C, H, W, D) volume, got {tuple(volume.shape)}")
+    channels, height, width, _ = volume.shape
     indices = stack_indices(volume.shape[-1], k)[start:stop]
-    return volume[0][..., indices].permute(2, 3, 0, 1)
+    stacks = volume[..., indices]  # (C, H, W, n, k)
+    return stacks.permute(3, 0, 4, 1, 2).reshape(len(indices), channels * k, height, width)
 
 
 def stacks_to_volume(per_slice: torch.Tensor) -> torch.Tensor:
@@ -39,7 +44,7 @@ def stacks_to_volume(per_slice: torch.Tensor) -> torch.Tensor:
 
 
 class SliceStackDataset(Dataset):
-    """Every axial slice of every cached case as a sample ``{image: (k,H,W), label: (1,H,W)}``."""
+    """Every axial slice of every cached case as a sample ``{image: (C·k,H,W), label: (1,H,W)}``."""
 
     def __init__(self, cases: list[dict], k: int, transform: Compose | None = None) -> None:
         self.cases = cases
@@ -64,8 +69,9 @@ class SliceStackDataset(Dataset):
         case = self.cases[case_idx]
         depth = case["image"].shape[-1]
         zs = stack_indices(depth, self.k)[z]
+        image = case["image"][..., zs]  # (C, H, W, k)
         sample = {
-            "image": case["image"][0][..., zs].permute(2, 0, 1).contiguous(),
+            "image": image.permute(0, 3, 1, 2).reshape(-1, *image.shape[1:3]).contiguous(),
             "label": case["label"][..., z],
         }
         return self.transform(sample) if self.transform else sample

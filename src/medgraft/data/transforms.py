@@ -19,6 +19,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
+from monai.config import KeysCollection
 from monai.data import MetaTensor, pad_list_data_collate
 from monai.transforms import (
     Compose,
@@ -42,7 +43,7 @@ from medgraft.data.checks import (
     ValidateLabelsd,
     file_name,
 )
-from medgraft.data.io import check_readable, read_scan
+from medgraft.data.io import check_readable, read_channels, read_scan
 from medgraft.errors import MedgraftError, first_line, root_cause
 
 PERCENTILES = (0.5, 99.5)
@@ -52,13 +53,14 @@ SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 
 class LoadScand(MapTransform):
     """Read each key's path with the format registered for it in ``data.io`` (NIfTI, a DICOM
-    series folder, a 2D image); an image already read passes through unchanged."""
+    series folder, a 2D image); the image with all its channel files (nnU-Net ``_0000``,
+    ``_0001``, …). An image already read passes through unchanged."""
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
         for key in self.key_iterator(d):
             if not isinstance(d[key], MetaTensor):
-                d[key] = read_scan(d[key])
+                d[key] = read_channels(d[key]) if key == "image" else read_scan(d[key])
         return d
 
 
@@ -113,6 +115,8 @@ class Preprocessing:
     """
 
     volumetric: bool
+    channels: tuple[str, ...] = ()
+    """Volumes: the input channels (modalities) in order; empty means one unnamed channel."""
     orientation: str | None = TrainConfig.orientation
     spacing: tuple[float, ...] | None = None
     intensity: str = "percentile"
@@ -125,7 +129,7 @@ class Preprocessing:
     @classmethod
     def from_dict(cls, values: dict) -> Preprocessing:
         fields = {**values}
-        for key in ("spacing", "window"):
+        for key in ("spacing", "window", "channels"):
             if fields.get(key) is not None:
                 fields[key] = tuple(fields[key])
         return cls(**fields)
@@ -143,7 +147,7 @@ def geometry_transforms(
     steps: list = [
         LoadScand(keys),
         EnsureTyped(keys, dtype=torch.float32, track_meta=True),
-        CheckGeometryd(keys, 3 if prep.volumetric else 2),
+        CheckGeometryd(keys, 3 if prep.volumetric else 2, prep.channels),
     ]
     if with_label:
         steps.append(SameGridd(keys))
@@ -184,9 +188,42 @@ def intensity_transforms(prep: Preprocessing) -> Compose:
     if not prep.volumetric:
         return Compose([ScaleIntensityRanged("image", 0, 255, 0.0, 1.0, clip=True)])
     if prep.intensity == "window":
+        if len(prep.channels) > 1:
+            return Compose([ChannelIntensityd("image", prep.window, ct_channels(prep.channels))])
         low, high = prep.window
         return Compose([ScaleIntensityRanged("image", low, high, 0.0, 1.0, clip=True)])
     return Compose([_percentile_scaling()])
+
+
+def ct_channels(channels: Sequence[str]) -> list[bool]:
+    """Which channels hold CT (Hounsfield units: a fixed window), by their modality name."""
+    return [name.strip().upper() == "CT" for name in channels]
+
+
+class ChannelIntensityd(MapTransform):
+    """Each channel by its modality: CT channels clipped to the CT window, the others (MRI,
+    PET, …) scaled by their own 0.5-99.5th percentiles, as nnU-Net normalises per channel."""
+
+    def __init__(self, keys: KeysCollection, window: tuple[float, float], is_ct: list[bool]):
+        super().__init__(keys)
+        self.window = ScaleIntensityRanged("c", *window, 0.0, 1.0, clip=True)
+        self.percentile = ScaleIntensityRangePercentilesd(
+            "c", *PERCENTILES, b_min=0.0, b_max=1.0, clip=True
+        )
+        self.is_ct = is_ct
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            image = d[key]
+            scaled = [
+                (self.window if ct else self.percentile)({"c": image[i : i + 1]})["c"]
+                for i, ct in enumerate(self.is_ct)
+            ]
+            d[key] = torch.cat([torch.as_tensor(c) for c in scaled]).to(image.dtype)
+            if isinstance(image, MetaTensor):
+                d[key] = MetaTensor(d[key], meta=image.meta)
+        return d
 
 
 def case_transforms(

@@ -112,8 +112,11 @@ class Predictor:
 
     def _segment_volume(self, volume: torch.Tensor, keep_probabilities: bool) -> Segmentation:
         """Stream axial stacks ``batch_size`` at a time: memory is O(batch), not O(volume)."""
-        if volume.ndim != 4 or volume.shape[0] != 1:
-            raise MedgraftError(f"expected a single-channel 3D volume, got {tuple(volume.shape)}")
+        channels = max(len(self.inputs.channels), 1)
+        if volume.ndim != 4 or volume.shape[0] != channels:
+            raise MedgraftError(
+                f"expected a {channels}-channel 3D volume, got {tuple(volume.shape)}"
+            )
         spatial = volume.shape[1:]
         depth = spatial[-1]
         labels = torch.empty(spatial, dtype=torch.uint8)
@@ -132,7 +135,7 @@ class Predictor:
         return Segmentation(labels, probabilities, slices=depth)
 
     def _probabilities(self, batch: torch.Tensor) -> torch.Tensor:
-        """Mean softmax over models and mirrorings of ``batch`` (n, k, H, W), on the CPU."""
+        """Mean softmax over models and mirrorings of ``batch`` (n, C·k, H, W), on the CPU."""
         height, width = batch.shape[-2:]
         padded = convert_to_tensor(self.pad(batch), track_meta=False).to(self.device)
         total = None

@@ -24,7 +24,7 @@ from medgraft.models.registry import get_encoder
 from medgraft.models.unet import Architecture, Segmenter, build_segmenter
 
 CHECKPOINT_FORMAT = "medgraft-checkpoint-v1"
-INPUTS_THAT_MUST_AGREE = ("volumetric", "slices", "image_size")
+INPUTS_THAT_MUST_AGREE = ("volumetric", "channels", "slices", "image_size")
 """What every model of an ensemble must share to take the same input."""
 
 
@@ -50,6 +50,11 @@ class ModelInputs:
     @property
     def image_size(self) -> int | None:
         return self.preprocessing.image_size
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """The input channels (modalities) in the order the model takes them."""
+        return self.preprocessing.channels
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -325,7 +325,8 @@ class Trainer:
     def _build_model(self) -> None:
         """The U-Net on its pretrained (or earlier-run) encoder, on the device."""
         encoder = get_encoder(self.config.encoder)
-        in_channels = self.config.slices if self.volumetric else 3
+        # volumes: k slices of each channel (modality); 2D images: RGB
+        in_channels = max(len(self.prep.channels), 1) * self.config.slices if self.volumetric else 3
         self.arch = architecture(encoder, in_channels, self.num_classes)
         model, self.weights_record = initial_model(self.config, encoder, self.arch)
         self.model = model.to(self.device)
@@ -360,9 +361,7 @@ class Trainer:
         config = self.config
         self.sample_transform = Compose([Augment2Dd(["image", "label"], self.augment)])
         if self.volumetric:
-            self.dataset = SliceStackDataset(
-                self.train_cases, config.slices, self.sample_transform
-            )
+            self.dataset = SliceStackDataset(self.train_cases, config.slices, self.sample_transform)
             foreground = self.dataset.foreground()
         else:
             self.dataset = Dataset(
