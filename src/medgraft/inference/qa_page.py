@@ -28,7 +28,7 @@ from PIL import Image
 
 ROBUST_Z_LIMIT = 3.5
 MIN_CASES_FOR_OUTLIERS = 5
-THUMBNAIL_HEIGHT = 96
+THUMBNAIL_HEIGHT = 72
 
 
 def thumbnail_png(montage: np.ndarray, height: int = THUMBNAIL_HEIGHT) -> bytes:
