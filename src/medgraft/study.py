@@ -363,7 +363,8 @@ class StudyResults:
         per_class: dict[tuple[int, str], list[float]] = {}
         for r in selected:
             per_class.setdefault((int(r["seed"]), r["case"]), []).append(float(r["dice"]))
-        return np.array([[np.mean(per_class[(s, c)]) for c in case_ids] for s in seeds])
+        # a class absent from a case's truth scores NaN there: the case's mean is over the rest
+        return np.array([[np.nanmean(per_class[(s, c)]) for c in case_ids] for s in seeds])
 
     def interval(self, init: str, fraction: float) -> Interval | None:
         scores = self.scores(init, fraction)

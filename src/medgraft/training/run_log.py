@@ -96,7 +96,8 @@ class RunLog:
                 handle.write(message + "\n")
 
     def start_metrics(self, class_names: list[str], keep_epochs: int = 0) -> None:
-        """Start ``metrics.csv``, keeping the first ``keep_epochs`` rows when resuming."""
+        """Start ``metrics.csv`` and ``val_cases.csv``, keeping the first ``keep_epochs`` epochs
+        when resuming."""
         if not self.enabled:
             return
         self.columns = [
@@ -109,20 +110,9 @@ class RunLog:
             "seconds",
             "samples_per_s",
         ]
-        path = self.run_dir / "metrics.csv"
-        kept = []
-        if keep_epochs and path.exists():
-            kept = [r for r in csv.DictReader(path.open()) if int(r["epoch"]) <= keep_epochs]
-
-        def write(tmp: Path) -> None:
-            with tmp.open("w", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=self.columns)
-                writer.writeheader()
-                writer.writerows(kept)
-
-        atomic_write(path, write)  # a crash here must not lose the epochs kept for resume
+        _restart_csv(self.run_dir / "metrics.csv", self.columns, keep_epochs)
+        _restart_csv(self.run_dir / "val_cases.csv", CASE_COLUMNS, keep_epochs)
         self.class_names = class_names
-        self._start_case_scores(keep_epochs)
         self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=keep_epochs + 1)
 
     def epoch(self, result: EpochResult, lr: float) -> None:
@@ -147,21 +137,6 @@ class RunLog:
                 self.writer.add_scalar(name, value, result.epoch)
         self.writer.flush()
         self._plot()
-
-    def _start_case_scores(self, keep_epochs: int) -> None:
-        """``val_cases.csv`` (a row per epoch, case and class), keeping resumed epochs' rows."""
-        path = self.run_dir / "val_cases.csv"
-        kept = []
-        if keep_epochs and path.exists():
-            kept = [r for r in csv.DictReader(path.open()) if int(r["epoch"]) <= keep_epochs]
-
-        def write(tmp: Path) -> None:
-            with tmp.open("w", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=CASE_COLUMNS)
-                writer.writeheader()
-                writer.writerows(kept)
-
-        atomic_write(path, write)
 
     def _write_case_scores(self, result: EpochResult) -> None:
         scores = result.scores
@@ -197,6 +172,22 @@ class RunLog:
         figure.tight_layout()
         atomic_write(self.run_dir / "curves.png", lambda tmp: figure.savefig(tmp, dpi=100))
         plt.close(figure)
+
+
+def _restart_csv(path: Path, columns: list[str], keep_epochs: int) -> None:
+    """Start a per-epoch CSV afresh, keeping the rows of the first ``keep_epochs`` epochs when
+    resuming; written atomically: a crash here must not lose the epochs kept for resume."""
+    kept = []
+    if keep_epochs and path.exists():
+        kept = [r for r in csv.DictReader(path.open()) if int(r["epoch"]) <= keep_epochs]
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(kept)
+
+    atomic_write(path, write)
 
 
 def _fmt(value: float) -> str:
