@@ -31,8 +31,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
 from provenance import SHARED_ABOVE, Measurement
 from shared_subsets import SHARED
 
@@ -40,9 +38,18 @@ ROOT = Path(__file__).resolve().parents[1]
 FOLDS = 5
 DATASETS = {
     # hippocampus_243's label holds one voxel of value -2: mapped to background (and logged)
-    "hippocampus": {"recipe": "mri-2.5d", "goal": 0.89, "flags": ["--stray-labels-to-background"]},
-    "drive": {"recipe": "retina-2d", "goal": None, "flags": []},
-    "kvasir": {"recipe": "rgb-2d", "goal": 0.90, "flags": []},
+    "hippocampus": {
+        "recipe": "mri-2.5d",
+        "goal": 0.89,
+        "options": {"stray_labels_to_background": True},
+    },
+    # DRIVE as it ships: vessels in 1st_manual/, trained and scored inside the field of view
+    "drive": {
+        "recipe": "retina-2d",
+        "goal": 0.82,
+        "options": {"labels_dir": "1st_manual", "roi_dir": "mask"},
+    },
+    "kvasir": {"recipe": "rgb-2d", "goal": 0.90, "options": {}},
 }
 ANCHORS = {
     "hippocampus": "nnU-Net (Isensee et al. 2021, MSD): 0.90 anterior / 0.89 posterior",
@@ -52,34 +59,19 @@ ANCHORS = {
 }
 
 
-def dataset_folder(name: str, work: Path) -> Path:
-    """The dataset folder medgraft trains on; DRIVE gets a converted images/ + masks/ copy."""
-    if name == "hippocampus":
-        return SHARED / "hippocampus"
-    if name == "kvasir":
-        return SHARED / "kvasir-seg"
-    return drive_folder(work / "data-drive")
+def dataset_folder(name: str) -> Path:
+    """The dataset folder medgraft trains on, as the shared data ship it."""
+    return SHARED / {"hippocampus": "hippocampus", "kvasir": "kvasir-seg"}.get(
+        name, "drive/training"
+    )
 
 
-def drive_folder(target: Path) -> Path:
-    """DRIVE's training set as images/NN.tif (links) + masks/NN.png (the GIF vessel maps).
-
-    medgraft matches images and masks by name and does not read GIF, so the manual vessel maps
-    are re-saved losslessly as PNG under the image's case name. The licence stays in SHARED.
-    """
-    source = SHARED / "drive" / "training"
-    (target / "images").mkdir(parents=True, exist_ok=True)
-    (target / "masks").mkdir(parents=True, exist_ok=True)
-    for image in sorted((source / "images").glob("*_training.tif")):
-        case = image.name.split("_")[0]
-        link = target / "images" / f"{case}.tif"
-        if not link.exists():
-            link.symlink_to(image)
-        mask = target / "masks" / f"{case}.png"
-        if not mask.exists():
-            vessels = np.array(Image.open(source / "1st_manual" / f"{case}_manual1.gif"))
-            Image.fromarray(((vessels > 127) * 255).astype(np.uint8)).save(mask)
-    return target
+def cli_flags(options: dict) -> list[str]:
+    """``--flag`` (true) or ``--flag value`` for each of a dataset's extra options."""
+    flags = []
+    for key, value in options.items():
+        flags += [f"--{key.replace('_', '-')}"] + ([] if value is True else [str(value)])
+    return flags
 
 
 def medgraft(*args: str) -> None:
@@ -114,14 +106,15 @@ def expected_options(name: str, data: Path, output: Path, fold: int) -> str:
     from medgraft.config.resolve import train_configs
 
     flags = {"data": str(data), "output": str(output), "folds": FOLDS, "offline": True}
-    flags |= {f.removeprefix("--").replace("-", "_"): True for f in DATASETS[name]["flags"]}
-    [config] = train_configs(flags, recipe=DATASETS[name]["recipe"], fold=str(fold))
+    [config] = train_configs(
+        flags | DATASETS[name]["options"], recipe=DATASETS[name]["recipe"], fold=str(fold)
+    )
     return options_sha256(config)
 
 
 def train(name: str, work: Path, redo_changed: bool = False) -> None:
     setup = DATASETS[name]
-    data = dataset_folder(name, work)
+    data = dataset_folder(name)
     output = work / name
     for fold in range(FOLDS):
         run = output / f"fold_{fold}"
@@ -133,7 +126,7 @@ def train(name: str, work: Path, redo_changed: bool = False) -> None:
             medgraft(
                 "train", "--recipe", setup["recipe"], "--data", str(data), "--output",
                 str(output), "--folds", str(FOLDS), "--fold", str(fold), "--offline",
-                *setup["flags"], *resume,
+                *cli_flags(setup["options"]), *resume,
             )  # fmt: skip
         add_wall_time(run, measured)
 
@@ -185,7 +178,8 @@ def evaluate_fold(name: str, work: Path, fold: int, variant: str) -> list[dict]:
     scores = run / f"cases-{variant}.json"
     if scores.exists() and scores.stat().st_mtime > model.stat().st_mtime:
         return json.loads(scores.read_text())
-    spec = discover_dataset(dataset_folder(name, work))
+    options = DATASETS[name]["options"]
+    spec = discover_dataset(dataset_folder(name), options.get("labels_dir"), options.get("roi_dir"))
     cases = set(fold_cases(output, fold))
     records = [r for r in spec.training if r["case_id"] in cases]
     inputs = run / "val_images"
@@ -204,7 +198,10 @@ def evaluate_fold(name: str, work: Path, fold: int, variant: str) -> list[dict]:
         Path(records[0]["label"]).parent,
         spec.labels,
         cases=sorted(cases),
-        stray_to_background="--stray-labels-to-background" in DATASETS[name]["flags"],
+        stray_to_background=DATASETS[name]["options"].get("stray_labels_to_background", False),
+        roi_mask=dataset_folder(name) / DATASETS[name]["options"]["roi_dir"]
+        if "roi_dir" in DATASETS[name]["options"]
+        else None,
     )
     rows = [
         {
@@ -265,7 +262,7 @@ def report(work: Path, results: Path, names: list[str]) -> None:
     cases, folds = _kept_rows(target / "cases.csv", names), _kept_rows(target / "folds.csv", names)
     for name in names:
         output = work / name
-        data = dataset_folder(name, work)
+        data = dataset_folder(name)
         for fold in range(FOLDS):
             if not finished(
                 output / f"fold_{fold}", expected_options(name, data, output, fold), False

@@ -114,10 +114,20 @@ NOT_IN_OPTIONS_HASH = frozenset(
 """Where a run is written, on what hardware, whether it may download: not what it computes."""
 
 
+ADDED_LATER = {"labels_dir": None, "roi_dir": None}
+"""Options added after runs were fingerprinted, with the value that reproduces what those runs
+did: at that value an option is left out of the fingerprint, so adding it does not make every
+earlier run look changed."""
+
+
 def options_sha256(config: TrainConfig) -> str:
     """A fingerprint of the options that decide what a run computes: a finished run is reused
     only when the options asked for now have the same one."""
-    values = {k: v for k, v in asdict(config).items() if k not in NOT_IN_OPTIONS_HASH}
+    values = {
+        k: v
+        for k, v in asdict(config).items()
+        if k not in NOT_IN_OPTIONS_HASH and not (k in ADDED_LATER and v == ADDED_LATER[k])
+    }
     text = json.dumps(values, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 

@@ -96,6 +96,18 @@ class TrainConfig:
 
     data: str = option(help="Dataset folder (MSD, nnU-Net raw, or images/+labels/).", path=True)
     output: str = option(help="Run folder for checkpoints, config and metrics.", path=True)
+    labels_dir: str | None = option(
+        None,
+        "Label folder (inside --data, or a path) for an images/ layout whose labels sit under "
+        "another name, e.g. DRIVE's 1st_manual; files pair by name or case key.",
+        path=True,
+    )
+    roi_dir: str | None = option(
+        None,
+        "Folder of region-of-interest masks (inside --data, or a path), e.g. DRIVE's mask/: "
+        "training and validation ignore pixels outside them.",
+        path=True,
+    )
     encoder: str = option(DEFAULT_ENCODER, "smp encoder name or tu-<timm model>.")
     weights: str = option("imagenet", "imagenet | none (scratch) | PATH to a weight file.")
     offline: bool = option(False, "Never download weights.")

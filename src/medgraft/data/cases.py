@@ -41,8 +41,11 @@ def load_cases(
                         f"{record['image']}: cannot load ({first_line(cause)})"
                     ) from exc
             _check_pair(loaded, record)
+            if "roi" in loaded:  # pixels outside it are ignored by the loss and validation
+                loaded["roi"] = convert_to_tensor(loaded["roi"], track_meta=False)
             cases.append(
                 {
+                    **({"roi": loaded["roi"]} if "roi" in loaded else {}),
                     # plain tensors: MONAI metadata on every slice and through the network
                     # costs more per sample than augmenting it (measured in bench_train.py)
                     "image": convert_to_tensor(loaded["image"], track_meta=False),

@@ -78,19 +78,22 @@ class SameGridd(MapTransform):
     """
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
-        image, label = data["image"], data["label"]
-        image_name, label_name = file_name(image, "image"), file_name(label, "label")
-        if image.shape[1:] != label.shape[1:]:
-            raise MedgraftError(
-                f"{label_name}: label shape {tuple(label.shape[1:])} != image shape "
-                f"{tuple(image.shape[1:])} ({image_name})"
-            )
-        difference = float((image.affine - label.affine).abs().max())
-        if difference > AFFINE_TOLERANCE_MM:
-            raise MedgraftError(
-                f"{label_name}: label affine differs from the image's ({image_name}) by up to "
-                f"{difference:.3g}; the label must lie on the image's voxel grid"
-            )
+        image = data["image"]
+        image_name = file_name(image, "image")
+        for key in [k for k in self.key_iterator(dict(data)) if k != "image"]:
+            mask = data[key]
+            name, what = file_name(mask, key), "label" if key == "label" else key.upper()
+            if image.shape[1:] != mask.shape[1:]:
+                raise MedgraftError(
+                    f"{name}: {what} shape {tuple(mask.shape[1:])} != image shape "
+                    f"{tuple(image.shape[1:])} ({image_name})"
+                )
+            difference = float((image.affine - mask.affine).abs().max())
+            if difference > AFFINE_TOLERANCE_MM:
+                raise MedgraftError(
+                    f"{name}: {what} affine differs from the image's ({image_name}) by up to "
+                    f"{difference:.3g}; the {what} must lie on the image's voxel grid"
+                )
         return dict(data)
 
 
@@ -102,6 +105,16 @@ class FirstChannelMaskd(MapTransform):
         for key in self.key_iterator(d):
             if d[key].shape[0] > 1:
                 d[key] = d[key][:1]
+        return d
+
+
+class RegionMaskd(MapTransform):
+    """A region-of-interest mask as one 0/1 channel: inside wherever the file is non-zero."""
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = (d[key][:1] > 0).to(torch.float32)
         return d
 
 

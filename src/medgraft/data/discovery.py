@@ -26,6 +26,7 @@ from medgraft.data.io import (
     is_volume,
     list_images,
     list_scans,
+    pair_cases,
     split_suffix,
 )
 from medgraft.errors import MedgraftError
@@ -49,18 +50,30 @@ class DatasetSpec:
         return is_volume(self.training[0]["image"])
 
 
-def discover_dataset(root: str | Path) -> DatasetSpec:
-    """Describe the dataset in ``root``; raise :class:`MedgraftError` when no layout fits."""
+def discover_dataset(
+    root: str | Path, labels_dir: str | None = None, roi_dir: str | None = None
+) -> DatasetSpec:
+    """Describe the dataset in ``root``; raise :class:`MedgraftError` when no layout fits.
+
+    ``labels_dir`` names the label folder of an ``images/`` layout that calls it something
+    else (DRIVE's ``1st_manual``); ``roi_dir`` a folder of region-of-interest masks, one per
+    case (DRIVE's ``mask``), added to each record as ``roi``. Both are folders inside ``root``
+    or paths; their files pair with the images by case name or case key (``io.pair_cases``).
+    """
     root = Path(root)
     if not root.is_dir():
         raise MedgraftError(f"{root}: dataset folder not found")
     manifest = _read_manifest(root)
-    if manifest is not None and "training" in manifest:
+    if labels_dir is not None:
+        spec = _discover_folder_pair(root, _folder(root, labels_dir, "--labels-dir"))
+    elif manifest is not None and "training" in manifest:
         spec = _discover_msd(root, manifest)
     elif (root / "imagesTr").is_dir() and (root / "labelsTr").is_dir():
         spec = _discover_nnunet(root, manifest)
     else:
         spec = _discover_folder_pair(root)
+    if roi_dir is not None:
+        _add_regions_of_interest(spec, _folder(root, roi_dir, "--roi-dir"))
     if not spec.training:
         raise MedgraftError(f"{root}: no labelled cases found ({spec.layout} layout)")
     _check_files_exist(spec)
@@ -191,23 +204,41 @@ def _discover_nnunet(root: Path, manifest: dict | None) -> DatasetSpec:
     )
 
 
-def _discover_folder_pair(root: Path) -> DatasetSpec:
+def _folder(root: Path, name: str, flag: str) -> Path:
+    folder = Path(name) if Path(name).is_absolute() else root / name
+    if not folder.is_dir():
+        raise MedgraftError(f"{folder}: {flag} folder not found")
+    return folder
+
+
+def _add_regions_of_interest(spec: DatasetSpec, folder: Path) -> None:
+    """Give every training record its ROI mask from ``folder``; a case without one is an error."""
+    images = {r["case_id"]: Path(r["image"]) for r in spec.training}
+    found = pair_cases(images, {case_id_of(p): p for p in list_images(folder)})
+    missing = [c for c in images if c not in found]
+    if missing:
+        raise MedgraftError(f"{folder}: no ROI mask for case {missing[0]} ({len(missing)} in all)")
+    for record in spec.training:
+        record["roi"] = str(found[record["case_id"]])
+
+
+def _discover_folder_pair(root: Path, labels_dir: Path | None = None) -> DatasetSpec:
     images_dir = root / "images"
-    labels_dir = next((root / n for n in ("labels", "masks") if (root / n).is_dir()), None)
+    if labels_dir is None:
+        labels_dir = next((root / n for n in ("labels", "masks") if (root / n).is_dir()), None)
     if not images_dir.is_dir() or labels_dir is None:
         raise MedgraftError(
             f"{root}: no dataset layout recognised; expected dataset.json (MSD), "
             "imagesTr/ + labelsTr/ (nnU-Net), or images/ + labels/ (or masks/)"
         )
-    labels_by_case = {case_id_of(p): p for p in list_images(labels_dir)}
-    training, unmatched = [], []
-    for image in list_images(images_dir):
-        case_id = case_id_of(image)
-        label = labels_by_case.get(case_id)
-        if label is None:
-            unmatched.append(image.name)
-            continue
-        training.append({"image": str(image), "label": str(label), "case_id": case_id})
+    images = {case_id_of(p): p for p in list_images(images_dir)}
+    labels = pair_cases(images, {case_id_of(p): p for p in list_images(labels_dir)})
+    training = [
+        {"image": str(image), "label": str(labels[case_id]), "case_id": case_id}
+        for case_id, image in images.items()
+        if case_id in labels
+    ]
+    unmatched = [image.name for case_id, image in images.items() if case_id not in labels]
     if unmatched:
         raise MedgraftError(
             f"{labels_dir}: no label for {len(unmatched)} image(s), e.g. {unmatched[0]}"

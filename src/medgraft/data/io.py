@@ -218,19 +218,19 @@ def case_key(case_id: str) -> str:
 
 
 def pair_cases(cases: dict[str, Path], others: dict[str, Path]) -> dict[str, Path]:
-    """For each case id in ``cases``, its file in ``others``: the same case id, else the one
-    file whose :func:`case_key` is the case's own, when that key is unique on both sides (so
-    datasets that name each kind of file differently pair without renaming)."""
+    """For each case id in ``cases``, its file in ``others``: by the same case id; or, when no
+    file at all pairs that way (the two folders name their files differently, as DRIVE's
+    ``21_training.tif`` and ``21_manual1.gif`` do), by :func:`case_key`, where the key is
+    unique on both sides. Mixing the two rules within one folder could pair a case with
+    another's file, so a folder that pairs by name at all pairs only by name."""
     paired = {c: others[c] for c in cases if c in others}
-    left = [c for c in cases if c not in paired]
-    if not left:
+    if paired:
         return paired
-    unused = [o for o in others if o not in cases]  # those no case claims by its own id
     by_key: dict[str, list[str]] = {}
-    for other in unused:
+    for other in others:
         by_key.setdefault(case_key(other), []).append(other)
     case_keys = [case_key(c) for c in cases]
-    for case in left:
+    for case in cases:
         key = case_key(case)
         if len(by_key.get(key, [])) == 1 and case_keys.count(key) == 1:
             paired[case] = others[by_key[key][0]]

@@ -74,4 +74,6 @@ class SliceStackDataset(Dataset):
             "image": image.permute(0, 3, 1, 2).reshape(-1, *image.shape[1:3]).contiguous(),
             "label": case["label"][..., z],
         }
+        if "roi" in case:
+            sample["roi"] = case["roi"][..., z]
         return self.transform(sample) if self.transform else sample

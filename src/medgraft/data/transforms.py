@@ -39,6 +39,7 @@ from medgraft.data.checks import (
     BinarizeByteMaskd,
     CheckGeometryd,
     FirstChannelMaskd,
+    RegionMaskd,
     SameGridd,
     ValidateLabelsd,
     file_name,
@@ -141,25 +142,30 @@ def geometry_transforms(
     with_label: bool,
     allowed_labels: Sequence[int] | None = None,
     stray_to_background: bool = False,
+    with_roi: bool = False,
 ) -> Compose:
-    """Load a case and bring it to the model's grid; invertible, so predictions can go back."""
+    """Load a case and bring it to the model's grid; invertible, so predictions can go back.
+    ``with_roi``: the record's ``roi`` mask comes along (nearest interpolation), as 0/1."""
     keys = ["image", "label"] if with_label else ["image"]
+    keys += ["roi"] if with_roi else []
     steps: list = [
         LoadScand(keys),
         EnsureTyped(keys, dtype=torch.float32, track_meta=True),
         CheckGeometryd(keys, 3 if prep.volumetric else 2, prep.channels),
     ]
-    if with_label:
+    if len(keys) > 1:
         steps.append(SameGridd(keys))
     if not prep.volumetric:
         steps.append(EightBitRanged("image"))
     steps += spatial_transforms(prep, keys).transforms
-    if with_label:
-        if not prep.volumetric:
-            steps += [
-                FirstChannelMaskd("label"),
-                BinarizeByteMaskd("label", max(allowed_labels or [1])),
-            ]
+    if with_label and not prep.volumetric:
+        steps += [
+            FirstChannelMaskd("label"),
+            BinarizeByteMaskd("label", max(allowed_labels or [1])),
+        ]
+    if with_roi:
+        steps.append(RegionMaskd("roi"))
+    if with_label:  # last: the trainer reads its log of labels mapped to background
         steps.append(ValidateLabelsd("label", allowed_labels, stray_to_background))
     return Compose(steps)
 
@@ -270,6 +276,7 @@ def collate_padded(samples: list[dict], divisor: int) -> dict:
     MONAI's per-sample padding cost about 8% of a CPU epoch (scripts/bench_train.py). Plain
     tensors come out: MONAI metadata carried through the network costs time and is never read
     there."""
-    pad = DivisiblePadd(["image", "label"], k=(1, divisor, divisor), method="end")
+    keys = ["image", "label", "roi"]
+    pad = DivisiblePadd(keys, k=(1, divisor, divisor), method="end", allow_missing_keys=True)
     batch = pad(pad_list_data_collate(samples))
     return {key: convert_to_tensor(value, track_meta=False) for key, value in batch.items()}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from monai.losses import DiceCELoss, DiceFocalLoss
 from torch import nn
 
@@ -52,6 +53,20 @@ def dice_focal(config: TrainConfig) -> nn.Module:
         lambda_dice=config.lambda_dice,
         lambda_focal=config.lambda_ce,
     )
+
+
+CERTAIN_LOGIT = 30.0
+"""Softmax of (30, 0, …) is 1 - 1e-13 per extra class: a certain prediction in any dtype."""
+
+
+def ignore_outside(logits: torch.Tensor, target: torch.Tensor, roi: torch.Tensor) -> torch.Tensor:
+    """Logits whose pixels outside the region of interest (``roi`` 0) predict their target
+    with certainty: there they add no gradient and almost no loss, whatever the loss (cross-
+    entropy, focal, soft Dice: foreground sums see zeros on both sides outside). MONAI's
+    ``MaskedLoss`` zeroes the logits instead, which leaves a uniform softmax in every Dice sum."""
+    certain = torch.nn.functional.one_hot(target[:, 0].long(), logits.shape[1])
+    certain = certain.permute(0, 3, 1, 2).to(logits.dtype) * CERTAIN_LOGIT
+    return torch.where(roi > 0, logits, certain)
 
 
 def build_loss(config: TrainConfig) -> nn.Module:

@@ -66,7 +66,7 @@ from medgraft.runtime import (
     select_device,
     set_rng_state,
 )
-from medgraft.training.losses import build_loss
+from medgraft.training.losses import build_loss, ignore_outside
 from medgraft.training.optim import build_optimizer, build_scheduler, set_encoder_frozen
 from medgraft.training.run_log import EpochResult, RunLog, ValidationScores
 
@@ -111,12 +111,16 @@ class Trainer:
         """One optimisation step on one batch; returns the loss."""
         images = batch["image"].to(self.device, non_blocking=True)
         targets = batch["label"].to(self.device, non_blocking=True)
+        roi = batch["roi"].to(self.device, non_blocking=True) if "roi" in batch else None
         if self.config.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast(
             self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None
         ):
-            loss = self.loss_fn(self.network(images), targets)
+            logits = self.network(images)
+            if roi is not None:
+                logits = ignore_outside(logits, targets, roi)
+            loss = self.loss_fn(logits, targets)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.config.grad_clip > 0:
@@ -190,7 +194,7 @@ class Trainer:
 
     def _setup(self) -> Checkpoint | None:
         """Cases, run folder, data, model, loader and optimiser; returns the state to resume."""
-        spec = discover_dataset(self.config.data)
+        spec = discover_dataset(self.config.data, self.config.labels_dir, self.config.roi_dir)
         train_records, val_records = self._select_cases(spec)
         resume_state = self._prepare_run_dir()
         self._record_split(train_records, val_records)
@@ -305,6 +309,7 @@ class Trainer:
             with_label=True,
             allowed_labels=allowed,
             stray_to_background=self.config.stray_labels_to_background,
+            with_roi=self.config.roi_dir is not None,
         )
         self.train_cases = load_cases(train_records, geometry, self.config.cache_dir)
         self.val_cases = load_cases(val_records, geometry, self.config.cache_dir)
@@ -359,13 +364,14 @@ class Trainer:
     def _build_loader(self) -> None:
         """Samples (2.5D stacks or 2D images), augmented, drawn with a foreground share."""
         config = self.config
-        self.sample_transform = Compose([Augment2Dd(["image", "label"], self.augment)])
+        masks = ["label", "roi"] if self.config.roi_dir is not None else ["label"]
+        self.sample_transform = Compose([Augment2Dd(["image", *masks], self.augment)])
         if self.volumetric:
             self.dataset = SliceStackDataset(self.train_cases, config.slices, self.sample_transform)
             foreground = self.dataset.foreground()
         else:
             self.dataset = Dataset(
-                [{"image": c["image"], "label": c["label"]} for c in self.train_cases],
+                [{k: c[k] for k in ("image", *masks)} for c in self.train_cases],
                 self.sample_transform,
             )
             foreground = [bool((c["label"] > 0).any()) for c in self.train_cases]
@@ -514,6 +520,9 @@ def validate(predictor: Predictor, cases: list[dict], num_classes: int) -> Valid
     for case in cases:
         pred = predictor.segment(case["image"]).labels
         truth = case["label"][0]
+        if "roi" in case:  # scored inside the region of interest only
+            inside = case["roi"][0] > 0
+            pred, truth = pred * inside, truth * inside
         scores.case_ids.append(case["record"]["case_id"])
         scores.dice.append(dice_per_class(pred, truth, num_classes))
         scores.hd95.append(hd95_per_class(pred, truth, num_classes, case["spacing"][: truth.ndim]))

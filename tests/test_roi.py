@@ -1,0 +1,137 @@
+"""Regions of interest in training, and the DRIVE layout trained as it ships: images/,
+1st_manual/ (GIF vessel maps) and mask/ (GIF field of view), with no conversion."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import invoke
+from PIL import Image
+
+from medgraft.data.discovery import discover_dataset
+from medgraft.errors import MedgraftError
+from medgraft.training.losses import build_loss, ignore_outside
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def drive_layout(tmp_path_factory) -> Path:
+    """Six fundus-like images named as DRIVE names them; the field of view is a disc and the
+    'vessels' are dark lines inside it."""
+    root = tmp_path_factory.mktemp("drive") / "training"
+    for folder in ("images", "1st_manual", "mask"):
+        (root / folder).mkdir(parents=True)
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    field = (yy - SIZE / 2) ** 2 + (xx - SIZE / 2) ** 2 < (SIZE / 2 - 4) ** 2
+    rng = np.random.default_rng(0)
+    for i in range(21, 27):
+        vessels = np.zeros((SIZE, SIZE), bool)
+        for row in rng.integers(10, SIZE - 10, size=3):
+            vessels[row : row + 2, 8:-8] = True
+        vessels &= field
+        image = np.where(field, 180, 10).astype(np.float64) - 90 * vessels
+        rgb = np.clip(image[..., None] + rng.normal(0, 5, (SIZE, SIZE, 3)), 0, 255)
+        Image.fromarray(rgb.astype(np.uint8)).save(root / "images" / f"{i}_training.tif")
+        Image.fromarray((vessels * 255).astype(np.uint8)).save(
+            root / "1st_manual" / f"{i}_manual1.gif"
+        )
+        Image.fromarray((field * 255).astype(np.uint8)).save(
+            root / "mask" / f"{i}_training_mask.gif"
+        )
+    return root
+
+
+def test_drive_layout_pairs_images_vessels_and_field_of_view(drive_layout: Path):
+    spec = discover_dataset(drive_layout, labels_dir="1st_manual", roi_dir="mask")
+    first = spec.training[0]
+    assert first["case_id"] == "21_training"
+    assert Path(first["label"]).name == "21_manual1.gif"
+    assert Path(first["roi"]).name == "21_training_mask.gif"
+    assert len(spec.training) == 6
+    with pytest.raises(MedgraftError, match="--labels-dir folder not found"):
+        discover_dataset(drive_layout, labels_dir="manual")
+
+
+def test_outside_the_roi_there_is_no_gradient_and_no_loss():
+    loss_fn = build_loss(TrainConfigLike())
+    target = torch.zeros(1, 1, 4, 4, dtype=torch.long)
+    target[..., 1, 1] = 1
+    roi = torch.zeros(1, 1, 4, 4)
+    roi[..., :2, :2] = 1
+    logits = torch.randn(1, 2, 4, 4, requires_grad=True)
+    loss = loss_fn(ignore_outside(logits, target, roi), target)
+    loss.backward()
+    assert torch.all(logits.grad[..., 2:, :] == 0) and torch.all(logits.grad[..., :, 2:] == 0)
+    assert logits.grad[..., :2, :2].abs().sum() > 0
+    # whatever the network says outside, the loss is the same
+    other = logits.detach().clone()
+    other[..., 2:, 2:] = 50.0
+    again = loss_fn(ignore_outside(other, target, roi), target)
+    assert float(again) == pytest.approx(float(loss), abs=1e-6)
+
+
+def TrainConfigLike():
+    from medgraft.config.schema import TrainConfig
+
+    return TrainConfig(data="d", output="o")
+
+
+@pytest.mark.slow
+def test_drive_trains_without_conversion_and_validates_inside_the_field(
+    drive_layout: Path, runner, tmp_path: Path
+):
+    run = tmp_path / "run"
+    result = invoke(
+        runner, "train", "--data", drive_layout, "--labels-dir", "1st_manual", "--roi-dir",
+        "mask", "--output", run, "--epochs", "2", "--image-size", "64", "--batch-size", "4",
+        "--val-fraction", "0.34", "--offline",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    config = json.loads((run / "config.json").read_text())
+    assert config["train_config"]["roi_dir"] == "mask"
+    assert len(config["train_cases"]) == 4 and len(config["val_cases"]) == 2
+    rows = list(csv.DictReader((run / "val_cases.csv").open()))
+    assert {r["case"] for r in rows} == set(config["val_cases"])
+
+
+class Everywhere:
+    """A predictor that finds the vessels and also marks everything outside the field."""
+
+    def __init__(self, field: torch.Tensor) -> None:
+        self.field = field
+
+    def segment(self, image: torch.Tensor):
+        class Result:
+            labels = None
+
+        result = Result()
+        result.labels = torch.where(self.field, self.vessels, torch.ones_like(self.vessels))
+        return result
+
+
+def test_validation_scores_inside_the_roi_only():
+    from medgraft.training.trainer import validate
+
+    field = torch.zeros(8, 8, dtype=torch.bool)
+    field[2:6, 2:6] = True
+    vessels = torch.zeros(8, 8, dtype=torch.long)
+    vessels[3, 2:6] = 1
+    predictor = Everywhere(field)
+    predictor.vessels = vessels
+    case = {
+        "image": torch.zeros(3, 8, 8),
+        "label": vessels[None],
+        "roi": field[None].float(),
+        "spacing": [1.0, 1.0],
+        "record": {"case_id": "21_training"},
+    }
+    inside = validate(predictor, [case], num_classes=2)
+    assert inside.dice == [[1.0]]
+    whole = validate(predictor, [{k: v for k, v in case.items() if k != "roi"}], num_classes=2)
+    assert whole.dice[0][0] < 0.2
