@@ -150,3 +150,45 @@ def test_predict_segments_a_two_channel_case_and_refuses_a_missing_channel(
     assert (
         "only_0000.nii.gz" in failed.message and "expected 2 channels (T2, ADC)" in failed.message
     )
+
+
+@pytest.mark.slow
+def test_2d_images_with_named_channels_train_and_predict(tmp_path: Path):
+    """nnU-Net 2D: <case>_0000.png and <case>_0001.png, two channels that are not RGB."""
+    from PIL import Image
+
+    root = tmp_path / "nnunet2d"
+    for folder in ("imagesTr", "labelsTr", "new"):
+        (root / folder).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        label = np.zeros((32, 32), np.uint8)
+        x, y = rng.integers(4, 20, size=2)
+        label[x : x + 8, y : y + 8] = 1
+        for c, level in enumerate((200, 40)):  # bright in one channel, dark in the other
+            image = rng.normal(120, 10, (32, 32)) + (level - 120) * label.astype(float)
+            channel = Image.fromarray(np.clip(image, 0, 255).astype(np.uint8))
+            channel.save(root / "imagesTr" / f"c{i}_{c:04d}.png")
+            if i == 0:
+                channel.save(root / "new" / f"n_{c:04d}.png")
+        Image.fromarray(label).save(root / "labelsTr" / f"c{i}.png")
+    manifest = {
+        "channel_names": {"0": "visible", "1": "infrared"},
+        "labels": {"background": 0, "x": 1},
+    }
+    (root / "dataset.json").write_text(json.dumps(manifest))
+    config = TrainConfig(
+        data=str(root), output=str(tmp_path / "run"), epochs=1, batch_size=4, image_size=32,
+        val_fraction=0.2, offline=True,
+    )  # fmt: skip
+    train(config)
+    checkpoint = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert checkpoint.inputs.channels == ("visible", "infrared")
+    assert checkpoint.architecture.in_channels == 2
+    predictor = load_predictor([tmp_path / "run" / "last.pt"], PredictOptions())
+    [result] = predict_cases(
+        predictor, list_scans(root / "new"), tmp_path / "out", PredictOptions(tta=False)
+    )
+    assert result.status == "ok", result.message
+    mask = np.asarray(Image.open(tmp_path / "out" / "n.png"))
+    assert mask.shape == (32, 32)

@@ -45,7 +45,8 @@ class CheckGeometryd(MapTransform):
                     f"{file_name(d[key], key)}: expected a {kind}, got shape {tuple(shape)}"
                 )
             expected = max(len(self.channel_names), 1) if key == "image" else 1
-            if self.spatial_dims == 3 and channels != expected:
+            named = key == "image" and len(self.channel_names) > 1
+            if (self.spatial_dims == 3 or named) and channels != expected:
                 raise MedgraftError(
                     f"{file_name(d[key], key)}: {self._channel_problem(channels, shape, expected)}"
                 )

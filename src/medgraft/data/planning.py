@@ -24,7 +24,7 @@ def plan_preprocessing(
     A CT window is set later, from the loaded training cases (:func:`with_ct_window`).
     """
     volumetric = spec.is_volumetric
-    channels = tuple(spec.channels) if volumetric and len(spec.channels) > 1 else ()
+    channels = tuple(spec.channels) if len(spec.channels) > 1 else ()
     any_ct = any(ct_channels(channels)) or spec.modality.upper() == "CT"
     return Preprocessing(
         volumetric=volumetric,

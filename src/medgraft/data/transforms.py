@@ -117,7 +117,8 @@ class Preprocessing:
 
     volumetric: bool
     channels: tuple[str, ...] = ()
-    """Volumes: the input channels (modalities) in order; empty means one unnamed channel."""
+    """The input channels (modalities) in order when there are several; empty: one channel
+    for volumes, RGB for 2D images (grey and RGBA converted)."""
     orientation: str | None = TrainConfig.orientation
     spacing: tuple[float, ...] | None = None
     intensity: str = "percentile"
@@ -183,7 +184,8 @@ def spatial_transforms(prep: Preprocessing, keys: Sequence[str] = ("image",)) ->
         if prep.spacing:
             steps.append(Spacingd(keys, pixdim=prep.spacing, mode=modes))
         return Compose(steps)
-    steps = [ToRGBd("image")]
+    # named channels (nnU-Net 2D: <case>_0000.png, _0001.png, …) are kept as they are
+    steps = [] if prep.channels else [ToRGBd("image")]
     if prep.image_size:
         steps.append(Resized(keys, spatial_size=(prep.image_size,) * 2, mode=modes))
     return Compose(steps)

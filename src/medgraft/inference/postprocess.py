@@ -76,7 +76,8 @@ def overlay_montage(image: np.ndarray, labels: np.ndarray, max_tiles: int = 6) -
 
 def _blend(image_hwc: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np.ndarray:
     grey = np.clip(image_hwc, 0.0, 1.0) * 255.0
-    rgb = np.repeat(grey, 3, axis=-1) if grey.shape[-1] == 1 else grey[..., :3]
+    # RGB as it is; any other channel count (grey, named modalities) shows its first channel
+    rgb = grey[..., :3] if grey.shape[-1] == 3 else np.repeat(grey[..., :1], 3, axis=-1)
     colours = OVERLAY_COLOURS[labels.astype(int) % len(OVERLAY_COLOURS)]
     foreground = (labels > 0)[..., None]
     return np.where(foreground, (1 - alpha) * rgb + alpha * colours, rgb)

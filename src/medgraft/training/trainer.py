@@ -330,8 +330,9 @@ class Trainer:
     def _build_model(self) -> None:
         """The U-Net on its pretrained (or earlier-run) encoder, on the device."""
         encoder = get_encoder(self.config.encoder)
-        # volumes: k slices of each channel (modality); 2D images: RGB
-        in_channels = max(len(self.prep.channels), 1) * self.config.slices if self.volumetric else 3
+        # volumes: k slices of each channel (modality); 2D images: RGB, or their named channels
+        named = len(self.prep.channels)
+        in_channels = max(named, 1) * self.config.slices if self.volumetric else (named or 3)
         self.arch = architecture(encoder, in_channels, self.num_classes)
         model, self.weights_record = initial_model(self.config, encoder, self.arch)
         self.model = model.to(self.device)
