@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 def _load_report():
     spec = importlib.util.spec_from_file_location("report", REPO / "scripts" / "report.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules["report"] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
