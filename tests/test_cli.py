@@ -115,3 +115,16 @@ def test_a_normal_run_prints_no_library_notices_and_verbose_shows_them(
     for notice in ("nvImageCodec", "FutureWarning", "UserWarning", "Orientationd"):
         assert notice not in quiet, quiet
     assert "nvImageCodec" in predict("--verbose")
+
+
+def test_an_unknown_output_format_is_one_line_before_any_work(runner, tmp_path) -> None:
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    (scans / "a.png").write_bytes(b"")  # never read: the option is checked first
+    result = invoke(
+        runner, "predict", "--model", tmp_path / "none.pt", "-i", scans, "-o", tmp_path / "out",
+        "--output-format", "dicom",
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert "--output-format must be one of nifti, dicom-seg, both" in str(result.exception)
+    assert not (tmp_path / "out").exists()
