@@ -183,8 +183,8 @@ def accuracy_readme(root: Path) -> str:
     if missing:
         lines += [
             "",
-            f"Not measured with the shipped recipe yet: {', '.join(missing)}; no figure is "
-            "reported for it.",
+            f"Not measured with the shipped recipe yet, so no figure is reported: "
+            f"{', '.join(missing)}.",
         ]
     return "\n".join(lines)
 
@@ -444,12 +444,28 @@ def demo_cases(root: Path) -> int:
     )
 
 
-def demo_readme(root: Path) -> str:
-    scores, held_out = demo_scores(root), demo_cases(root)
-    runs = read_csv(root / RESULTS / "demo" / "runs.csv")
+def demo_runs(root: Path) -> list[dict]:
+    path = root / RESULTS / "demo" / "runs.csv"
+    return read_csv(path) if path.exists() else []
+
+
+def demo_timing(runs: list[dict]) -> str:
+    """Install and demo wall time: medians of the timed runs, with how many had the cores."""
     demo = [float(r["wall_seconds"]) for r in runs if r["command"] == "demo"]
     install = [float(r["wall_seconds"]) for r in runs if r["command"] == "install"]
+    if not demo or not install:
+        return "Install and demo times: not measured with this version"
     alone = sum(r["shared"] == "no" for r in runs if r["command"] == "demo")
+    return (
+        f"Measured on {runs[-1]['cores']} CPU cores: install {median(install) / 60:.1f} min, "
+        f"demo {median(demo):.0f} s (medians of {len(install)} and {len(demo)} runs, {alone} of "
+        "the demo runs with the cores to itself, in "
+        "[docs/results/demo/runs.csv](docs/results/demo/runs.csv))"
+    )
+
+
+def demo_readme(root: Path) -> str:
+    scores, held_out = demo_scores(root), demo_cases(root)
     data = root / DemoOptions().data
     labelled = len(list((data / "imagesTr").glob("*.nii.gz")))
     unlabelled = len(list((data / "imagesTs").glob("*.nii.gz")))
@@ -460,17 +476,14 @@ def demo_readme(root: Path) -> str:
         f"{labelled} embedded hippocampus cases, segments the {held_out} held-out cases and the "
         f"{unlabelled} unlabelled ones (NIfTI masks with the input's affine and header) with the "
         "model of the last epoch, so the held-out cases choose no checkpoint, and prints Dice, "
-        f"HD95 and surface Dice per class. Measured on {runs[-1]['cores']} CPU cores: install "
-        f"{median(install) / 60:.1f} min, demo {median(demo):.0f} s (medians of {len(install)} "
-        f"and {len(demo)} runs, {alone} of them with the cores to itself, in "
-        "[docs/results/demo/runs.csv](docs/results/demo/runs.csv)); mean foreground Dice "
+        f"HD95 and surface Dice per class. {demo_timing(demo_runs(root))}; mean foreground Dice "
         f"{scores['mean']['dice']:.3f} on the {held_out} held-out cases ({per_class}; HD95 "
         f"{hd95} mm), per case in [docs/results/demo/dice.csv](docs/results/demo/dice.csv)."
     )
 
 
 def demo_page(root: Path) -> str:
-    runs = read_csv(root / RESULTS / "demo" / "runs.csv")
+    runs = demo_runs(root)
     lines = [
         "# Demo result (per case)",
         "",

@@ -56,14 +56,18 @@ def test_editing_a_number_in_any_readme_block_fails_the_check(copy_of_repo: Path
     original = readme.read_text()
     blocks = list(report.BLOCK.finditer(original))
     assert {b["name"] for b in blocks} == set(report.README_BLOCKS)
+    edited = 0
     for block in blocks:
         digit = re.search(r"\d", block["body"])
-        assert digit, f"block {block['name']} quotes no number"
+        if digit is None:  # a block that says something was not measured quotes no number
+            continue
+        edited += 1
         at = block.start("body") + digit.start()
         changed = "1" if original[at] != "1" else "2"
         readme.write_text(original[:at] + changed + original[at + 1 :])
         diffs = report.differences(copy_of_repo)
         assert any("README.md (committed)" in d for d in diffs), block["name"]
+    assert edited >= 2  # the demo and the accuracy table always quote numbers
     readme.write_text(original)
     assert report.differences(copy_of_repo) == []
 
