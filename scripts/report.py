@@ -380,7 +380,7 @@ def study_readme(root: Path) -> str:
     if not folders:
         return "No study on the shared data has been measured with this version yet."
     lines = [
-        "| data (training cases at 100%) | init | "
+        "| data | init | "
         + " | ".join(f"{f:.0%} of the labels" for f in _fractions(folders))
         + " |",
         "| --- | --- |" + " --- |" * len(_fractions(folders)),
@@ -390,10 +390,11 @@ def study_readme(root: Path) -> str:
         results = StudyResults.read(folder)
         seeds = len({r["seed"] for r in results.runs})
         validation = len({r["case"] for r in results.cases})
+        largest = max(results.fractions)
         title = (
-            f"[{STUDIES[name]}]({folder.relative_to(root)}/summary.md) "
-            f"({results.train_cases(1.0)}), {results.plan['epochs']} epochs, {seeds} seeds, "
-            f"{validation} validation cases"
+            f"[{STUDIES[name]}]({folder.relative_to(root)}/summary.md), "
+            f"{results.train_cases(largest)} training cases at {largest:.0%}, "
+            f"{results.plan['epochs']} epochs, {seeds} seeds, {validation} validation cases"
         )
         for index, init in enumerate(results.inits):
             cells = [str(results.interval(init, f) or "-") for f in _fractions(folders)]
@@ -514,7 +515,7 @@ def bench_rows(root: Path, name: str) -> list[dict]:
 def bench_train_readme(root: Path) -> str:
     rows = bench_rows(root, "train")
     if not rows:
-        return "(not measured with this version)"
+        return "not measured with this version"
     parts = []
     for augment in ("off", "on"):
         runs = [r for r in rows if r["augment"] == augment]
@@ -535,7 +536,7 @@ def bench_train_readme(root: Path) -> str:
 def bench_predict_readme(root: Path) -> str:
     rows = bench_rows(root, "predict")
     if not rows:
-        return "(not measured with this version)"
+        return "not measured with this version"
     rss = median([float(r["large_volume_peak_rss_gb"]) for r in rows])
     return (
         f"a synthetic {rows[0]['large_volume_shape']} volume peaked at {rss:.1f} GB RSS on the "
