@@ -1,0 +1,456 @@
+"""Learning speed: Dice on one hippocampus fold after 5, 15, 30 and 60 CPU-minutes of training,
+medgraft (ImageNet encoder, and the same from scratch) against nnU-Net v2 ``2d``.
+
+Steps, each resumable and safe to rerun (finished snapshots, predictions and scores are kept):
+
+    python scripts/learning_speed.py prepare     # nnU-Net raw data, plan + preprocess, trainer
+    python scripts/learning_speed.py calibrate   # CPU seconds per iteration -> epochs per method
+    python scripts/learning_speed.py train --method medgraft-imagenet   # one process per method
+    python scripts/learning_speed.py score       # predict + evaluate every snapshot
+    python scripts/report.py                     # docs/results/learning_speed.{md,png}, README
+
+**The clock** is the training process's CPU time (user + system, all threads; ``time.
+process_time``) from its first training iteration on: data loading, augmentation, forward,
+backward, optimiser, logging and checkpoints count; setup before training (loading volumes,
+nnU-Net's preprocessing) and validation during training do not. Each method trains in one
+process with one thread and no loader workers, so a CPU-minute is the same unit for both tools
+and does not depend on what else the machine runs (two runs share the 2 cores; their wall time
+is recorded but not used). On this machine, a run with both cores to itself would reach a point
+in about half its CPU-minutes of wall time if both threads were fully used.
+
+**The runs.** One run per method on fold 0 of the 5-fold split ``accuracy_cv.py`` uses (144
+training cases; the 36 validation cases are never seen in training and are what is scored).
+Each run's learning-rate schedule (poly for both) is sized by calibration to end at the last
+point; the models at earlier points are snapshots of that run, not runs planned for the
+shorter budgets. medgraft runs the shipped ``mri-2.5d`` recipe with only its epochs changed
+(and ``--weights none`` for scratch). nnU-Net runs its stock ``2d`` plan and trainer with the
+batch size set to ``NNUNET_BATCH`` in ``nnUNetPlans.json`` (the stock plan's batch makes one
+iteration take > 37 s on 2 cores) and the changes listed in ``nnunet_budget.py``; nnU-Net plans
+and preprocesses from the 144 training cases only.
+
+**Scoring.** Every snapshot segments the 36 validation cases (medgraft: ``medgraft predict``
+with the recipe's defaults; nnU-Net: ``nnUNetv2_predict`` without TTA, and with its mirroring
+TTA at the last point), scored by medgraft's evaluation (MONAI Dice, HD95, NSD) at the images'
+own resolution. Rows go to ``docs/results/learning_speed.csv`` (per method, point, case and
+class), ``learning_speed_points.csv`` (per snapshot: CPU minutes, iterations, wall time) and
+``learning_speed_inference.csv`` (seconds per case of each prediction call, with the load).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from provenance import Measurement, machine
+from shared_subsets import SHARED
+
+ROOT = Path(__file__).resolve().parents[1]
+HIPPOCAMPUS = SHARED / "hippocampus"
+FOLDS, FOLD = 5, 0
+POINTS_MIN = [5, 15, 30, 60]
+RECIPE = "mri-2.5d"
+MEDGRAFT_METHODS = {"medgraft-imagenet": "imagenet", "medgraft-scratch": "none"}
+NNUNET_METHOD = "nnunet-2d"
+METHODS = [*MEDGRAFT_METHODS, NNUNET_METHOD]
+NNUNET_DATASET = "Dataset004_Hippocampus"
+NNUNET_BATCH = 32
+NNUNET_ITERATIONS_PER_EPOCH = 50
+CALIBRATION_ITERATIONS = 12
+CASE_COLUMNS = ["method", "point_min", "case", "class", "dice", "hd95", "nsd"]
+
+
+class Paths:
+    """Where everything of one study lives (``--work``) and where its results go."""
+
+    def __init__(self, work: Path, results: Path, nnunet_python: Path) -> None:
+        self.work, self.results, self.nnunet_python = work, results, nnunet_python
+        self.split = work / "splits.json"
+        self.val_images = work / "val_images"  # <case>.nii.gz, for medgraft
+        self.nnunet = work / "nnunet"
+        self.nnunet_val_images = self.nnunet / "val_images"  # <case>_0000.nii.gz
+        self.calibration = work / "calibration.json"
+
+    def nnunet_env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "nnUNet_raw": str(self.nnunet / "raw"),
+            "nnUNet_preprocessed": str(self.nnunet / "preprocessed"),
+            "nnUNet_results": str(self.nnunet / "results"),
+            "nnUNet_n_proc_DA": "0",  # augmentation in the training process: on its clock
+            "nnUNet_compile": "false",
+            "OMP_NUM_THREADS": "1",
+        }
+
+    def nnunet_model(self) -> Path:
+        return (
+            self.nnunet / "results" / NNUNET_DATASET / "nnUNetTrainerCPUBudget__nnUNetPlans__2d"
+        )
+
+    def snapshot(self, method: str, point: int) -> Path:
+        if method == NNUNET_METHOD:
+            return self.nnunet_model() / "fold_all" / f"snapshot_cpu_{point:03d}min.pth"
+        return self.work / method / f"fold_{FOLD}" / "snapshots" / f"cpu_{point:03d}min.pt"
+
+
+def fold_cases(paths: Paths) -> tuple[list[str], list[str]]:
+    """Fold 0's training and validation cases (the split ``accuracy_cv.py`` uses)."""
+    from medgraft.data.discovery import discover_dataset
+    from medgraft.data.splits import fold_split
+
+    spec = discover_dataset(HIPPOCAMPUS)
+    train, val = fold_split(spec.training, paths.work, FOLDS, FOLD, seed=0)
+    return [r["case_id"] for r in train], [r["case_id"] for r in val]
+
+
+# -- prepare ---------------------------------------------------------------------------------
+
+
+def prepare(paths: Paths) -> None:
+    """Validation images for both tools; nnU-Net's raw dataset of the training cases, planned
+    and preprocessed (2d), its batch size set, and the budget trainer installed."""
+    import nibabel as nib
+    import numpy as np
+
+    train_cases, val_cases = fold_cases(paths)
+    raw = paths.nnunet / "raw" / NNUNET_DATASET
+    for folder in (paths.val_images, paths.nnunet_val_images, raw / "imagesTr", raw / "labelsTr"):
+        folder.mkdir(parents=True, exist_ok=True)
+    for case in val_cases:
+        source = HIPPOCAMPUS / "imagesTr" / f"{case}.nii.gz"
+        _link(paths.val_images / f"{case}.nii.gz", source)
+        _link(paths.nnunet_val_images / f"{case}_0000.nii.gz", source)
+    for case in train_cases:
+        _link(raw / "imagesTr" / f"{case}_0000.nii.gz", HIPPOCAMPUS / "imagesTr" / f"{case}.nii.gz")
+        label_path = raw / "labelsTr" / f"{case}.nii.gz"
+        if not label_path.exists():
+            # hippocampus_243 holds one voxel of -2, which nnU-Net refuses: background, as
+            # medgraft's --stray-labels-to-background does in the recipe's runs
+            label = nib.load(HIPPOCAMPUS / "labelsTr" / f"{case}.nii.gz")
+            values = np.asarray(label.dataobj).astype(np.int16)
+            values[(values < 0) | (values > 2)] = 0
+            nib.save(nib.Nifti1Image(values, label.affine, label.header), label_path)
+    manifest = {
+        "channel_names": {"0": "MRI"},
+        "labels": {"background": 0, "Anterior": 1, "Posterior": 2},
+        "numTraining": len(train_cases),
+        "file_ending": ".nii.gz",
+    }
+    (raw / "dataset.json").write_text(json.dumps(manifest, indent=1))
+    plans = paths.nnunet / "preprocessed" / NNUNET_DATASET / "nnUNetPlans.json"
+    if not (plans.parent / "nnUNetPlans_2d").exists():
+        _nnunet(paths, "nnUNetv2_plan_and_preprocess", "-d", "4", "-c", "2d", "-np", "1")
+    content = json.loads(plans.read_text())
+    stock = content["configurations"]["2d"].setdefault(
+        "medgraft_stock_batch_size", content["configurations"]["2d"]["batch_size"]
+    )
+    content["configurations"]["2d"]["batch_size"] = NNUNET_BATCH
+    plans.write_text(json.dumps(content, indent=1))
+    print(f"nnU-Net 2d plan: batch size {stock} -> {NNUNET_BATCH}", flush=True)
+    trainer_module = _nnunet_site(paths) / "training/nnUNetTrainer/variants/medgraft_budget.py"
+    shutil.copyfile(ROOT / "scripts" / "nnunet_budget.py", trainer_module)
+
+
+def _link(link: Path, target: Path) -> None:
+    if not link.exists():
+        link.symlink_to(target.resolve())
+
+
+def _nnunet(paths: Paths, tool: str, *args: str) -> None:
+    command = [str(paths.nnunet_python.parent / tool), *args]
+    print("$", " ".join(command), flush=True)
+    subprocess.run(command, check=True, env=paths.nnunet_env())
+
+
+def _nnunet_site(paths: Paths) -> Path:
+    found = subprocess.run(
+        [str(paths.nnunet_python), "-c", "import nnunetv2, os; print(os.path.dirname(nnunetv2.__file__))"],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    return Path(found.stdout.strip())
+
+
+# -- medgraft's runs -------------------------------------------------------------------------
+
+
+class BudgetSpent(Exception):
+    """The last CPU-minute point is reached."""
+
+
+def medgraft_trainer(config, points_min: list[int]):  # noqa: ANN001, ANN201 (lazy imports)
+    """medgraft's ``Trainer`` with the CPU clock and snapshots (the fold's validation cases are
+    left out of training and of per-epoch validation: they are scored from the snapshots)."""
+    from medgraft.models.checkpoint import save_checkpoint
+    from medgraft.training.trainer import Trainer
+
+    class SnapshotTrainer(Trainer):
+        def _select_cases(self, spec):  # noqa: ANN001, ANN202
+            train, _ = super()._select_cases(spec)
+            return train, []
+
+        def _restore(self, state):  # noqa: ANN001, ANN202
+            saved = json.loads(self._clock_file().read_text())
+            self.clock_offset, self.iterations = saved["cpu_seconds"], saved["iterations"]
+            return super()._restore(state)
+
+        def _clock_file(self) -> Path:
+            return self.run_dir / "snapshots" / "clock.json"
+
+        def clock(self) -> float:
+            return self.clock_offset + time.process_time() - self.clock_started
+
+        def _train_one_epoch(self, epoch: int):  # noqa: ANN202
+            self.epoch = epoch
+            if getattr(self, "clock_started", None) is None:
+                self.clock_started = time.process_time()
+            return super()._train_one_epoch(epoch)
+
+        def train_step(self, batch: dict) -> float:
+            loss = super().train_step(batch)
+            self.iterations += 1
+            now = self.clock()
+            for point in points_min:
+                if now >= point * 60:
+                    self.snapshot(point)
+            if now >= points_min[-1] * 60:
+                raise BudgetSpent
+            return loss
+
+        def on_epoch_end(self, result) -> None:  # noqa: ANN001
+            epoch_clock = {"cpu_seconds": self.clock(), "iterations": self.iterations}
+            super().on_epoch_end(result)
+            self._clock_file().write_text(json.dumps(epoch_clock))
+
+        def snapshot(self, point: int) -> None:
+            path = self.run_dir / "snapshots" / f"cpu_{point:03d}min.pt"
+            if path.exists():
+                return
+            save_checkpoint(self.checkpoint(self.epoch, math.nan), path)
+            record = {"cpu_seconds": self.clock(), "iterations": self.iterations,
+                      "epoch": self.epoch, "wall_time": time.time()}  # fmt: skip
+            path.with_suffix(".json").write_text(json.dumps(record))
+
+    trainer = SnapshotTrainer(config)
+    trainer.clock_offset, trainer.iterations, trainer.clock_started = 0.0, 0, None
+    return trainer
+
+
+def medgraft_config(paths: Paths, method: str, epochs: int, **changed: object):  # noqa: ANN201
+    from medgraft.config.resolve import train_configs
+
+    output = paths.work / method
+    flags = {
+        "data": str(HIPPOCAMPUS), "output": str(output), "folds": FOLDS, "offline": True,
+        "stray_labels_to_background": True, "epochs": epochs, "num_workers": 0,
+        "weights": MEDGRAFT_METHODS[method],
+        "resume": (output / f"fold_{FOLD}" / "snapshots" / "clock.json").exists(),
+    }  # fmt: skip
+    [config] = train_configs(flags | changed, recipe=RECIPE, fold=str(FOLD))
+    return config
+
+
+def train_medgraft(paths: Paths, method: str, points_min: list[int]) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    plan = json.loads(paths.calibration.read_text())[method]
+    (paths.work / method / f"fold_{FOLD}" / "snapshots").mkdir(parents=True, exist_ok=True)
+    _copy_split(paths, paths.work / method)
+    trainer = medgraft_trainer(medgraft_config(paths, method, plan["epochs"]), points_min)
+    try:
+        trainer.fit()
+    except BudgetSpent:
+        print(f"{method}: budget spent at {trainer.clock() / 60:.1f} CPU-minutes", flush=True)
+        return
+    trainer.snapshot(points_min[-1])  # the schedule ended first: the final model stands for it
+
+
+def _copy_split(paths: Paths, output: Path) -> None:
+    output.mkdir(parents=True, exist_ok=True)
+    if not (output / "splits.json").exists():
+        shutil.copyfile(paths.split, output / "splits.json")
+
+
+# -- nnU-Net's run ---------------------------------------------------------------------------
+
+
+def train_nnunet(paths: Paths, points_min: list[int], plan: dict | None = None) -> None:
+    plan = plan or json.loads(paths.calibration.read_text())[NNUNET_METHOD]
+    budget = paths.nnunet / "budget.json"
+    budget.write_text(json.dumps({
+        "dataset": "4", "configuration": "2d", "threads": 1, "points_min": points_min,
+        "epochs": plan["epochs"], "iterations_per_epoch": plan["iterations_per_epoch"],
+    }))  # fmt: skip
+    resume = (paths.nnunet_model() / "fold_all" / "checkpoint_latest.pth").exists()
+    command = [str(paths.nnunet_python), "-m",
+               "nnunetv2.training.nnUNetTrainer.variants.medgraft_budget", str(budget)]  # fmt: skip
+    print("$", " ".join(command), flush=True)
+    subprocess.run(command + (["--continue"] if resume else []), check=True, env=paths.nnunet_env())
+
+
+# -- calibration -----------------------------------------------------------------------------
+
+
+def calibrate(paths: Paths) -> None:
+    """CPU seconds per training iteration of each method (one thread), and the epochs that
+    make each schedule end at the last point."""
+    import torch
+
+    torch.set_num_threads(1)
+    plans = json.loads(paths.calibration.read_text()) if paths.calibration.exists() else {}
+    budget_s = POINTS_MIN[-1] * 60
+    for method in MEDGRAFT_METHODS:
+        if method in plans:
+            continue
+        work = Paths(paths.work / "calibration", paths.results, paths.nnunet_python)
+        work.split = paths.split
+        _copy_split(work, work.work / method)
+        config = medgraft_config(
+            work, method, 1, samples_per_epoch=32 * CALIBRATION_ITERATIONS, overwrite=True, resume=False
+        )
+        trainer = medgraft_trainer(config, [10_000])
+        trainer.fit()
+        per_iteration = trainer.clock() / trainer.iterations
+        iterations_per_epoch = 2400 // 32  # the recipe's samples_per_epoch / batch_size
+        plans[method] = {
+            "cpu_seconds_per_iteration": per_iteration,
+            "iterations_per_epoch": iterations_per_epoch,
+            "epochs": math.ceil(budget_s / (per_iteration * iterations_per_epoch)),
+        }
+        paths.calibration.write_text(json.dumps(plans, indent=1))
+    if NNUNET_METHOD not in plans:
+        model = paths.nnunet_model()
+        train_nnunet(paths, [], {"epochs": 1, "iterations_per_epoch": CALIBRATION_ITERATIONS})
+        clock = json.loads((model / "fold_all" / "clock.json").read_text())
+        shutil.rmtree(model)  # the real run starts from scratch
+        per_iteration = clock["cpu_seconds"] / clock["iterations"]
+        plans[NNUNET_METHOD] = {
+            "cpu_seconds_per_iteration": per_iteration,
+            "iterations_per_epoch": NNUNET_ITERATIONS_PER_EPOCH,
+            "epochs": math.ceil(budget_s / (per_iteration * NNUNET_ITERATIONS_PER_EPOCH)),
+        }
+    paths.calibration.write_text(json.dumps(plans, indent=1))
+    print(json.dumps(plans, indent=1))
+
+
+# -- scoring ---------------------------------------------------------------------------------
+
+
+def predict(paths: Paths, method: str, point: int, tta: bool) -> Path | None:
+    """Segment the validation cases with one snapshot (once); the call's time is recorded."""
+    snapshot = paths.snapshot(method, point)
+    if not snapshot.exists():
+        return None
+    output = paths.work / "predictions" / f"{method}-{point:03d}min{'-tta' if tta else ''}"
+    if (output / ".done").exists():
+        return output
+    if output.exists():
+        shutil.rmtree(output)
+    if method == NNUNET_METHOD:
+        command = [str(paths.nnunet_python.parent / "nnUNetv2_predict"), "-i",
+                   str(paths.nnunet_val_images), "-o", str(output), "-d", "4", "-c", "2d",
+                   "-f", "all", "-tr", "nnUNetTrainerCPUBudget", "-chk", snapshot.name,
+                   "-device", "cpu", *([] if tta else ["--disable_tta"])]  # fmt: skip
+        env = paths.nnunet_env() | {"OMP_NUM_THREADS": str(os.cpu_count())}
+    else:
+        command = [sys.executable, "-m", "medgraft", "predict", "--model", str(snapshot),
+                   "-i", str(paths.val_images), "-o", str(output)]  # fmt: skip
+        env = dict(os.environ)
+    print("$", " ".join(command), flush=True)
+    with Measurement() as measured:
+        subprocess.run(command, check=True, env=env)
+    cases = len(list(paths.val_images.glob("*.nii.gz")))
+    row = {"method": method, "point_min": point, "tta": "yes" if tta else "no", "cases": cases,
+           "seconds_per_case": f"{measured.seconds / cases:.2f}", **measured.record()}  # fmt: skip
+    _append(paths.results / "learning_speed_inference.csv", row)
+    (output / ".done").write_text("")
+    return output
+
+
+def score(paths: Paths) -> None:
+    from medgraft.evaluation.evaluate import evaluate_folders
+
+    _, val_cases = fold_cases(paths)
+    rows, points = [], []
+    for method in METHODS:
+        for point in POINTS_MIN:
+            ttas = [False, True] if method == NNUNET_METHOD and point == POINTS_MIN[-1] else [False]
+            for tta in ttas:
+                predictions = predict(paths, method, point, tta)
+                if predictions is None or tta:
+                    continue
+                evaluation = evaluate_folders(
+                    predictions, HIPPOCAMPUS / "labelsTr", {1: "Anterior", 2: "Posterior"},
+                    cases=val_cases, stray_to_background=True,
+                )  # fmt: skip
+                rows += [
+                    {"method": method, "point_min": point, "case": row["case_id"],
+                     "class": name, **{m: f"{row[f'{m}_{name}']:.5f}" for m in ("dice", "hd95", "nsd")}}  # fmt: skip
+                    for row in evaluation.rows
+                    for name in evaluation.label_names.values()
+                ]
+                taken = json.loads(paths.snapshot(method, point).with_suffix(".json").read_text())
+                points.append({"method": method, "point_min": point,
+                               "cpu_minutes": f"{taken['cpu_seconds'] / 60:.2f}",
+                               "iterations": taken["iterations"], "epoch": taken["epoch"],
+                               "threads": 1, **_machine_columns()})  # fmt: skip
+    _write(paths.results / "learning_speed.csv", CASE_COLUMNS, rows)
+    _write(paths.results / "learning_speed_points.csv", list(points[0]) if points else [], points)
+
+
+def _machine_columns() -> dict[str, str]:
+    keep = ("cpu", "cores", "python", "torch", "medgraft", "commit", "date")
+    return {k: v for k, v in machine().items() if k in keep}
+
+
+def _append(path: Path, row: dict) -> None:
+    from provenance import append_row
+
+    append_row(path, {k: str(v) for k, v in row.items()})
+
+
+def _write(path: Path, columns: list[str], rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("step", choices=["prepare", "calibrate", "train", "score"])
+    parser.add_argument("--method", choices=METHODS, action="append")
+    parser.add_argument("--work", type=Path, default=ROOT / "runs" / "learning_speed")
+    parser.add_argument("--results", type=Path, default=ROOT / "docs" / "results")
+    parser.add_argument(
+        "--nnunet-python", type=Path, default=ROOT / ".venv-nnunet" / "bin" / "python",
+        help="python of the virtual environment nnunetv2 is installed in",
+    )  # fmt: skip
+    args = parser.parse_args()
+    paths = Paths(args.work.resolve(), args.results.resolve(), args.nnunet_python)
+    if args.step == "prepare":
+        prepare(paths)
+    elif args.step == "calibrate":
+        calibrate(paths)
+    elif args.step == "train":
+        for method in args.method or METHODS:
+            if paths.snapshot(method, POINTS_MIN[-1]).exists():
+                print(f"{method}: finished, skipped", flush=True)
+            elif method == NNUNET_METHOD:
+                train_nnunet(paths, POINTS_MIN)
+            else:
+                train_medgraft(paths, method, POINTS_MIN)
+    else:
+        score(paths)
+
+
+if __name__ == "__main__":
+    main()
