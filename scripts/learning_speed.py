@@ -58,12 +58,13 @@ FOLDS, FOLD = 5, 0
 POINTS_MIN = [5, 15, 30, 60]
 RECIPE = "mri-2.5d"
 MEDGRAFT_METHODS = {"medgraft-imagenet": "imagenet", "medgraft-scratch": "none"}
-NNUNET_METHOD = "nnunet-2d"
-METHODS = [*MEDGRAFT_METHODS, NNUNET_METHOD]
+NNUNET_METHODS = {"nnunet-2d": "2d", "nnunet-3d_fullres": "3d_fullres"}  # configurations
+METHODS = [*MEDGRAFT_METHODS, *NNUNET_METHODS]
+TRAINED_BY_DEFAULT = ["medgraft-imagenet", "medgraft-scratch", "nnunet-2d"]
 NNUNET_DATASET = "Dataset004_Hippocampus"
-NNUNET_BATCH = 32
+NNUNET_BATCH = {"2d": 32}  # set in nnUNetPlans.json; 3d_fullres keeps its stock batch
 NNUNET_ITERATIONS_PER_EPOCH = 50
-CALIBRATION_ITERATIONS = 12
+CALIBRATION_ITERATIONS = {"medgraft": 12, "2d": 12, "3d_fullres": 4}
 CASE_COLUMNS = ["method", "point_min", "case", "class", "dice", "hd95", "nsd"]
 
 
@@ -89,14 +90,14 @@ class Paths:
             "OMP_NUM_THREADS": "1",
         }
 
-    def nnunet_model(self) -> Path:
-        return (
-            self.nnunet / "results" / NNUNET_DATASET / "nnUNetTrainerCPUBudget__nnUNetPlans__2d"
-        )
+    def nnunet_model(self, configuration: str) -> Path:
+        trainer = f"nnUNetTrainerCPUBudget__nnUNetPlans__{configuration}"
+        return self.nnunet / "results" / NNUNET_DATASET / trainer
 
     def snapshot(self, method: str, point: int) -> Path:
-        if method == NNUNET_METHOD:
-            return self.nnunet_model() / "fold_all" / f"snapshot_cpu_{point:03d}min.pth"
+        if method in NNUNET_METHODS:
+            model = self.nnunet_model(NNUNET_METHODS[method])
+            return model / "fold_all" / f"snapshot_cpu_{point:03d}min.pth"
         return self.work / method / f"fold_{FOLD}" / "snapshots" / f"cpu_{point:03d}min.pt"
 
 
@@ -145,17 +146,17 @@ def prepare(paths: Paths) -> None:
     }
     (raw / "dataset.json").write_text(json.dumps(manifest, indent=1))
     plans = paths.nnunet / "preprocessed" / NNUNET_DATASET / "nnUNetPlans.json"
-    if not (plans.parent / "nnUNetPlans_2d").exists():
-        _nnunet(paths, "nnUNetv2_plan_and_preprocess", "-d", "4", "-c", "2d", "-np", "1")
+    configurations = list(NNUNET_METHODS.values())
+    missing = [c for c in configurations if not (plans.parent / f"nnUNetPlans_{c}").exists()]
+    if missing:  # (re-planning rewrites the plans; the batch sizes are set again below)
+        _nnunet(paths, "nnUNetv2_plan_and_preprocess", "-d", "4", "-c", *missing, "-np", "1")
     content = json.loads(plans.read_text())
-    stock = content["configurations"]["2d"].setdefault(
-        "medgraft_stock_batch_size", content["configurations"]["2d"]["batch_size"]
-    )
-    content["configurations"]["2d"]["batch_size"] = NNUNET_BATCH
+    for name in configurations:
+        configuration = content["configurations"][name]
+        stock = configuration.setdefault("medgraft_stock_batch_size", configuration["batch_size"])
+        configuration["batch_size"] = NNUNET_BATCH.get(name, stock)
+        print(f"nnU-Net {name} plan: batch size {stock} -> {configuration['batch_size']}")
     plans.write_text(json.dumps(content, indent=1))
-    print(f"nnU-Net 2d plan: batch size {stock} -> {NNUNET_BATCH}", flush=True)
-    trainer_module = _nnunet_site(paths) / "training/nnUNetTrainer/variants/medgraft_budget.py"
-    shutil.copyfile(ROOT / "scripts" / "nnunet_budget.py", trainer_module)
 
 
 def _link(link: Path, target: Path) -> None:
@@ -166,12 +167,13 @@ def _link(link: Path, target: Path) -> None:
 def _nnunet(paths: Paths, tool: str, *args: str) -> None:
     command = [str(paths.nnunet_python.parent / tool), *args]
     print("$", " ".join(command), flush=True)
-    subprocess.run(command, check=True, env=paths.nnunet_env())
+    # the planner sets its thread count from nnUNet_n_proc_DA, which must then be positive
+    subprocess.run(command, check=True, env=paths.nnunet_env() | {"nnUNet_n_proc_DA": "1"})
 
 
 def _nnunet_site(paths: Paths) -> Path:
     found = subprocess.run(
-        [str(paths.nnunet_python), "-c", "import nnunetv2, os; print(os.path.dirname(nnunetv2.__file__))"],
+        [str(paths.nnunet_python), "-c", "import nnunetv2; print(nnunetv2.__path__[0])"],
         check=True, capture_output=True, text=True,
     )  # fmt: skip
     return Path(found.stdout.strip())
@@ -184,18 +186,18 @@ class BudgetSpent(Exception):
     """The last CPU-minute point is reached."""
 
 
-def medgraft_trainer(config, points_min: list[int]):  # noqa: ANN001, ANN201 (lazy imports)
+def medgraft_trainer(config, points_min: list[int]):
     """medgraft's ``Trainer`` with the CPU clock and snapshots (the fold's validation cases are
     left out of training and of per-epoch validation: they are scored from the snapshots)."""
     from medgraft.models.checkpoint import save_checkpoint
     from medgraft.training.trainer import Trainer
 
     class SnapshotTrainer(Trainer):
-        def _select_cases(self, spec):  # noqa: ANN001, ANN202
+        def _select_cases(self, spec):
             train, _ = super()._select_cases(spec)
             return train, []
 
-        def _restore(self, state):  # noqa: ANN001, ANN202
+        def _restore(self, state):
             saved = json.loads(self._clock_file().read_text())
             self.clock_offset, self.iterations = saved["cpu_seconds"], saved["iterations"]
             return super()._restore(state)
@@ -206,7 +208,7 @@ def medgraft_trainer(config, points_min: list[int]):  # noqa: ANN001, ANN201 (la
         def clock(self) -> float:
             return self.clock_offset + time.process_time() - self.clock_started
 
-        def _train_one_epoch(self, epoch: int):  # noqa: ANN202
+        def _train_one_epoch(self, epoch: int):
             self.epoch = epoch
             if getattr(self, "clock_started", None) is None:
                 self.clock_started = time.process_time()
@@ -223,9 +225,10 @@ def medgraft_trainer(config, points_min: list[int]):  # noqa: ANN001, ANN201 (la
                 raise BudgetSpent
             return loss
 
-        def on_epoch_end(self, result) -> None:  # noqa: ANN001
+        def on_epoch_end(self, result) -> None:
             epoch_clock = {"cpu_seconds": self.clock(), "iterations": self.iterations}
             super().on_epoch_end(result)
+            self._clock_file().parent.mkdir(exist_ok=True)
             self._clock_file().write_text(json.dumps(epoch_clock))
 
         def snapshot(self, point: int) -> None:
@@ -242,7 +245,7 @@ def medgraft_trainer(config, points_min: list[int]):  # noqa: ANN001, ANN201 (la
     return trainer
 
 
-def medgraft_config(paths: Paths, method: str, epochs: int, **changed: object):  # noqa: ANN201
+def medgraft_config(paths: Paths, method: str, epochs: int, **changed: object):
     from medgraft.config.resolve import train_configs
 
     output = paths.work / method
@@ -281,14 +284,20 @@ def _copy_split(paths: Paths, output: Path) -> None:
 # -- nnU-Net's run ---------------------------------------------------------------------------
 
 
-def train_nnunet(paths: Paths, points_min: list[int], plan: dict | None = None) -> None:
-    plan = plan or json.loads(paths.calibration.read_text())[NNUNET_METHOD]
-    budget = paths.nnunet / "budget.json"
+def train_nnunet(
+    paths: Paths, method: str, points_min: list[int], plan: dict | None = None
+) -> None:
+    # the budget trainer goes where nnU-Net looks for trainers (predict needs it there too)
+    trainer_module = _nnunet_site(paths) / "training/nnUNetTrainer/variants/medgraft_budget.py"
+    shutil.copyfile(ROOT / "scripts" / "nnunet_budget.py", trainer_module)
+    plan = plan or json.loads(paths.calibration.read_text())[method]
+    configuration = NNUNET_METHODS[method]
+    budget = paths.nnunet / f"budget_{configuration}.json"
     budget.write_text(json.dumps({
-        "dataset": "4", "configuration": "2d", "threads": 1, "points_min": points_min,
+        "dataset": "4", "configuration": configuration, "threads": 1, "points_min": points_min,
         "epochs": plan["epochs"], "iterations_per_epoch": plan["iterations_per_epoch"],
     }))  # fmt: skip
-    resume = (paths.nnunet_model() / "fold_all" / "checkpoint_latest.pth").exists()
+    resume = (paths.nnunet_model(configuration) / "fold_all" / "checkpoint_latest.pth").exists()
     command = [str(paths.nnunet_python), "-m",
                "nnunetv2.training.nnUNetTrainer.variants.medgraft_budget", str(budget)]  # fmt: skip
     print("$", " ".join(command), flush=True)
@@ -312,8 +321,9 @@ def calibrate(paths: Paths) -> None:
         work = Paths(paths.work / "calibration", paths.results, paths.nnunet_python)
         work.split = paths.split
         _copy_split(work, work.work / method)
+        samples = 32 * CALIBRATION_ITERATIONS["medgraft"]
         config = medgraft_config(
-            work, method, 1, samples_per_epoch=32 * CALIBRATION_ITERATIONS, overwrite=True, resume=False
+            work, method, 1, samples_per_epoch=samples, overwrite=True, resume=False
         )
         trainer = medgraft_trainer(config, [10_000])
         trainer.fit()
@@ -325,13 +335,16 @@ def calibrate(paths: Paths) -> None:
             "epochs": math.ceil(budget_s / (per_iteration * iterations_per_epoch)),
         }
         paths.calibration.write_text(json.dumps(plans, indent=1))
-    if NNUNET_METHOD not in plans:
-        model = paths.nnunet_model()
-        train_nnunet(paths, [], {"epochs": 1, "iterations_per_epoch": CALIBRATION_ITERATIONS})
+    for method, configuration in NNUNET_METHODS.items():
+        if method in plans:
+            continue
+        model = paths.nnunet_model(configuration)
+        iterations = CALIBRATION_ITERATIONS[configuration]
+        train_nnunet(paths, method, [], {"epochs": 1, "iterations_per_epoch": iterations})
         clock = json.loads((model / "fold_all" / "clock.json").read_text())
         shutil.rmtree(model)  # the real run starts from scratch
         per_iteration = clock["cpu_seconds"] / clock["iterations"]
-        plans[NNUNET_METHOD] = {
+        plans[method] = {
             "cpu_seconds_per_iteration": per_iteration,
             "iterations_per_epoch": NNUNET_ITERATIONS_PER_EPOCH,
             "epochs": math.ceil(budget_s / (per_iteration * NNUNET_ITERATIONS_PER_EPOCH)),
@@ -353,9 +366,10 @@ def predict(paths: Paths, method: str, point: int, tta: bool) -> Path | None:
         return output
     if output.exists():
         shutil.rmtree(output)
-    if method == NNUNET_METHOD:
+    if method in NNUNET_METHODS:
         command = [str(paths.nnunet_python.parent / "nnUNetv2_predict"), "-i",
-                   str(paths.nnunet_val_images), "-o", str(output), "-d", "4", "-c", "2d",
+                   str(paths.nnunet_val_images), "-o", str(output), "-d", "4",
+                   "-c", NNUNET_METHODS[method],
                    "-f", "all", "-tr", "nnUNetTrainerCPUBudget", "-chk", snapshot.name,
                    "-device", "cpu", *([] if tta else ["--disable_tta"])]  # fmt: skip
         env = paths.nnunet_env() | {"OMP_NUM_THREADS": str(os.cpu_count())}
@@ -381,7 +395,8 @@ def score(paths: Paths) -> None:
     rows, points = [], []
     for method in METHODS:
         for point in POINTS_MIN:
-            ttas = [False, True] if method == NNUNET_METHOD and point == POINTS_MIN[-1] else [False]
+            last = point == POINTS_MIN[-1]
+            ttas = [False, True] if method in NNUNET_METHODS and last else [False]
             for tta in ttas:
                 predictions = predict(paths, method, point, tta)
                 if predictions is None or tta:
@@ -391,8 +406,8 @@ def score(paths: Paths) -> None:
                     cases=val_cases, stray_to_background=True,
                 )  # fmt: skip
                 rows += [
-                    {"method": method, "point_min": point, "case": row["case_id"],
-                     "class": name, **{m: f"{row[f'{m}_{name}']:.5f}" for m in ("dice", "hd95", "nsd")}}  # fmt: skip
+                    {"method": method, "point_min": point, "case": row["case_id"], "class": name}
+                    | {m: f"{row[f'{m}_{name}']:.5f}" for m in ("dice", "hd95", "nsd")}
                     for row in evaluation.rows
                     for name in evaluation.label_names.values()
                 ]
@@ -400,9 +415,26 @@ def score(paths: Paths) -> None:
                 points.append({"method": method, "point_min": point,
                                "cpu_minutes": f"{taken['cpu_seconds'] / 60:.2f}",
                                "iterations": taken["iterations"], "epoch": taken["epoch"],
-                               "threads": 1, **_machine_columns()})  # fmt: skip
+                               **_setup(paths, method), **_machine_columns()})  # fmt: skip
     _write(paths.results / "learning_speed.csv", CASE_COLUMNS, rows)
     _write(paths.results / "learning_speed_points.csv", list(points[0]) if points else [], points)
+
+
+def _setup(paths: Paths, method: str) -> dict[str, object]:
+    """How the run was set up: threads, planned epochs, batch size (nnU-Net: stock and used)."""
+    plan = json.loads(paths.calibration.read_text())[method]
+    if method in NNUNET_METHODS:
+        plans_file = paths.nnunet / "preprocessed" / NNUNET_DATASET / "nnUNetPlans.json"
+        plans = json.loads(plans_file.read_text())["configurations"]
+        configuration = plans[NNUNET_METHODS[method]]
+        batch, stock = configuration["batch_size"], configuration["medgraft_stock_batch_size"]
+    else:
+        from medgraft.config.recipes import load_recipe
+
+        batch = stock = load_recipe(RECIPE).train["batch_size"]
+    return {"threads": 1, "planned_epochs": plan["epochs"],
+            "iterations_per_epoch": plan["iterations_per_epoch"], "batch_size": batch,
+            "stock_batch_size": stock}  # fmt: skip
 
 
 def _machine_columns() -> dict[str, str]:
@@ -441,11 +473,11 @@ def main() -> None:
     elif args.step == "calibrate":
         calibrate(paths)
     elif args.step == "train":
-        for method in args.method or METHODS:
+        for method in args.method or TRAINED_BY_DEFAULT:
             if paths.snapshot(method, POINTS_MIN[-1]).exists():
                 print(f"{method}: finished, skipped", flush=True)
-            elif method == NNUNET_METHOD:
-                train_nnunet(paths, POINTS_MIN)
+            elif method in NNUNET_METHODS:
+                train_nnunet(paths, method, POINTS_MIN)
             else:
                 train_medgraft(paths, method, POINTS_MIN)
     else:

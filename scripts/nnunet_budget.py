@@ -35,14 +35,14 @@ class BudgetSpent(Exception):
     """The last CPU-minute point is reached."""
 
 
-class nnUNetTrainerCPUBudget(nnUNetTrainer):  # noqa: N801 (nnU-Net's naming)
+class nnUNetTrainerCPUBudget(nnUNetTrainer):
     def __init__(
         self,
         plans: dict,
         configuration: str,
         fold: int,
         dataset_json: dict,
-        device: torch.device = torch.device("cuda"),
+        device: torch.device = torch.device("cuda"),  # noqa: B008 (nnU-Net's signature)
     ) -> None:
         super().__init__(plans, configuration, fold, dataset_json, device)
         budget_file = os.environ.get("MEDGRAFT_BUDGET")
@@ -139,7 +139,8 @@ def main() -> None:
         print(f"budget spent: {trainer.clock() / 60:.1f} CPU-minutes", flush=True)
         return
     # the schedule ended before the last point: the final model stands for it
-    trainer.snapshot(budget["points_min"][-1])
+    if budget["points_min"]:
+        trainer.snapshot(budget["points_min"][-1])
 
 
 if __name__ == "__main__":

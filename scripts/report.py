@@ -11,12 +11,15 @@ Sources (all under ``docs/results/``):
   fingerprint, wall time, machine, and the cores other jobs used meanwhile;
 - ``study_<data>/{plan.json,results.csv,cases.csv,curves.csv}`` (``scripts/real_data_study.py``);
 - ``demo/dice.csv`` (``medgraft demo``) and ``demo/runs.csv`` (``scripts/time_command.py``);
-- ``bench/train.csv`` and ``bench/predict.csv`` (``scripts/bench_train.py``, ``bench_predict.py``).
+- ``bench/train.csv`` and ``bench/predict.csv`` (``scripts/bench_train.py``, ``bench_predict.py``);
+- ``learning_speed.csv``, ``learning_speed_points.csv`` and ``learning_speed_inference.csv``
+  (``scripts/learning_speed.py score``): per method, CPU-minute point, case and class Dice, HD95
+  and NSD; per snapshot the CPU minutes and iterations; per prediction call seconds per case.
 
 Generated: the README's blocks between ``<!-- report:NAME -->`` and ``<!-- /report:NAME -->``,
-``accuracy.md``, ``demo/README.md``, each study's ``summary.md`` and plots, ``bench/README.md``
-and the ``measured:`` block that ends each shipped recipe. Intervals are seeded bootstraps, so
-the same sources always give the same text.
+``accuracy.md``, ``demo/README.md``, each study's ``summary.md`` and plots,
+``learning_speed.md`` and ``learning_speed.png``, and the ``measured:`` block that ends each
+shipped recipe. Intervals are seeded bootstraps, so the same sources always give the same text.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from medgraft.config.schema import DemoOptions
-from medgraft.evaluation.stats import RESAMPLES, Interval, mean_interval
+from medgraft.evaluation.stats import RESAMPLES, Interval, difference_interval, mean_interval
 from medgraft.study import StudyResults, summary_markdown, write_summary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -548,12 +551,310 @@ def bench_predict_readme(root: Path) -> str:
 
 # -- putting it together --------------------------------------------------------------------------
 
+# -- learning speed ------------------------------------------------------------------------------
+
+METHODS = {
+    "medgraft-imagenet": "medgraft, ImageNet encoder",
+    "medgraft-scratch": "medgraft, from scratch",
+    "nnunet-2d": "nnU-Net v2 `2d`",
+    "nnunet-3d_fullres": "nnU-Net v2 `3d_fullres`",
+}
+LEARNING_SPEED = RESULTS / "learning_speed.csv"
+
+
+@dataclass
+class LearningSpeed:
+    """Per-case scores of every snapshot (method, CPU-minute point) and how each was taken."""
+
+    cases: list[dict]
+    points: list[dict]
+    inference: list[dict]
+
+    @classmethod
+    def read(cls, root: Path) -> LearningSpeed | None:
+        if not (root / LEARNING_SPEED).exists():
+            return None
+        folder = root / RESULTS
+        inference = folder / "learning_speed_inference.csv"
+        return cls(
+            read_csv(root / LEARNING_SPEED),
+            read_csv(folder / "learning_speed_points.csv"),
+            read_csv(inference) if inference.exists() else [],
+        )
+
+    @property
+    def methods(self) -> list[str]:
+        present = {r["method"] for r in self.cases}
+        return [m for m in METHODS if m in present]
+
+    @property
+    def point_minutes(self) -> list[int]:
+        return sorted({int(r["point_min"]) for r in self.cases})
+
+    def case_dice(self, method: str, point: int, class_name: str | None = None) -> np.ndarray:
+        """Per validation case (sorted by case): Dice of one class, or the mean of the classes."""
+        by_case: dict[str, list[float]] = {}
+        for row in self.cases:
+            chosen = class_name is None or row["class"] == class_name
+            if row["method"] == method and int(row["point_min"]) == point and chosen:
+                by_case.setdefault(row["case"], []).append(float(row["dice"]))
+        return np.array([np.mean(by_case[c]) for c in sorted(by_case)])
+
+    def interval(self, method: str, point: int, class_name: str | None = None) -> Interval | None:
+        scores = self.case_dice(method, point, class_name)
+        return mean_interval(scores) if scores.size else None
+
+    def difference(self, first: str, second: str, point: int) -> Interval | None:
+        a, b = self.case_dice(first, point), self.case_dice(second, point)
+        return difference_interval(a, b) if a.size and a.size == b.size else None
+
+    def point(self, method: str, point: int) -> dict | None:
+        return next(
+            (p for p in self.points if p["method"] == method and int(p["point_min"]) == point),
+            None,
+        )
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(dict.fromkeys(r["class"] for r in self.cases))
+
+    @property
+    def validation_cases(self) -> int:
+        return len({r["case"] for r in self.cases})
+
+    def hd95(self, method: str, point: int, class_name: str) -> tuple[float, int]:
+        """Mean HD95 over the cases where the class was found, and the count of misses."""
+        values = [
+            float(r["hd95"])
+            for r in self.cases
+            if r["method"] == method and int(r["point_min"]) == point and r["class"] == class_name
+        ]
+        found = [v for v in values if np.isfinite(v)]
+        return (float(np.mean(found)) if found else float("nan")), len(values) - len(found)
+
+
+def _dice_table(speed: LearningSpeed) -> list[str]:
+    points = speed.point_minutes
+    lines = [
+        "| method | " + " | ".join(f"{p} CPU-min" for p in points) + " |",
+        "| --- |" + " --- |" * len(points),
+    ]
+    for method in speed.methods:
+        cells = [str(speed.interval(method, p) or "-") for p in points]
+        lines.append(f"| {METHODS[method]} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _claims(speed: LearningSpeed) -> list[str]:
+    claims = []
+    if "medgraft-imagenet" not in speed.methods:
+        return claims
+    for other in [m for m in speed.methods if m != "medgraft-imagenet"]:
+        for point in speed.point_minutes:
+            difference = speed.difference("medgraft-imagenet", other, point)
+            if difference is not None:
+                claims.append(
+                    f"at {point} CPU-minutes, medgraft (ImageNet) against {METHODS[other]}: "
+                    f"**{difference.verdict}** (difference {difference})"
+                )
+    return claims
+
+
+def learning_speed_readme(root: Path) -> str:
+    speed = LearningSpeed.read(root)
+    if speed is None:
+        return "Not measured with this version."
+    return "\n".join(
+        [
+            *_dice_table(speed),
+            "",
+            f"Mean foreground Dice on the {speed.validation_cases} validation cases of "
+            "hippocampus fold 0 [95% bootstrap interval over cases], one training run per method "
+            "on one thread, the clock is the training process's CPU time "
+            "([details, per class, HD95, inference times](docs/results/learning_speed.md)). "
+            "From the interval of the paired difference over cases (one seed per method, so the "
+            "intervals leave out run-to-run variation):",
+            "",
+            *[f"- {claim}." for claim in _claims(speed)],
+        ]
+    )
+
+
+def learning_speed_page(root: Path) -> str:
+    speed = LearningSpeed.read(root)
+    assert speed is not None
+    points = speed.point_minutes
+    lines = [
+        "# Learning speed: medgraft against nnU-Net on CPU time",
+        "",
+        "<!-- generated by scripts/report.py from learning_speed.csv, learning_speed_points.csv "
+        "and learning_speed_inference.csv; do not edit -->",
+        "",
+        f"Hippocampus (MSD, shared copy), fold 0 of the 5-fold split of `accuracy_cv.py`: each "
+        f"method trains on the fold's training cases and is scored on its "
+        f"{speed.validation_cases} validation cases, which no run saw and which chose nothing "
+        "(each point's model is the snapshot taken when the run's clock passed it). Scores come "
+        "from `medgraft evaluate`'s metrics (MONAI Dice, HD95) at the images' own resolution for "
+        "both tools.",
+        "",
+        "**The clock** is the training process's CPU time (user + system, `time.process_time`) "
+        "from the first training iteration: data loading, augmentation, forward, backward, "
+        "optimiser and checkpoints count; setup (loading volumes, nnU-Net's planning and "
+        "preprocessing) and validation during training do not. Every run uses one thread and no "
+        "loader workers, so a CPU-minute is the same unit for both tools whatever else the "
+        "machine ran. With both of this machine's 2 cores, a run would reach a point in about "
+        "half its CPU-minutes of wall time at best.",
+        "",
+        "## Mean foreground Dice",
+        "",
+        *_dice_table(speed),
+        "",
+        "Mean over cases of the classes' mean Dice [95% percentile bootstrap over cases]. "
+        "Paired differences (same cases), one training run per method, so the intervals leave "
+        "out run-to-run variation:",
+        "",
+        *[f"- {claim}." for claim in _claims(speed)],
+        "",
+        "![Dice against CPU-minutes](learning_speed.png)",
+        "",
+        "## Per class",
+        "",
+        "| method | class | " + " | ".join(f"{p} CPU-min" for p in points) + " |",
+        "| --- | --- |" + " --- |" * len(points),
+    ]
+    for method in speed.methods:
+        for class_name in speed.class_names:
+            cells = []
+            for point in points:
+                dice = speed.interval(method, point, class_name)
+                hd95, misses = speed.hd95(method, point, class_name)
+                cells.append(
+                    "-"
+                    if dice is None
+                    else f"{dice.mean:.3f}, HD95 {hd95:.2f} mm ({misses} missed)"
+                )
+            lines.append(f"| {METHODS[method]} | {class_name} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Dice mean over cases; HD95 mean over the cases where the class was found, with the "
+        "count of cases where it was not.",
+        "",
+        "## The runs",
+        "",
+        "| method | point | CPU minutes | iterations | epoch | planned epochs x iterations "
+        "| batch (stock) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for method in speed.methods:
+        for point in points:
+            taken = speed.point(method, point)
+            if taken is None:
+                continue
+            lines.append(
+                f"| {METHODS[method]} | {point} | {float(taken['cpu_minutes']):.1f} | "
+                f"{taken['iterations']} | {taken['epoch']} | {taken['planned_epochs']} x "
+                f"{taken['iterations_per_epoch']} | {taken['batch_size']} "
+                f"({taken['stock_batch_size']}) |"
+            )
+    machine = speed.points[0]
+    lines += [
+        "",
+        f"Machine: {machine['cpu']}, {machine['cores']} cores, Python {machine['python']}, torch "
+        f"{machine['torch']}, medgraft {machine['medgraft']} (commit {machine['commit']}), "
+        f"scored {machine['date']}. The three runs shared the 2 cores (one thread each), which "
+        "the CPU clock does not count. Each run's learning-rate schedule (poly for both tools) "
+        "was sized by a short calibration to end at the last point; the earlier points are "
+        "snapshots of the same run, not runs planned for the shorter budgets.",
+        "",
+        "What differs from each tool's defaults: medgraft runs the shipped `mri-2.5d` recipe with "
+        "its epochs set to fill the budget (and `--weights none` from scratch); nnU-Net v2 runs "
+        "its stock `2d` plan and trainer with the batch size in `nnUNetPlans.json` set as above, "
+        "epochs and iterations set to fill the budget, one validation iteration per epoch, no "
+        "final validation (`scripts/nnunet_budget.py`), planned and preprocessed from the fold's "
+        "training cases only. medgraft's predictions keep the recipe's largest-component "
+        "clean-up; nnU-Net's are its raw predictions (its post-processing is chosen by a "
+        "cross-validation this budget has no room for).",
+    ]
+    if speed.inference:
+        lines += [
+            "",
+            "## Inference",
+            "",
+            "| method | TTA | seconds per case (median) | calls | with other jobs on the cores |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        groups: dict[tuple[str, str], list[dict]] = {}
+        for row in speed.inference:
+            groups.setdefault((row["method"], row["tta"]), []).append(row)
+        for (method, tta), rows in groups.items():
+            seconds = median([float(r["seconds_per_case"]) for r in rows])
+            shared = sum(r["shared"] == "yes" for r in rows)
+            lines.append(f"| {METHODS[method]} | {tta} | {seconds:.2f} | {len(rows)} | {shared} |")
+        lines += [
+            "",
+            "Wall seconds per validation case of each prediction call (every snapshot is one "
+            "call; nnU-Net with its mirroring TTA once, at the last point), both cores, "
+            "including start-up; a call counts as shared when other jobs used more than a "
+            "quarter of a core meanwhile.",
+        ]
+    lines += [
+        "",
+        "## Reproduce",
+        "",
+        "```bash",
+        "python3 -m venv .venv-nnunet && .venv-nnunet/bin/pip install torch nnunetv2",
+        "python scripts/learning_speed.py prepare",
+        "python scripts/learning_speed.py calibrate",
+        "for m in medgraft-imagenet medgraft-scratch nnunet-2d; do",
+        "  python scripts/learning_speed.py train --method $m &   # resumable",
+        "done; wait",
+        "python scripts/learning_speed.py score",
+        "python scripts/report.py",
+        "```",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def learning_speed_plot(root: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    speed = LearningSpeed.read(root)
+    if speed is None:
+        return
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for method in speed.methods:
+        xs, means, errors = [], [], []
+        for point in speed.point_minutes:
+            interval, taken = speed.interval(method, point), speed.point(method, point)
+            if interval is None or taken is None:
+                continue
+            xs.append(float(taken["cpu_minutes"]))
+            means.append(interval.mean)
+            errors.append([interval.mean - interval.low, interval.high - interval.mean])
+        axis.errorbar(
+            xs, means, yerr=np.array(errors).T, marker="o", capsize=3,
+            label=METHODS[method].replace("`", ""),
+        )  # fmt: skip
+    axis.set_xlabel("training CPU-minutes (one thread)")
+    axis.set_ylabel("mean foreground Dice, fold 0 validation")
+    axis.set_xticks(speed.point_minutes)
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(root / RESULTS / "learning_speed.png", dpi=120)
+    plt.close(figure)
+
+
 README_BLOCKS: dict[str, Callable[[Path], str]] = {
     "demo": demo_readme,
     "accuracy": accuracy_readme,
     "study": study_readme,
     "bench-train": bench_train_readme,
     "bench-predict": bench_predict_readme,
+    "learning-speed": learning_speed_readme,
 }
 BLOCK = re.compile(
     r"(<!-- report:(?P<name>[\w-]+) -->)(?P<body>.*?)(<!-- /report:(?P=name) -->)", re.S
@@ -586,6 +887,8 @@ def generated(root: Path) -> dict[Path, str]:
         root / RESULTS / "accuracy.md": accuracy_page(root),
         root / RESULTS / "demo" / "README.md": demo_page(root),
     }
+    if LearningSpeed.read(root) is not None:
+        files[root / RESULTS / "learning_speed.md"] = learning_speed_page(root)
     for folder in study_folders(root).values():
         files[folder / "summary.md"] = summary_markdown(StudyResults.read(folder))
     for name, dataset in DATASETS.items():
@@ -632,6 +935,7 @@ def main() -> None:
         print(f"wrote {path.relative_to(args.root)}")
     for folder in study_folders(args.root).values():
         write_summary(folder)  # and its plots
+    learning_speed_plot(args.root)
 
 
 if __name__ == "__main__":
