@@ -32,8 +32,12 @@ and preprocesses from the 144 training cases only.
 with the recipe's defaults; nnU-Net: ``nnUNetv2_predict`` without TTA, and with its mirroring
 TTA at the last point), scored by medgraft's evaluation (MONAI Dice, HD95, NSD) at the images'
 own resolution. Rows go to ``docs/results/learning_speed.csv`` (per method, point, case and
-class), ``learning_speed_points.csv`` (per snapshot: CPU minutes, iterations, wall time) and
-``learning_speed_inference.csv`` (seconds per case of each prediction call, with the load).
+class), ``learning_speed_points.csv`` (per snapshot: CPU minutes, iterations, wall time),
+``learning_speed_calibration.csv`` (per method: CPU seconds per iteration, the planned epochs,
+whether it was trained) and ``learning_speed_inference.csv`` (seconds per case of each
+prediction call, with the load). nnU-Net ``3d_fullres`` is calibrated but trained only when
+asked (``train --method nnunet-3d_fullres``): its calibration says how many of the stock
+schedule's 250,000 iterations the budget holds.
 """
 
 from __future__ import annotations
@@ -312,6 +316,8 @@ def calibrate(paths: Paths) -> None:
     make each schedule end at the last point."""
     import torch
 
+    from medgraft.config.recipes import load_recipe
+
     torch.set_num_threads(1)
     plans = json.loads(paths.calibration.read_text()) if paths.calibration.exists() else {}
     budget_s = POINTS_MIN[-1] * 60
@@ -328,7 +334,8 @@ def calibrate(paths: Paths) -> None:
         trainer = medgraft_trainer(config, [10_000])
         trainer.fit()
         per_iteration = trainer.clock() / trainer.iterations
-        iterations_per_epoch = 2400 // 32  # the recipe's samples_per_epoch / batch_size
+        recipe = load_recipe(RECIPE).train
+        iterations_per_epoch = recipe["samples_per_epoch"] // recipe["batch_size"]
         plans[method] = {
             "cpu_seconds_per_iteration": per_iteration,
             "iterations_per_epoch": iterations_per_epoch,
@@ -416,6 +423,17 @@ def score(paths: Paths) -> None:
                                "cpu_minutes": f"{taken['cpu_seconds'] / 60:.2f}",
                                "iterations": taken["iterations"], "epoch": taken["epoch"],
                                **_setup(paths, method), **_machine_columns()})  # fmt: skip
+    calibration = []
+    for method, plan in json.loads(paths.calibration.read_text()).items():
+        trained = paths.snapshot(method, POINTS_MIN[-1]).exists()
+        per_iteration = plan["cpu_seconds_per_iteration"]
+        iterations = CALIBRATION_ITERATIONS[NNUNET_METHODS.get(method, "medgraft")]
+        calibration.append({
+            "method": method, "cpu_seconds_per_iteration": f"{per_iteration:.2f}",
+            "calibration_iterations": iterations, "trained": "yes" if trained else "no",
+            **_setup(paths, method),
+        })  # fmt: skip
+    _write(paths.results / "learning_speed_calibration.csv", list(calibration[0]), calibration)
     _write(paths.results / "learning_speed.csv", CASE_COLUMNS, rows)
     _write(paths.results / "learning_speed_points.csv", list(points[0]) if points else [], points)
 

@@ -569,17 +569,23 @@ class LearningSpeed:
     cases: list[dict]
     points: list[dict]
     inference: list[dict]
+    calibration: list[dict]
 
     @classmethod
     def read(cls, root: Path) -> LearningSpeed | None:
         if not (root / LEARNING_SPEED).exists():
             return None
         folder = root / RESULTS
-        inference = folder / "learning_speed_inference.csv"
+
+        def optional(name: str) -> list[dict]:
+            path = folder / name
+            return read_csv(path) if path.exists() else []
+
         return cls(
             read_csv(root / LEARNING_SPEED),
             read_csv(folder / "learning_speed_points.csv"),
-            read_csv(inference) if inference.exists() else [],
+            optional("learning_speed_inference.csv"),
+            optional("learning_speed_calibration.csv"),
         )
 
     @property
@@ -775,6 +781,39 @@ def learning_speed_page(root: Path) -> str:
         "clean-up; nnU-Net's are its raw predictions (its post-processing is chosen by a "
         "cross-validation this budget has no room for).",
     ]
+    if speed.calibration:
+        budget = points[-1] * 60
+        lines += [
+            "",
+            "## Calibration",
+            "",
+            "| method | CPU seconds per iteration | iterations timed | planned epochs x "
+            "iterations | batch (stock) | trained |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for row in speed.calibration:
+            lines.append(
+                f"| {METHODS[row['method']]} | {row['cpu_seconds_per_iteration']} | "
+                f"{row['calibration_iterations']} | {row['planned_epochs']} x "
+                f"{row['iterations_per_epoch']} | {row['batch_size']} ({row['stock_batch_size']}) "
+                f"| {row['trained']} |"
+            )
+        lines += [
+            "",
+            "One thread, timed on the CPU clock before the runs (the other calibrations and runs "
+            "may have shared the cores). The planned epochs make each schedule end at "
+            f"{points[-1]} CPU-minutes at the calibrated speed; the runs' actual progress is in "
+            "the table above.",
+        ]
+        for row in speed.calibration:
+            if row["trained"] == "no":
+                iterations = budget / float(row["cpu_seconds_per_iteration"])
+                lines.append("")
+                lines.append(
+                    f"{METHODS[row['method']]} was not trained: {points[-1]} CPU-minutes hold "
+                    f"about {iterations:.0f} of its iterations (nnU-Net's stock schedule is "
+                    "1000 epochs x 250)."
+                )
     if speed.inference:
         lines += [
             "",

@@ -100,6 +100,11 @@ def _write_learning_speed(results: Path, imagenet_5min: float) -> None:
                 "CPU,2,3.11,2.14,0.1,abc,2026-11-29"
             )
     (results / "learning_speed.csv").write_text("\n".join(rows) + "\n")
+    (results / "learning_speed_calibration.csv").write_text(
+        "method,cpu_seconds_per_iteration,calibration_iterations,trained,threads,planned_epochs,"
+        "iterations_per_epoch,batch_size,stock_batch_size\n"
+        "nnunet-3d_fullres,60.00,4,no,1,2,50,7,7\n"
+    )
     (results / "learning_speed_points.csv").write_text(
         "method,point_min,cpu_minutes,iterations,epoch,threads,planned_epochs,"
         "iterations_per_epoch,batch_size,stock_batch_size,cpu,cores,python,torch,medgraft,"
@@ -116,6 +121,7 @@ def test_learning_speed_claims_follow_from_the_per_case_scores(copy_of_repo: Pat
     assert re.search(r"\| medgraft, ImageNet encoder \| 0\.(79|80)\d \[", block)
     page = report.generated(copy_of_repo)[results / "learning_speed.md"]
     assert "| nnU-Net v2 `2d` | 5 | 5.0 | 150 | 1 | 12 x 75 | 32 (32) |" in page
+    assert "nnU-Net v2 `3d_fullres` was not trained: 60 CPU-minutes hold about 60 of" in page
 
     _write_learning_speed(results, imagenet_5min=0.3)  # now behind: the text follows
     block = report.learning_speed_readme(copy_of_repo)
