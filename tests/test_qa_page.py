@@ -92,4 +92,3 @@ def test_robust_z_needs_enough_cases_and_spread():
     assert robust_z([5.0] * 10) is None
     scores = robust_z([10, 11, 9, 10, 12, 100])
     assert scores[-1] > 3.5 and abs(scores[0]) < 3.5
-

@@ -236,9 +236,7 @@ class CountingTrainer(Trainer):
 
 @pytest.mark.slow
 def test_a_trainer_variant_overrides_one_hook(micro_msd: Path, tmp_path: Path):
-    config = TrainConfig(
-        data=str(micro_msd), output=str(tmp_path / "run"), **{**FAST, "epochs": 1}
-    )
+    config = TrainConfig(data=str(micro_msd), output=str(tmp_path / "run"), **{**FAST, "epochs": 1})
     result = CountingTrainer(config).fit()
     assert CountingTrainer.built[0] == "dice_ce"
     assert CountingTrainer.built[1] == f"epoch 1: {result.best_dice:.3f}"

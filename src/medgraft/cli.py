@@ -209,9 +209,7 @@ def study(
     flags = given(options)
     typed = {"data": data, "output": output, "config": config, "quick": quick or None}
     command = " ".join(["medgraft study", *_flags_as_typed({**given(typed), **flags})])
-    plan = plan_from_cli(
-        output, data, flags, quick=quick, config_file=config, command=command
-    )
+    plan = plan_from_cli(output, data, flags, quick=quick, config_file=config, command=command)
     rows = run_study(plan)
     console.print(f"{len(rows)} runs; summary and plots in {output}")
 

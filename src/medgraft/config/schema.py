@@ -162,9 +162,7 @@ class TrainConfig:
     weights_dir: str | None = option(
         None, "Folder of weight files <encoder>.pth (also $MEDGRAFT_WEIGHTS_DIR).", path=True
     )
-    freeze_encoder_epochs: int = option(
-        0, "Train only the decoder for the first N epochs.", min=0
-    )
+    freeze_encoder_epochs: int = option(0, "Train only the decoder for the first N epochs.", min=0)
     encoder_lr_mult: float = option(1.0, "Encoder learning rate = lr x this.", min=0.0)
     init_from: str | None = option(
         None, "Start from an earlier medgraft run folder or checkpoint.", path=True
