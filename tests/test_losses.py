@@ -20,7 +20,7 @@ def config(**options) -> TrainConfig:
     return TrainConfig(data="d", output="o", **options)
 
 
-@pytest.mark.parametrize("name", ["dice_ce", "dice_focal"])
+@pytest.mark.parametrize("name", ["dice_ce", "dice_ce_batch", "dice_focal"])
 def test_each_loss_rewards_the_right_answer(name: str) -> None:
     target = torch.zeros(2, 1, 16, 16, dtype=torch.long)
     target[:, :, 4:12, 4:12] = 1
@@ -38,8 +38,19 @@ def test_focal_term_is_weighted_by_lambda_ce() -> None:
     assert both > dice_only
 
 
+def test_batch_dice_gives_no_loss_to_a_slice_without_the_structure() -> None:
+    """A right answer with ordinary confidence: per-sample Dice still charges the empty slice
+    (0/0 term near 1), batch Dice does not."""
+    target = torch.zeros(2, 1, 16, 16, dtype=torch.long)
+    target[0, :, 4:12, 4:12] = 1  # the second slice holds no structure
+    right = torch.nn.functional.one_hot(target[:, 0], 2).permute(0, 3, 1, 2).float() * 8 - 4
+    per_sample = build_loss(config(loss="dice_ce", lambda_ce=0.0))(right, target)
+    batch = build_loss(config(loss="dice_ce_batch", lambda_ce=0.0))(right, target)
+    assert per_sample > 0.2 and batch < 0.02
+
+
 def test_unknown_loss_lists_the_registered_ones() -> None:
-    with pytest.raises(MedgraftError, match="dice_ce, dice_focal"):
+    with pytest.raises(MedgraftError, match="dice_ce, dice_ce_batch, dice_focal"):
         build_loss(config(loss="dice_tversky"))
 
 

@@ -118,7 +118,7 @@ class TrainConfig:
     schedule: str = option("poly", "poly | cosine (after warm-up).")
     warmup_epochs: int = option(0, "Linear LR warm-up epochs.", min=0)
     grad_clip: float = option(12.0, "Gradient norm clip (0: off).", min=0.0)
-    loss: str = option("dice_ce", "dice_ce | dice_focal (see training/losses.py).")
+    loss: str = option("dice_ce", "dice_ce | dice_ce_batch | dice_focal (see training/losses.py).")
     val_fraction: float = option(0.2, "Share of cases held out for validation (without --folds).")
     split_file: str | None = option(
         None, 'JSON file {"train": case ids, "val": case ids} to use as the split.', path=True

@@ -42,6 +42,20 @@ def dice_ce(config: TrainConfig) -> nn.Module:
     )
 
 
+@register_loss("dice_ce_batch")
+def dice_ce_batch(config: TrainConfig) -> nn.Module:
+    """``dice_ce`` with the soft Dice summed over the whole batch (nnU-Net's batch Dice for 2D
+    plans). Per-sample Dice gives every sampled slice without a structure a 0/0 term whose loss
+    stays near 1 until the network drives its probabilities there to exact zeros."""
+    return DiceCELoss(
+        to_onehot_y=True,
+        softmax=True,
+        batch=True,
+        lambda_dice=config.lambda_dice,
+        lambda_ce=config.lambda_ce,
+    )
+
+
 @register_loss("dice_focal")
 def dice_focal(config: TrainConfig) -> nn.Module:
     """Soft Dice + focal loss (MONAI ``DiceFocalLoss``, gamma 2): the focal term down-weights
