@@ -4,12 +4,17 @@ Two steps, each resumable and safe to rerun:
 
     python scripts/accuracy_cv.py train --dataset hippocampus   # trains the folds not yet done
     python scripts/accuracy_cv.py report --dataset hippocampus  # predicts, scores per case
+    python scripts/accuracy_cv.py ablate --ablation batch-dice  # one change, on its folds
 
 ``train`` runs ``medgraft train --recipe R --folds 5 --fold k`` through the CLI for every fold
 without a finished run, and continues an interrupted one with ``--resume``. A finished fold whose
 options fingerprint differs from what the recipe asks for now is refused (``--redo-changed``
 retrains it). Each call's wall time, the machine, the versions and the cores other jobs used
 meanwhile are added up in ``<fold>/wall.json``.
+
+``ablate`` trains a recipe with one change (``ABLATIONS``: the options it adds, the folds) in
+``<work>/ablations/<name>`` with the CV's split, scores it like ``report`` and writes
+``accuracy/ablations.csv`` and ``ablation_folds.csv``.
 
 ``report`` segments each fold's validation cases with the fold's **last-epoch** model, so the
 cases that are scored chose no checkpoint (the epochs are fixed by the recipe), through
@@ -50,6 +55,15 @@ DATASETS = {
         "options": {"labels_dir": "1st_manual", "roi_dir": "mask"},
     },
     "kvasir": {"recipe": "rgb-2d", "goal": 0.90, "options": {}},
+}
+ABLATIONS = {
+    # one change to a shipped recipe each, trained and scored on the CV's folds named here
+    "batch-dice": {
+        "dataset": "hippocampus",
+        "folds": [0],
+        "change": {"loss": "dice_ce_batch"},
+        "summary": "soft Dice over the batch (`--loss dice_ce_batch`)",
+    },
 }
 ANCHORS = {
     "hippocampus": "nnU-Net (Isensee et al. 2021, MSD): 0.90 anterior / 0.89 posterior",
@@ -100,25 +114,36 @@ def finished(run: Path, expected_sha256: str, redo_changed: bool) -> bool:
         return len(list(csv.DictReader(handle))) >= saved["train_config"]["epochs"]
 
 
-def expected_options(name: str, data: Path, output: Path, fold: int) -> str:
+def expected_options(
+    name: str, data: Path, output: Path, fold: int, change: dict | None = None
+) -> str:
     """The options fingerprint ``medgraft train`` will record for this fold."""
     from medgraft.config.loading import options_sha256
     from medgraft.config.resolve import train_configs
 
     flags = {"data": str(data), "output": str(output), "folds": FOLDS, "offline": True}
     [config] = train_configs(
-        flags | DATASETS[name]["options"], recipe=DATASETS[name]["recipe"], fold=str(fold)
+        flags | DATASETS[name]["options"] | (change or {}),
+        recipe=DATASETS[name]["recipe"],
+        fold=str(fold),
     )
     return options_sha256(config)
 
 
-def train(name: str, work: Path, redo_changed: bool = False) -> None:
+def train(
+    name: str,
+    output: Path,
+    folds: list[int],
+    change: dict | None = None,
+    redo_changed: bool = False,
+) -> None:
+    """Train the dataset's recipe (with ``change``'s options, for an ablation) on ``folds``."""
     setup = DATASETS[name]
     data = dataset_folder(name)
-    output = work / name
-    for fold in range(FOLDS):
+    options = setup["options"] | (change or {})
+    for fold in folds:
         run = output / f"fold_{fold}"
-        if finished(run, expected_options(name, data, output, fold), redo_changed):
+        if finished(run, expected_options(name, data, output, fold, change), redo_changed):
             print(f"{run}: finished, skipped", flush=True)
             continue
         resume = ["--resume"] if (run / "last.pt").exists() else []
@@ -126,7 +151,7 @@ def train(name: str, work: Path, redo_changed: bool = False) -> None:
             medgraft(
                 "train", "--recipe", setup["recipe"], "--data", str(data), "--output",
                 str(output), "--folds", str(FOLDS), "--fold", str(fold), "--offline",
-                *cli_flags(setup["options"]), *resume,
+                *cli_flags(options), *resume,
             )  # fmt: skip
         add_wall_time(run, measured)
 
@@ -161,7 +186,7 @@ FOLD_COLUMNS = [
 ]  # fmt: skip
 
 
-def evaluate_fold(name: str, work: Path, fold: int, variant: str) -> list[dict]:
+def evaluate_fold(name: str, output: Path, fold: int, variant: str) -> list[dict]:
     """Per-case scores of the fold's validation cases, segmented by the fold's **last-epoch**
     model (``last.pt``: those cases choose no checkpoint) with ``medgraft predict`` (``recipe``
     defaults or ``raw``: no clean-up) and scored at the images' own resolution.
@@ -172,7 +197,6 @@ def evaluate_fold(name: str, work: Path, fold: int, variant: str) -> list[dict]:
     from medgraft.data.discovery import discover_dataset
     from medgraft.evaluation.evaluate import evaluate_folders
 
-    output = work / name
     run = output / f"fold_{fold}"
     model = run / "last.pt"
     scores = run / f"cases-{variant}.json"
@@ -222,9 +246,9 @@ def evaluate_fold(name: str, work: Path, fold: int, variant: str) -> list[dict]:
     return rows
 
 
-def fold_record(name: str, work: Path, fold: int) -> dict:
+def fold_record(name: str, output: Path, fold: int) -> dict:
     """How the fold was trained and timed: its options fingerprint, wall time, machine."""
-    run = work / name / f"fold_{fold}"
+    run = output / f"fold_{fold}"
     config = json.loads((run / "config.json").read_text())
     wall = json.loads((run / "wall.json").read_text())
     return {
@@ -232,7 +256,7 @@ def fold_record(name: str, work: Path, fold: int) -> dict:
         "dataset": name,
         "recipe": DATASETS[name]["recipe"],
         "fold": fold,
-        "cases": len(fold_cases(work / name, fold)),
+        "cases": len(fold_cases(output, fold)),
         "epochs": config["train_config"]["epochs"],
         "checkpoint": "last.pt",
         "options_sha256": config["options_sha256"],
@@ -270,19 +294,42 @@ def report(work: Path, results: Path, names: list[str], with_raw: bool = True) -
             ):
                 print(f"{name} fold {fold}: not finished, left out", flush=True)
                 continue
-            folds.append(fold_record(name, work, fold))
+            folds.append(fold_record(name, output, fold))
             for variant in variants(name) if with_raw else ["recipe"]:
-                cases.extend(evaluate_fold(name, work, fold, variant))
+                cases.extend(evaluate_fold(name, output, fold, variant))
     _write_rows(target / "cases.csv", CASE_COLUMNS, cases)
     _write_rows(target / "folds.csv", FOLD_COLUMNS, folds)
     print(f"wrote {target / 'cases.csv'} and {target / 'folds.csv'}; now run scripts/report.py")
 
 
-def _kept_rows(path: Path, replaced: list[str]) -> list[dict]:
+def ablate(work: Path, results: Path, names: list[str], redo_changed: bool = False) -> None:
+    """Train and score each ablation (one change to a recipe, on its folds, the same split as
+    the CV) and write its per-case rows to ``accuracy/ablations.csv``; ``report.py`` pairs them
+    with the recipe's rows of the same folds and cases."""
+    target = results / "accuracy"
+    cases = _kept_rows(target / "ablations.csv", names, key="ablation")
+    folds = _kept_rows(target / "ablation_folds.csv", names, key="ablation")
+    for ablation in names:
+        setup = ABLATIONS[ablation]
+        name, output = setup["dataset"], work / "ablations" / ablation
+        output.mkdir(parents=True, exist_ok=True)
+        if not (output / "splits.json").exists():  # the CV's folds, so cases pair up
+            shutil.copyfile(work / name / "splits.json", output / "splits.json")
+        train(name, output, setup["folds"], setup["change"], redo_changed)
+        for fold in setup["folds"]:
+            tag = {"ablation": ablation, "change": setup["summary"]}
+            folds.append(tag | fold_record(name, output, fold))
+            cases += [tag | row for row in evaluate_fold(name, output, fold, "recipe")]
+    _write_rows(target / "ablations.csv", ["ablation", "change", *CASE_COLUMNS], cases)
+    _write_rows(target / "ablation_folds.csv", ["ablation", "change", *FOLD_COLUMNS], folds)
+    print(f"wrote {target / 'ablations.csv'}; now run scripts/report.py")
+
+
+def _kept_rows(path: Path, replaced: list[str], key: str = "dataset") -> list[dict]:
     if not path.exists():
         return []
     with path.open() as handle:
-        return [row for row in csv.DictReader(handle) if row["dataset"] not in replaced]
+        return [row for row in csv.DictReader(handle) if row[key] not in replaced]
 
 
 def _write_rows(path: Path, columns: list[str], rows: list[dict]) -> None:
@@ -294,8 +341,9 @@ def _write_rows(path: Path, columns: list[str], rows: list[dict]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("step", choices=["train", "report"])
+    parser.add_argument("step", choices=["train", "report", "ablate"])
     parser.add_argument("--dataset", choices=sorted(DATASETS), action="append")
+    parser.add_argument("--ablation", choices=sorted(ABLATIONS), action="append")
     parser.add_argument("--work", type=Path, default=Path("runs/accuracy"))
     parser.add_argument("--results", type=Path, default=Path("docs/results"))
     parser.add_argument(
@@ -308,7 +356,9 @@ def main() -> None:
     os.chdir(ROOT)
     if args.step == "train":
         for name in args.dataset or list(DATASETS):
-            train(name, args.work, args.redo_changed)
+            train(name, args.work / name, list(range(FOLDS)), redo_changed=args.redo_changed)
+    elif args.step == "ablate":
+        ablate(args.work, args.results, args.ablation or list(ABLATIONS), args.redo_changed)
     else:
         report(args.work, args.results, args.dataset or list(DATASETS), not args.no_raw)
 

@@ -36,6 +36,10 @@ class BudgetSpent(Exception):
 
 
 class nnUNetTrainerCPUBudget(nnUNetTrainer):
+    # nnU-Net imports this module again by its package name, so ``python -m`` holds two copies
+    # of it: ``main`` catches the exception class of the copy the trainer came from
+    Spent = BudgetSpent
+
     def __init__(
         self,
         plans: dict,
@@ -104,7 +108,7 @@ class nnUNetTrainerCPUBudget(nnUNetTrainer):
             if now >= point * 60:
                 self.snapshot(point)
         if self.points_min and now >= self.points_min[-1] * 60:
-            raise BudgetSpent
+            raise self.Spent
         return output
 
     def snapshot(self, point: int) -> None:
@@ -135,7 +139,7 @@ def main() -> None:
         trainer.resume_clock()
     try:
         trainer.run_training()
-    except BudgetSpent:
+    except type(trainer).Spent:
         print(f"budget spent: {trainer.clock() / 60:.1f} CPU-minutes", flush=True)
         return
     # the schedule ended before the last point: the final model stands for it

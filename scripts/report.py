@@ -222,6 +222,7 @@ def accuracy_page(root: Path) -> str:
         "--folds 5 --fold k",
         "python scripts/accuracy_cv.py report --dataset hippocampus  # medgraft predict + "
         "evaluation, per case",
+        "python scripts/accuracy_cv.py ablate                        # each change in ABLATIONS",
         "python scripts/report.py                                    # this page, from the CSVs",
         "```",
         "",
@@ -268,6 +269,7 @@ def accuracy_page(root: Path) -> str:
         else:
             title = f"### {dataset.title}: `{dataset.recipe}`"
             lines += [title, "", "Not measured with the shipped recipe yet.", ""]
+    lines += ablation_section(root, cases, folds)
     lines += published
     lines += [
         "",
@@ -276,6 +278,78 @@ def accuracy_page(root: Path) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _dice_by_case(rows: list[dict], class_name: str | None) -> dict[str, float]:
+    """Dice per case of one class, or the mean over the classes."""
+    by_case: dict[str, list[float]] = {}
+    for row in rows:
+        if class_name is None or row["class"] == class_name:
+            by_case.setdefault(row["case"], []).append(float(row["dice"]))
+    return {case: float(np.mean(values)) for case, values in by_case.items()}
+
+
+def ablation_section(root: Path, cases: list[dict], folds: list[dict]) -> list[str]:
+    """One row per change and class: the recipe and the change on the same folds and cases,
+    with the paired difference's interval (``accuracy/ablations.csv``)."""
+    path = root / RESULTS / "accuracy" / "ablations.csv"
+    if not path.exists():
+        return []
+    changed, changed_folds = read_csv(path), read_csv(path.with_name("ablation_folds.csv"))
+    lines = [
+        "## Ablations: what each change buys",
+        "",
+        "Each change is one option added to the shipped recipe, trained on the folds named with "
+        "the CV's split and scored like the CV; the recipe's figures are its CV rows for the "
+        "same folds and cases. Differences are paired over cases [95% bootstrap]; one training "
+        "run per arm, so run-to-run variation is not in the interval.",
+        "",
+        "| change | data | folds, cases | class | recipe | with the change | difference "
+        "| verdict | wall time per fold: recipe, change |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for ablation in dict.fromkeys(r["ablation"] for r in changed):
+        rows = [r for r in changed if r["ablation"] == ablation]
+        name, fold_ids = rows[0]["dataset"], sorted({r["fold"] for r in rows})
+        recipe_rows = [
+            r
+            for r in cases
+            if r["dataset"] == name and r["variant"] == "recipe" and r["fold"] in fold_ids
+        ]
+        seconds = (
+            median(
+                [
+                    float(f["seconds"])
+                    for f in folds
+                    if f["dataset"] == name and f["fold"] in fold_ids
+                ]
+            ),
+            median([float(f["seconds"]) for f in changed_folds if f["ablation"] == ablation]),
+        )
+        wall = f"{seconds[0] / 60:.1f} min, {seconds[1] / 60:.1f} min"
+        class_names = [*dict.fromkeys(r["class"] for r in rows), None]
+        for index, class_name in enumerate(class_names):
+            ours, theirs = _dice_by_case(rows, class_name), _dice_by_case(recipe_rows, class_name)
+            common = sorted(set(ours) & set(theirs))
+            first = np.array([ours[c] for c in common])
+            second = np.array([theirs[c] for c in common])
+            difference = difference_interval(first, second)
+            head = (
+                [rows[0]["change"], DATASETS[name].title, f"{', '.join(fold_ids)}; {len(common)}"]
+                if index == 0
+                else ["", "", ""]
+            )
+            cells = [
+                *head,
+                class_name or "mean foreground",
+                f"{second.mean():.3f}",
+                f"{first.mean():.3f}",
+                str(difference),
+                difference.verdict,
+                wall if index == 0 else "",
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def _dataset_section(name: str, result: Accuracy, raw: Accuracy) -> list[str]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import re
 import shutil
@@ -126,6 +127,34 @@ def test_learning_speed_claims_follow_from_the_per_case_scores(copy_of_repo: Pat
     _write_learning_speed(results, imagenet_5min=0.3)  # now behind: the text follows
     block = report.learning_speed_readme(copy_of_repo)
     assert "at 5 CPU-minutes, medgraft (ImageNet) against nnU-Net v2 `2d`: **behind**" in block
+
+
+def test_an_ablation_is_paired_with_the_recipe_on_the_same_cases(copy_of_repo: Path):
+    folder = copy_of_repo / "docs" / "results" / "accuracy"
+    cases = report.read_csv(folder / "cases.csv")
+    fold = [r for r in cases if r["fold"] == "0" and r["variant"] == "recipe"]
+    assert fold, "the committed CV has fold 0"
+    better = [
+        {"ablation": "x", "change": "a change"}
+        | r
+        | {"dice": f"{min(1.0, float(r['dice']) + 0.05):.5f}"}
+        for r in fold
+    ]
+    folds = [
+        {"ablation": "x", "change": "a change"} | r
+        for r in report.read_csv(folder / "folds.csv")
+        if r["fold"] == "0"
+    ]
+    for name, rows in (("ablations.csv", better), ("ablation_folds.csv", folds)):
+        with (folder / name).open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    page = report.accuracy_page(copy_of_repo)
+    section = page[page.index("## Ablations") :]
+    rows = [line for line in section.splitlines() if line.startswith("| a change")]
+    assert len(rows) == 1 and "| ahead |" in rows[0] and f"0; {len(fold) // 2} |" in rows[0]
+    assert section.count("| ahead |") == 3  # each class and the mean
 
 
 MEASURED = re.compile(
