@@ -808,11 +808,9 @@ def learning_speed_page(root: Path) -> str:
             for point in points:
                 dice = speed.interval(method, point, class_name)
                 hd95, misses = speed.hd95(method, point, class_name)
-                cells.append(
-                    "-"
-                    if dice is None
-                    else f"{dice.mean:.3f}, HD95 {hd95:.2f} mm ({misses} missed)"
-                )
+                distance = f"{hd95:.2f} mm" if np.isfinite(hd95) else "-"
+                text = f"{dice.mean:.3f}, HD95 {distance} ({misses} missed)" if dice else "-"
+                cells.append(text)
             lines.append(f"| {METHODS[method]} | {class_name} | " + " | ".join(cells) + " |")
     lines += [
         "",
@@ -893,22 +891,27 @@ def learning_speed_page(root: Path) -> str:
             "",
             "## Inference",
             "",
-            "| method | TTA | seconds per case (median) | calls | with other jobs on the cores |",
-            "| --- | --- | --- | --- | --- |",
+            "| method | TTA | seconds per case (median) | calls used, of all |",
+            "| --- | --- | --- | --- |",
         ]
         groups: dict[tuple[str, str], list[dict]] = {}
         for row in speed.inference:
             groups.setdefault((row["method"], row["tta"]), []).append(row)
         for (method, tta), rows in groups.items():
-            seconds = median([float(r["seconds_per_case"]) for r in rows])
-            shared = sum(r["shared"] == "yes" for r in rows)
-            lines.append(f"| {METHODS[method]} | {tta} | {seconds:.2f} | {len(rows)} | {shared} |")
+            alone = [r for r in rows if r["shared"] == "no"]
+            used = alone or rows
+            seconds = median([float(r["seconds_per_case"]) for r in used])
+            kind = "alone" if alone else "**all shared the cores**"
+            lines.append(
+                f"| {METHODS[method]} | {tta} | {seconds:.2f} | {len(used)} of {len(rows)}, "
+                f"{kind} |"
+            )
         lines += [
             "",
             "Wall seconds per validation case of each prediction call (every snapshot is one "
             "call; nnU-Net with its mirroring TTA once, at the last point), both cores, "
-            "including start-up; a call counts as shared when other jobs used more than a "
-            "quarter of a core meanwhile.",
+            "including start-up. The median uses the calls that had the cores alone (other "
+            "jobs below a quarter of a core), or all calls, marked, when none did.",
         ]
     lines += [
         "",
