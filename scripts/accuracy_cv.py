@@ -307,6 +307,7 @@ def ablate(work: Path, results: Path, names: list[str], redo_changed: bool = Fal
     the CV) and write its per-case rows to ``accuracy/ablations.csv``; ``report.py`` pairs them
     with the recipe's rows of the same folds and cases."""
     target = results / "accuracy"
+    target.mkdir(parents=True, exist_ok=True)
     cases = _kept_rows(target / "ablations.csv", names, key="ablation")
     folds = _kept_rows(target / "ablation_folds.csv", names, key="ablation")
     for ablation in names:

@@ -289,6 +289,15 @@ def _dice_by_case(rows: list[dict], class_name: str | None) -> dict[str, float]:
     return {case: float(np.mean(values)) for case, values in by_case.items()}
 
 
+def _wall_text(folds: list[dict]) -> str:
+    """Median wall time of the folds, marked when any shared the cores with other jobs."""
+    minutes = median([float(f["seconds"]) for f in folds]) / 60
+    shared = sum(f["shared"] == "yes" for f in folds)
+    return f"{minutes:.1f} min" + (
+        f" ({shared} of {len(folds)} shared the cores)" if shared else ""
+    )
+
+
 def ablation_section(root: Path, cases: list[dict], folds: list[dict]) -> list[str]:
     """One row per change and class: the recipe and the change on the same folds and cases,
     with the paired difference's interval (``accuracy/ablations.csv``)."""
@@ -316,17 +325,11 @@ def ablation_section(root: Path, cases: list[dict], folds: list[dict]) -> list[s
             for r in cases
             if r["dataset"] == name and r["variant"] == "recipe" and r["fold"] in fold_ids
         ]
-        seconds = (
-            median(
-                [
-                    float(f["seconds"])
-                    for f in folds
-                    if f["dataset"] == name and f["fold"] in fold_ids
-                ]
-            ),
-            median([float(f["seconds"]) for f in changed_folds if f["ablation"] == ablation]),
+        recipe_folds = [f for f in folds if f["dataset"] == name and f["fold"] in fold_ids]
+        wall = ", ".join(
+            _wall_text(arm)
+            for arm in (recipe_folds, [f for f in changed_folds if f["ablation"] == ablation])
         )
-        wall = f"{seconds[0] / 60:.1f} min, {seconds[1] / 60:.1f} min"
         class_names = [*dict.fromkeys(r["class"] for r in rows), None]
         for index, class_name in enumerate(class_names):
             ours, theirs = _dice_by_case(rows, class_name), _dice_by_case(recipe_rows, class_name)
