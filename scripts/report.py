@@ -676,12 +676,9 @@ class LearningSpeed:
 
     def case_dice(self, method: str, point: int, class_name: str | None = None) -> np.ndarray:
         """Per validation case (sorted by case): Dice of one class, or the mean of the classes."""
-        by_case: dict[str, list[float]] = {}
-        for row in self.cases:
-            chosen = class_name is None or row["class"] == class_name
-            if row["method"] == method and int(row["point_min"]) == point and chosen:
-                by_case.setdefault(row["case"], []).append(float(row["dice"]))
-        return np.array([np.mean(by_case[c]) for c in sorted(by_case)])
+        rows = [r for r in self.cases if r["method"] == method and int(r["point_min"]) == point]
+        by_case = _dice_by_case(rows, class_name)
+        return np.array([by_case[c] for c in sorted(by_case)])
 
     def interval(self, method: str, point: int, class_name: str | None = None) -> Interval | None:
         scores = self.case_dice(method, point, class_name)
