@@ -60,7 +60,7 @@ ABLATIONS = {
     # one change to a shipped recipe each, trained and scored on the CV's folds named here
     "batch-dice": {
         "dataset": "hippocampus",
-        "folds": [0],
+        "folds": [0, 1, 2, 3, 4],
         "change": {"loss": "dice_ce_batch"},
         "summary": "soft Dice over the batch (`--loss dice_ce_batch`)",
     },
