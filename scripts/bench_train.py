@@ -32,8 +32,15 @@ from medgraft.models.unet import architecture, build_segmenter
 from medgraft.training.trainer import train
 
 
-def model_only(batch_size: int, steps: int, shape: tuple[int, int], classes: int) -> float:
-    """Samples/s of forward + backward + step on in-memory tensors (the ceiling)."""
+def model_only(
+    batch_size: int,
+    steps: int,
+    shape: tuple[int, int],
+    classes: int,
+    autocast: torch.dtype | None = None,
+) -> float:
+    """Samples/s of forward + backward + step on in-memory tensors (the ceiling); with
+    ``autocast``, under CPU autocast to that dtype as ``--amp`` trains."""
     spec = get_encoder(DEFAULT_ENCODER)
     model = build_segmenter(architecture(spec, 3, classes), spec).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -43,7 +50,8 @@ def model_only(batch_size: int, steps: int, shape: tuple[int, int], classes: int
     for step in range(steps + 2):
         if step == 2:  # after warm-up
             started = time.perf_counter()
-        loss = loss_fn(model(images), labels)
+        with torch.autocast("cpu", dtype=autocast or torch.float32, enabled=bool(autocast)):
+            loss = loss_fn(model(images), labels)  # as the trainer's step does
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 12.0)

@@ -298,20 +298,56 @@ def _wall_text(folds: list[dict]) -> str:
     )
 
 
+def _paired_rows(
+    head: list[str], rows: list[dict], recipe_rows: list[dict], wall: str
+) -> list[str]:
+    """Table rows, one per class and the class mean: the recipe's and the changed arm's mean
+    Dice over the cases both scored, and the paired difference's interval and verdict."""
+    lines = []
+    class_names = [*dict.fromkeys(r["class"] for r in rows), None]
+    for index, class_name in enumerate(class_names):
+        ours, theirs = _dice_by_case(rows, class_name), _dice_by_case(recipe_rows, class_name)
+        common = sorted(set(ours) & set(theirs))
+        first = np.array([ours[c] for c in common])
+        second = np.array([theirs[c] for c in common])
+        difference = difference_interval(first, second)
+        cells = [
+            *([*head[:2], f"{head[2]}; {len(common)}"] if index == 0 else ["", "", ""]),
+            class_name or "mean foreground",
+            f"{second.mean():.3f}",
+            f"{first.mean():.3f}",
+            str(difference),
+            difference.verdict,
+            wall if index == 0 else "",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def ablation_section(root: Path, cases: list[dict], folds: list[dict]) -> list[str]:
     """One row per change and class: the recipe and the change on the same folds and cases,
-    with the paired difference's interval (``accuracy/ablations.csv``)."""
+    with the paired difference's interval (``accuracy/ablations.csv``). The recipe's clean-up
+    is an ablation too: its CV models scored without it (variant ``raw``), class by class, as
+    nnU-Net chooses its post-processing."""
     path = root / RESULTS / "accuracy" / "ablations.csv"
-    if not path.exists():
+    changed = read_csv(path) if path.exists() else []
+    changed_folds = read_csv(path.with_name("ablation_folds.csv")) if path.exists() else []
+    cleaned = [name for name in DATASETS if Accuracy(cases, folds, name, "raw")]
+    if not (changed or cleaned):
         return []
-    changed, changed_folds = read_csv(path), read_csv(path.with_name("ablation_folds.csv"))
     lines = [
         "## Ablations: what each change buys",
         "",
         "Each change is one option added to the shipped recipe, trained on the folds named with "
         "the CV's split and scored like the CV; the recipe's figures are its CV rows for the "
         "same folds and cases. Differences are paired over cases [95% bootstrap]; one training "
-        "run per arm, so run-to-run variation is not in the interval.",
+        "run per arm, so run-to-run variation is not in the interval."
+        + (
+            " Rows without the clean-up score the CV's own models without it, so they need no "
+            "training."
+            if cleaned
+            else ""
+        ),
         "",
         "| change | data | folds, cases | class | recipe | with the change | difference "
         "| verdict | wall time per fold: recipe, change |",
@@ -330,28 +366,18 @@ def ablation_section(root: Path, cases: list[dict], folds: list[dict]) -> list[s
             _wall_text(arm)
             for arm in (recipe_folds, [f for f in changed_folds if f["ablation"] == ablation])
         )
-        class_names = [*dict.fromkeys(r["class"] for r in rows), None]
-        for index, class_name in enumerate(class_names):
-            ours, theirs = _dice_by_case(rows, class_name), _dice_by_case(recipe_rows, class_name)
-            common = sorted(set(ours) & set(theirs))
-            first = np.array([ours[c] for c in common])
-            second = np.array([theirs[c] for c in common])
-            difference = difference_interval(first, second)
-            head = (
-                [rows[0]["change"], DATASETS[name].title, f"{', '.join(fold_ids)}; {len(common)}"]
-                if index == 0
-                else ["", "", ""]
-            )
-            cells = [
-                *head,
-                class_name or "mean foreground",
-                f"{second.mean():.3f}",
-                f"{first.mean():.3f}",
-                str(difference),
-                difference.verdict,
-                wall if index == 0 else "",
-            ]
-            lines.append("| " + " | ".join(cells) + " |")
+        head = [rows[0]["change"], DATASETS[name].title, ", ".join(fold_ids)]
+        lines += _paired_rows(head, rows, recipe_rows, wall)
+    for name in cleaned:
+        raw = [r for r in cases if r["dataset"] == name and r["variant"] == "raw"]
+        recipe_rows = [r for r in cases if r["dataset"] == name and r["variant"] == "recipe"]
+        fold_ids = sorted({r["fold"] for r in raw})
+        head = [
+            "no clean-up (`--no-largest-component --min-size 0`)",
+            DATASETS[name].title,
+            ", ".join(fold_ids),
+        ]
+        lines += _paired_rows(head, raw, recipe_rows, "same models")
     return [*lines, ""]
 
 
@@ -623,6 +649,34 @@ def bench_predict_readme(root: Path) -> str:
         f"CPU (median of {len(rows)} runs of `scripts/bench_predict.py`, batch "
         f"{rows[0]['batch_size']}, in [docs/results/bench/predict.csv]"
         "(docs/results/bench/predict.csv))"
+    )
+
+
+def bench_amp_cpu_readme(root: Path) -> str:
+    """fp32 against bf16 autocast on the CPU, medians per precision (``bench_amp_cpu.py``)."""
+    rows = bench_rows(root, "amp_cpu")
+    if not rows:
+        return "not measured with this version"
+    speed = {
+        precision: median([float(r["samples_per_s"]) for r in rows if r["precision"] == precision])
+        for precision in ("fp32", "bf16")
+    }
+    first = rows[0]
+    shared = sum(r["shared"] == "yes" for r in rows)
+    slower = speed["bf16"] < speed["fp32"]
+    factor = (
+        f"{speed['fp32'] / speed['bf16']:.1f}x slower"
+        if slower
+        else f"{speed['bf16'] / speed['fp32']:.1f}x faster"
+    )
+    verdict = "so fp32 stays the CPU default" if slower else "a speed-up whose Dice is not measured"
+    return (
+        f"on this {first['cores']}-core {first['cpu']} (torch CPU capability "
+        f"{first['cpu_capability']}, bf16/AMX flags: {first['cpu_bf16_flags']}) a training step "
+        f"of the `{first['recipe']}` recipe ran {speed['fp32']:.1f} samples/s in fp32 and "
+        f"{speed['bf16']:.1f} under bf16 autocast, {factor} (medians of {len(rows) // 2} runs "
+        f"each, {shared} of {len(rows)} runs shared the cores, "
+        f"[docs/results/bench/amp_cpu.csv](docs/results/bench/amp_cpu.csv)), {verdict}"
     )
 
 
@@ -970,6 +1024,7 @@ README_BLOCKS: dict[str, Callable[[Path], str]] = {
     "study": study_readme,
     "bench-train": bench_train_readme,
     "bench-predict": bench_predict_readme,
+    "bench-amp-cpu": bench_amp_cpu_readme,
     "learning-speed": learning_speed_readme,
 }
 BLOCK = re.compile(
