@@ -270,6 +270,7 @@ def accuracy_page(root: Path) -> str:
             title = f"### {dataset.title}: `{dataset.recipe}`"
             lines += [title, "", "Not measured with the shipped recipe yet.", ""]
     lines += ablation_section(root, cases, folds)
+    lines += error_bands_section(root)
     lines += published
     lines += [
         "",
@@ -378,6 +379,69 @@ def ablation_section(root: Path, cases: list[dict], folds: list[dict]) -> list[s
             ", ".join(fold_ids),
         ]
         lines += _paired_rows(head, raw, recipe_rows, "same models")
+    return [*lines, ""]
+
+
+BANDS = ("fp_boundary", "fp_far", "fn_boundary", "fn_far")
+"""Wrong-voxel counts of ``error_bands.csv`` (``scripts/error_bands.py``)."""
+
+
+def _dice_from_counts(true_positive: int, false_positive: int, false_negative: int) -> float:
+    return 2 * true_positive / (2 * true_positive + false_positive + false_negative)
+
+
+def error_bands_section(root: Path) -> list[str]:
+    """Where each class's wrong voxels lie (``accuracy/error_bands.csv``), and the mean Dice if
+    either kind were fixed: what limits the score."""
+    path = root / RESULTS / "accuracy" / "error_bands.csv"
+    if not path.exists():
+        return []
+    rows = read_csv(path)
+    lines = [
+        "## Where the errors lie",
+        "",
+        "The CV's predictions (`python scripts/error_bands.py --dataset D`), each wrong voxel "
+        "classed as touching the truth's border (a false positive next to the structure, a false "
+        "negative in its outermost layer) or far from it (a part missed or invented outright). "
+        "The last two columns recompute each case's Dice with one kind of error removed, then "
+        "average over cases: how much each kind costs. A vessel one or two pixels wide lies "
+        "entirely in its outermost layer, so for DRIVE a missed thin vessel counts as a border "
+        "error.",
+        "",
+        "| data | class | cases | wrong voxels touching the border | Dice | Dice, far errors "
+        "removed | Dice, border errors removed |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, dataset in DATASETS.items():
+        for class_name in dict.fromkeys(r["class"] for r in rows if r["dataset"] == name):
+            cases = [
+                {k: int(v) for k, v in r.items() if k in ("true_positive", *BANDS)}
+                for r in rows
+                if r["dataset"] == name and r["class"] == class_name
+            ]
+            cases = [c for c in cases if c["true_positive"] + c["fn_boundary"] + c["fn_far"]]
+            border = sum(c["fp_boundary"] + c["fn_boundary"] for c in cases)
+            wrong = sum(c[band] for c in cases for band in BANDS)
+            measured, far_removed, border_removed = (
+                np.mean([_dice_from_counts(*kept(c)) for c in cases])
+                for kept in (
+                    lambda c: (
+                        c["true_positive"],
+                        c["fp_boundary"] + c["fp_far"],
+                        c["fn_boundary"] + c["fn_far"],
+                    ),
+                    lambda c: (
+                        c["true_positive"] + c["fn_far"],
+                        c["fp_boundary"],
+                        c["fn_boundary"],
+                    ),
+                    lambda c: (c["true_positive"] + c["fn_boundary"], c["fp_far"], c["fn_far"]),
+                )
+            )
+            lines.append(
+                f"| {dataset.title} | {class_name} | {len(cases)} | {border / wrong:.0%} "
+                f"| {measured:.3f} | {far_removed:.3f} | {border_removed:.3f} |"
+            )
     return [*lines, ""]
 
 

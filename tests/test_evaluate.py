@@ -9,11 +9,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from rich.console import Console
 
 from medgraft.errors import MedgraftError
 from medgraft.evaluation.evaluate import Evaluation, evaluate_folders
+from medgraft.evaluation.metrics import error_bands_per_class
 
 SPACING = (0.5, 0.5, 2.0)
 LABELS = {0: "background", 1: "a", 2: "b"}
@@ -223,3 +225,23 @@ def test_roi_from_the_command_line_and_a_missing_roi(drive_like: dict[str, Path]
     result = invoke(runner, *args, "--roi-mask", drive_like["mask"])
     assert result.exit_code == 1
     assert "no ROI mask for case 22_training" in str(result.exception)
+
+
+def test_error_bands_split_border_slips_from_missed_parts():
+    truth = torch.zeros(12, 12, 12, dtype=torch.long)
+    truth[2:8, 2:8, 2:8] = 1
+    pred = torch.zeros_like(truth)
+    pred[3:9, 2:8, 2:8] = 1  # shifted one voxel: every error touches the border
+    pred[10:12, 10:12, 10:12] = 1  # an invented blob, far from the structure
+    [bands] = error_bands_per_class(pred, truth, 2)
+    assert bands == {
+        "true_positive": 5 * 36,
+        "fp_boundary": 36,  # the layer added beyond the far face
+        "fp_far": 8,
+        "fn_boundary": 36,  # the layer lost from the near face
+        "fn_far": 0,
+    }
+    half = torch.zeros_like(truth)
+    half[2:5, 2:8, 2:8] = 1  # half the structure missed: its inner layers are far errors
+    [bands] = error_bands_per_class(half, truth, 2)
+    assert bands["fn_boundary"] + bands["fn_far"] == 3 * 36 and bands["fn_far"] > 0

@@ -184,6 +184,22 @@ def test_the_clean_up_is_paired_class_by_class_with_the_same_models(copy_of_repo
     assert "same models" in rows[0]
 
 
+def test_error_bands_give_what_each_kind_of_error_costs(copy_of_repo: Path):
+    path = copy_of_repo / "docs" / "results" / "accuracy" / "error_bands.csv"
+    columns = ["dataset", "recipe", "fold", "case", "class", "true_positive", *report.BANDS]
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        # Dice 2*80/(160+10+30) = 0.8; 30 of 40 wrong voxels on the border
+        writer.writerow(["hippocampus", "mri-2.5d", 0, "a", "Anterior", 80, 10, 0, 20, 10])
+        writer.writerow(["hippocampus", "mri-2.5d", 0, "b", "Anterior", 0, 5, 0, 0, 0])  # absent
+    page = report.accuracy_page(copy_of_repo)
+    # far errors removed: 2*90/(180+10+20) = 0.857; border removed: 2*100/(200+0+10) = 0.952
+    assert "| MSD Hippocampus, 180 MRI volumes | Anterior | 1 | 75% | 0.800 | 0.857 | 0.952 |" in (
+        page
+    )
+
+
 def test_the_cpu_precision_verdict_follows_the_measured_speeds(copy_of_repo: Path):
     path = copy_of_repo / "docs" / "results" / "bench" / "amp_cpu.csv"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -39,7 +39,12 @@ from medgraft.data.io import (
     read_scan,
 )
 from medgraft.errors import MedgraftError
-from medgraft.evaluation.metrics import dice_per_class, hd95_per_class, nsd_per_class
+from medgraft.evaluation.metrics import (
+    dice_per_class,
+    error_bands_per_class,
+    hd95_per_class,
+    nsd_per_class,
+)
 from medgraft.files import atomic_write
 from medgraft.runtime import console, stdout
 
@@ -295,6 +300,7 @@ def evaluate_folders(
     nsd_tolerance: float | Mapping[int, float] = DEFAULT_NSD_TOLERANCE,
     stray_to_background: bool = EvaluateOptions.stray_labels_to_background,
     roi_mask: Path | None = None,
+    error_bands: bool = False,
 ) -> Evaluation:
     """Dice, HD95 and NSD of every prediction in ``pred_dir`` against the same-named mask in
     ``truth_dir``, in the ground truth's voxel spacing.
@@ -305,6 +311,8 @@ def evaluate_folders(
     naming the file, or with ``stray_to_background`` counts as background and is reported.
     ``roi_mask`` (one mask file, or a folder of per-case masks) limits scoring to the region
     where it is non-zero: prediction and truth both count as background outside it.
+    ``error_bands`` adds each class's wrong voxels split by distance from the truth's border
+    (``<band>_<class>`` columns, see :func:`error_bands_per_class`).
     """
     for folder in (pred_dir, truth_dir):
         if not folder.is_dir():
@@ -358,6 +366,10 @@ def evaluate_folders(
         row: dict = {"case_id": case}
         for metric, values in scores.items():
             row.update({f"{metric}_{name}": values[v - 1] for v, name in label_names.items()})
+        if error_bands:
+            bands = error_bands_per_class(pred, truth, num_classes)
+            for v, name in label_names.items():
+                row.update({f"{band}_{name}": count for band, count in bands[v - 1].items()})
         dice = [row[f"dice_{name}"] for name in label_names.values()]
         row["mean_dice"] = MetricSummary.of(dice).mean
         result.rows.append(row)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 from monai.metrics import DiceMetric, HausdorffDistanceMetric, SurfaceDiceMetric
 from monai.networks.utils import one_hot
+from monai.transforms.utils import distance_transform_edt
 
 
 def _one_hot_pair(
@@ -99,3 +100,38 @@ def nsd_per_class(
     scores = _surface_metric(metric, pred, truth, num_classes, spacing)
     in_truth = _present(truth, num_classes)
     return [score if t else math.nan for score, t in zip(scores, in_truth, strict=True)]
+
+
+ERROR_BANDS = ("true_positive", "fp_boundary", "fp_far", "fn_boundary", "fn_far")
+"""Voxel counts :func:`error_bands_per_class` returns for each class."""
+
+
+def error_bands_per_class(
+    pred: torch.Tensor, truth: torch.Tensor, num_classes: int
+) -> list[dict[str, int]]:
+    """Where each foreground class's wrong voxels lie, as voxel counts (keys ``ERROR_BANDS``).
+
+    A *boundary* error touches the truth's border: a false positive face-adjacent to the
+    structure, or a false negative in its outermost layer. Every other wrong voxel is *far*: a
+    part invented or missed outright. When nearly all errors are boundary errors, Dice is
+    limited by how precisely borders are placed at this voxel size, not by what was found.
+    """
+    counts = []
+    for value in range(1, num_classes):
+        inside, predicted = (truth == value).numpy(), (pred == value).numpy()
+        # distance of each voxel outside the structure to it, and inside it to the background
+        to_structure = distance_transform_edt(~inside[None])[0]
+        to_background = distance_transform_edt(inside[None])[0]
+        false_positive, false_negative = predicted & ~inside, inside & ~predicted
+        fp_boundary = int((false_positive & (to_structure <= 1)).sum())
+        fn_boundary = int((false_negative & (to_background <= 1)).sum())
+        counts.append(
+            {
+                "true_positive": int((predicted & inside).sum()),
+                "fp_boundary": fp_boundary,
+                "fp_far": int(false_positive.sum()) - fp_boundary,
+                "fn_boundary": fn_boundary,
+                "fn_far": int(false_negative.sum()) - fn_boundary,
+            }
+        )
+    return counts
