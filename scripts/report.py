@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medgraft.config.recipes import load_recipe
 from medgraft.config.schema import DemoOptions
 from medgraft.evaluation.stats import RESAMPLES, Interval, difference_interval, mean_interval
 from medgraft.study import StudyResults, summary_markdown, write_summary
@@ -407,8 +408,9 @@ def error_bands_section(root: Path) -> list[str]:
         "average over cases: how much each kind costs. A vessel one or two pixels wide lies "
         "entirely in its outermost layer, so for DRIVE a missed thin vessel counts as a border "
         "error. The border is one voxel wide at the scoring resolution: Kvasir's masks are "
-        "predicted at 160 px and resized to images about 3-4 times larger, so a slip of one "
-        "model pixel there counts as far.",
+        f"predicted at {load_recipe(DATASETS['kvasir'].recipe).train['image_size']} px and "
+        "resized to each image's own size, several times larger, so a slip of one model pixel "
+        "there counts as far.",
         "",
         "| data | class | cases | wrong voxels touching the border | Dice | Dice, far errors "
         "removed | Dice, border errors removed |",
