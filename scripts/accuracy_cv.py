@@ -320,8 +320,12 @@ def ablate(work: Path, results: Path, names: list[str], redo_changed: bool = Fal
     with the recipe's rows of the same folds and cases."""
     target = results / "accuracy"
     target.mkdir(parents=True, exist_ok=True)
-    cases = _kept_rows(target / "ablations.csv", names, key="ablation")
-    folds = _kept_rows(target / "ablation_folds.csv", names, key="ablation")
+    retired = [
+        r["ablation"] for r in _kept_rows(target / "ablations.csv", list(ABLATIONS), "ablation")
+    ]
+    replaced = [*names, *retired]  # rows of ablations no longer listed go too
+    cases = _kept_rows(target / "ablations.csv", replaced, key="ablation")
+    folds = _kept_rows(target / "ablation_folds.csv", replaced, key="ablation")
     for ablation in names:
         setup = ABLATIONS[ablation]
         name, output = setup["dataset"], work / "ablations" / ablation
