@@ -70,12 +70,6 @@ ABLATIONS = {
         "change": {"image_size": 576},
         "summary": "576 px instead of 384, about DRIVE's own 565 x 584 (`--image-size 576`)",
     },
-    "epochs-30": {
-        "dataset": "hippocampus",
-        "folds": [0],
-        "change": {"epochs": 30},
-        "summary": "30 epochs instead of 10 (`--epochs 30`)",
-    },
 }
 ANCHORS = {
     "hippocampus": "nnU-Net (Isensee et al. 2021, MSD): 0.90 anterior / 0.89 posterior",
