@@ -25,7 +25,9 @@ class Interval:
     high: float
 
     def __str__(self) -> str:
-        return f"{self.mean:.3f} [{self.low:.3f}, {self.high:.3f}]"
+        # a difference below half a thousandth would print as 0.000 (or -0.000): one more digit
+        digits = 4 if 0 < abs(self.mean) < 0.0005 else 3
+        return f"{self.mean:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
 
     @property
     def verdict(self) -> str:
