@@ -311,8 +311,7 @@ def evaluate_folders(
     naming the file, or with ``stray_to_background`` counts as background and is reported.
     ``roi_mask`` (one mask file, or a folder of per-case masks) limits scoring to the region
     where it is non-zero: prediction and truth both count as background outside it.
-    ``error_bands`` adds each class's wrong voxels split by distance from the truth's border
-    (``<band>_<class>`` columns, see :func:`error_bands_per_class`).
+    ``error_bands`` adds ``<band>_<class>`` counts (:func:`error_bands_per_class`).
     """
     for folder in (pred_dir, truth_dir):
         if not folder.is_dir():
@@ -366,10 +365,9 @@ def evaluate_folders(
         row: dict = {"case_id": case}
         for metric, values in scores.items():
             row.update({f"{metric}_{name}": values[v - 1] for v, name in label_names.items()})
-        if error_bands:
-            bands = error_bands_per_class(pred, truth, num_classes)
-            for v, name in label_names.items():
-                row.update({f"{band}_{name}": count for band, count in bands[v - 1].items()})
+        bands = error_bands_per_class(pred, truth, num_classes) if error_bands else None
+        for v, name in label_names.items() if bands else ():
+            row.update({f"{band}_{name}": count for band, count in bands[v - 1].items()})
         dice = [row[f"dice_{name}"] for name in label_names.values()]
         row["mean_dice"] = MetricSummary.of(dice).mean
         result.rows.append(row)
