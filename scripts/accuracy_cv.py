@@ -72,6 +72,25 @@ ABLATIONS = {
         "change": {"image_size": 384},
         "summary": "384 px instead of 576, the size before (`--image-size 384`)",
     },
+    # levers for the hippocampus plateau (issue 15): 3D context, encoder capacity
+    "slices-5": {
+        "dataset": "hippocampus",
+        "folds": [0, 1],
+        "change": {"slices": 5},
+        "summary": "k = 5 adjacent slices instead of 3 (`--slices 5`, stem re-patched)",
+    },
+    "lite1": {
+        "dataset": "hippocampus",
+        "folds": [0, 1],
+        "change": {"encoder": "tu-tf_efficientnet_lite1"},
+        "summary": "EfficientNet-Lite1 instead of Lite0 (`--encoder tu-tf_efficientnet_lite1`)",
+    },
+    "kvasir-320": {
+        "dataset": "kvasir",
+        "folds": [0],
+        "change": {"image_size": 320},
+        "summary": "320 px instead of 160 (`--image-size 320`)",
+    },
 }
 ANCHORS = {
     "hippocampus": "nnU-Net (Isensee et al. 2021, MSD): 0.90 anterior / 0.89 posterior",
