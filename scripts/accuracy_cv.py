@@ -79,9 +79,15 @@ ABLATIONS = {
         "change": {"slices": 5},
         "summary": "k = 5 adjacent slices instead of 3 (`--slices 5`, stem re-patched)",
     },
-    "lite1": {
+    "flips": {
         "dataset": "hippocampus",
         "folds": [0, 1],
+        "change": {"flips": True},
+        "summary": "in-plane flips in training and mirroring TTA, as nnU-Net (`--flips`)",
+    },
+    "lite1": {
+        "dataset": "hippocampus",
+        "folds": [0],
         "change": {"encoder": "tu-tf_efficientnet_lite1"},
         "summary": "EfficientNet-Lite1 instead of Lite0 (`--encoder tu-tf_efficientnet_lite1`)",
     },
