@@ -14,7 +14,8 @@ meanwhile are added up in ``<fold>/wall.json``.
 
 ``ablate`` trains a recipe with one change (``ABLATIONS``: the options it adds, the folds) in
 ``<work>/ablations/<name>`` with the CV's split, scores it like ``report`` and writes
-``accuracy/ablations.csv`` and ``ablation_folds.csv``.
+``accuracy/ablations.csv`` and ``ablation_folds.csv``. An ``ensemble`` ablation trains nothing
+of its own: it scores the recipe's fold model averaged with the named ablations' models.
 
 ``report`` segments each fold's validation cases with the fold's **last-epoch** model, so the
 cases that are scored chose no checkpoint (the epochs are fixed by the recipe), through
@@ -73,15 +74,34 @@ ABLATIONS = {
         "summary": "384 px instead of 576, the size before (`--image-size 384`)",
     },
     # levers for the hippocampus plateau (issue 15): 3D context, encoder capacity
+    "coronal": {
+        "dataset": "hippocampus",
+        "folds": [0],
+        "change": {"slice_axis": "coronal"},
+        "summary": "coronal slices instead of axial (`--slice-axis coronal`)",
+    },
+    "sagittal": {
+        "dataset": "hippocampus",
+        "folds": [0],
+        "change": {"slice_axis": "sagittal"},
+        "summary": "sagittal slices instead of axial (`--slice-axis sagittal`)",
+    },
+    # an ensemble trains nothing: the recipe's fold model with the named ablations' models
+    "three-views": {
+        "dataset": "hippocampus",
+        "folds": [0],
+        "ensemble": ["coronal", "sagittal"],
+        "summary": "the axial, coronal and sagittal models averaged (three `--model`s)",
+    },
     "slices-5": {
         "dataset": "hippocampus",
-        "folds": [0, 1],
+        "folds": [0],
         "change": {"slices": 5},
         "summary": "k = 5 adjacent slices instead of 3 (`--slices 5`, stem re-patched)",
     },
     "flips": {
         "dataset": "hippocampus",
-        "folds": [0, 1],
+        "folds": [0],
         "change": {"flips": True},
         "summary": "in-plane flips in training and mirroring TTA, as nnU-Net (`--flips`)",
     },
@@ -219,10 +239,13 @@ FOLD_COLUMNS = [
 ]  # fmt: skip
 
 
-def evaluate_fold(name: str, output: Path, fold: int, variant: str) -> list[dict]:
+def evaluate_fold(
+    name: str, output: Path, fold: int, variant: str, models: list[Path] | None = None
+) -> list[dict]:
     """Per-case scores of the fold's validation cases, segmented by the fold's **last-epoch**
-    model (``last.pt``: those cases choose no checkpoint) with ``medgraft predict`` (``recipe``
-    defaults or ``raw``: no clean-up) and scored at the images' own resolution.
+    model (``last.pt``: those cases choose no checkpoint), or the ensemble of ``models``, with
+    ``medgraft predict`` (``recipe`` defaults or ``raw``: no clean-up) and scored at the
+    images' own resolution.
 
     The rows are kept in ``<fold>/cases-<variant>.json`` next to the model they belong to, so a
     rerun of ``report`` only scores folds that are new or retrained.
@@ -231,9 +254,11 @@ def evaluate_fold(name: str, output: Path, fold: int, variant: str) -> list[dict
     from medgraft.evaluation.evaluate import evaluate_folders
 
     run = output / f"fold_{fold}"
-    model = run / "last.pt"
+    run.mkdir(parents=True, exist_ok=True)
+    models = models or [run / "last.pt"]
     scores = run / f"cases-{variant}.json"
-    if scores.exists() and scores.stat().st_mtime > model.stat().st_mtime:
+    newest_model = max(model.stat().st_mtime for model in models)
+    if scores.exists() and scores.stat().st_mtime > newest_model:
         return json.loads(scores.read_text())
     options = DATASETS[name]["options"]
     spec = discover_dataset(dataset_folder(name), options.get("labels_dir"), options.get("roi_dir"))
@@ -249,7 +274,8 @@ def evaluate_fold(name: str, output: Path, fold: int, variant: str) -> list[dict
     if predictions.exists():
         shutil.rmtree(predictions)  # masks of an earlier model of this fold: predict again
     options = ["--no-largest-component", "--min-size", "0"] if variant == "raw" else []
-    medgraft("predict", "--model", str(model), "-i", str(inputs), "-o", str(predictions), *options)
+    model_flags = [flag for model in models for flag in ("--model", str(model))]
+    medgraft("predict", *model_flags, "-i", str(inputs), "-o", str(predictions), *options)
     evaluation = evaluate_folders(
         predictions,
         Path(records[0]["label"]).parent,
@@ -296,6 +322,23 @@ def fold_record(name: str, output: Path, fold: int) -> dict:
         "seconds": f"{wall['seconds']:.1f}",
         "other_jobs_cores": f"{wall['other_jobs_cores']:.2f}",
         "shared": "yes" if wall["other_jobs_cores"] > SHARED_ABOVE else "no",
+    }
+
+
+def ensemble_record(name: str, outputs: list[Path], fold: int) -> dict:
+    """An ensemble's fold as one training: its members' wall times added up, their other
+    jobs' cores averaged over that time, and their fingerprints joined."""
+    members = [fold_record(name, output, fold) for output in outputs]
+    seconds = sum(float(m["seconds"]) for m in members)
+    core_seconds = sum(float(m["other_jobs_cores"]) * float(m["seconds"]) for m in members)
+    other_cores = core_seconds / seconds
+    return {
+        **members[0],
+        "options_sha256": "+".join(m["options_sha256"] for m in members),
+        "seconds": f"{seconds:.1f}",
+        "calls": sum(int(m["calls"]) for m in members),
+        "other_jobs_cores": f"{other_cores:.2f}",
+        "shared": "yes" if other_cores > SHARED_ABOVE else "no",
     }
 
 
@@ -350,14 +393,27 @@ def ablate(work: Path, results: Path, names: list[str], redo_changed: bool = Fal
     for ablation in names:
         setup = ABLATIONS[ablation]
         name, output = setup["dataset"], work / "ablations" / ablation
-        output.mkdir(parents=True, exist_ok=True)
-        if not (output / "splits.json").exists():  # the CV's folds, so cases pair up
-            shutil.copyfile(work / name / "splits.json", output / "splits.json")
-        train(name, output, setup["folds"], setup["change"], redo_changed)
+        members = [work / "ablations" / member for member in setup.get("ensemble", [])]
+        for folder in (output, *members):
+            folder.mkdir(parents=True, exist_ok=True)
+            if not (folder / "splits.json").exists():  # the CV's folds, so cases pair up
+                shutil.copyfile(work / name / "splits.json", folder / "splits.json")
+        if members:  # the recipe's models with those of other ablations: nothing of its own
+            for member in setup["ensemble"]:
+                change = ABLATIONS[member]["change"]
+                train(name, work / "ablations" / member, setup["folds"], change, redo_changed)
+        else:
+            train(name, output, setup["folds"], setup["change"], redo_changed)
         for fold in setup["folds"]:
             tag = {"ablation": ablation, "change": setup["summary"]}
-            folds.append(tag | fold_record(name, output, fold))
-            cases += [tag | row for row in evaluate_fold(name, output, fold, "recipe")]
+            if members:
+                runs = [work / name, *members]
+                folds.append(tag | ensemble_record(name, runs, fold))
+                models = [run / f"fold_{fold}" / "last.pt" for run in runs]
+            else:
+                folds.append(tag | fold_record(name, output, fold))
+                models = None
+            cases += [tag | row for row in evaluate_fold(name, output, fold, "recipe", models)]
     _write_rows(target / "ablations.csv", ["ablation", "change", *CASE_COLUMNS], cases)
     _write_rows(target / "ablation_folds.csv", ["ablation", "change", *FOLD_COLUMNS], folds)
     print(f"wrote {target / 'ablations.csv'}; now run scripts/report.py")

@@ -50,15 +50,34 @@ def label_map(shape: tuple[int, int, int]) -> np.ndarray:
     return labels
 
 
-def predict_with_oracle(inputs: list[Path], out: Path, spacing, **options) -> list:
-    prep = Preprocessing(volumetric=True, orientation="RAS", spacing=spacing)
-    model_inputs = ModelInputs(
-        preprocessing=prep,
+class Background(torch.nn.Module):
+    """A "network" sure that every pixel is background."""
+
+    output_stride = 32
+    num_classes = 3
+
+    def forward(self, stacks: torch.Tensor) -> torch.Tensor:
+        logits = torch.full((stacks.shape[0], 3, *stacks.shape[2:]), -100.0)
+        logits[:, 0] = 100.0
+        return logits
+
+
+def oracle_inputs(spacing=None) -> ModelInputs:
+    return ModelInputs(
+        preprocessing=Preprocessing(volumetric=True, orientation="RAS", spacing=spacing),
         slices=3,
         labels={"0": "background", "1": "a", "2": "b"},
         inference=InferenceOptions(tta=False),
     )
-    predictor = Predictor([IntensityOracle()], model_inputs, device=torch.device("cpu"))
+
+
+def predict_with_oracle(
+    inputs: list[Path], out: Path, spacing, slice_axes: list[int] | None = None, **options
+) -> list:
+    models = [IntensityOracle() for _ in slice_axes or [2]]
+    predictor = Predictor(
+        models, oracle_inputs(spacing), device=torch.device("cpu"), slice_axes=slice_axes
+    )
     settings = PredictOptions(tta=False, largest_component=False, min_size=0, **options)
     return list(predict_cases(predictor, inputs, out, settings))
 
@@ -94,6 +113,41 @@ def test_nifti_masks_match_the_known_labels_on_the_input_grid(name: str, tmp_pat
     mask = nib.load(tmp_path / "out" / f"{name}.nii.gz")
     np.testing.assert_allclose(mask.affine, AFFINES[name], atol=1e-5)
     assert dice(np.asarray(mask.dataobj), labels) >= 0.99
+
+
+@pytest.mark.parametrize(
+    "slice_axes", [[0], [1], [2, 0, 1]], ids=["sagittal", "coronal", "3 views"]
+)
+def test_each_view_and_their_ensemble_give_the_known_labels(slice_axes, tmp_path: Path):
+    labels = label_map((30, 9, 44))
+    scan = tmp_path / "in" / "pir.nii.gz"
+    scan.parent.mkdir()
+    write_nifti(scan, np.choose(labels, LEVELS).astype(np.float32), AFFINES["pir"])
+    [result] = predict_with_oracle([scan], tmp_path / "out", None, slice_axes=slice_axes)
+    assert result.status == "ok", result.message
+    mask = np.asarray(nib.load(tmp_path / "out" / "pir.nii.gz").dataobj)
+    assert dice(mask, labels) >= 0.99
+    ras_shape = nib.as_closest_canonical(nib.load(scan)).shape
+    assert result.slices == sum(ras_shape[axis] for axis in set(slice_axes))
+
+
+def test_views_are_averaged_by_their_number_of_models():
+    image = torch.from_numpy(np.choose(label_map((12, 10, 8)), (0.0, 0.5, 1.0)))[None].float()
+    oracle, background = IntensityOracle(), Background()
+    predictor = Predictor(
+        [oracle, oracle, background],
+        oracle_inputs(),
+        device=torch.device("cpu"),
+        slice_axes=[0, 0, 2],
+    )
+    mixed = predictor.segment(image, keep_probabilities=True)
+    alone = Predictor([oracle], oracle_inputs(), device=torch.device("cpu")).segment(
+        image, keep_probabilities=True
+    )
+    expected = alone.probabilities.float() * 2 / 3
+    expected[0] += 1 / 3
+    torch.testing.assert_close(mixed.probabilities.float(), expected, atol=2e-3, rtol=0)
+    assert mixed.slices == 12 + 8
 
 
 def write_dicom_series(folder: Path, volume: np.ndarray) -> None:

@@ -1,11 +1,15 @@
+import pytest
 import torch
 
+from medgraft.config.schema import TrainConfig
 from medgraft.data.slicing import (
     SliceStackDataset,
+    slice_axis_index,
     stack_indices,
     stacks_to_volume,
     volume_to_stacks,
 )
+from medgraft.errors import MedgraftError
 
 
 def test_stacks_hold_adjacent_slices_with_edge_repeat():
@@ -30,3 +34,24 @@ def test_slice_dataset_samples_match_the_volume():
     sample = dataset[2]
     assert torch.equal(sample["image"], image[0][..., [1, 2, 3]].permute(2, 0, 1))
     assert torch.equal(sample["label"], label[..., 2])
+
+
+def test_coronal_samples_are_slices_along_the_second_axis():
+    image = torch.rand(1, 8, 5, 4)
+    label = torch.randint(0, 3, (1, 8, 5, 4))
+    dataset = SliceStackDataset([{"image": image, "label": label, "case_id": "a"}], k=3, axis=1)
+    assert len(dataset) == 5
+    sample = dataset[2]
+    assert torch.equal(sample["image"], image[0][:, [1, 2, 3], :].permute(1, 0, 2))
+    assert torch.equal(sample["label"], label[:, :, 2, :])
+
+
+def test_views_follow_the_orientation_codes():
+    assert [slice_axis_index(v, "RAS") for v in ("sagittal", "coronal", "axial")] == [0, 1, 2]
+    assert [slice_axis_index(v, "PIR") for v in ("sagittal", "coronal", "axial")] == [2, 0, 1]
+    assert slice_axis_index("coronal", None) == 1
+
+
+def test_an_unknown_view_is_refused_by_name():
+    with pytest.raises(MedgraftError, match=r"slice axis must be one of .*not 'oblique'"):
+        TrainConfig(data="d", output="o", slice_axis="oblique")

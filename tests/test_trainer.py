@@ -2,6 +2,7 @@
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -263,3 +264,16 @@ def test_resume_with_more_epochs_extends_a_finished_run(micro_msd: Path, tmp_pat
     assert state.epoch == 2 and state.train_config["epochs"] == 2
     shorter = invoke(runner, *args, "--resume", "--epochs", "1")
     assert shorter.exit_code == 1 and "already trained 2 epochs" in str(shorter.exception)
+
+
+@pytest.mark.slow
+def test_a_coronal_run_samples_coronal_slices_and_records_its_view(micro_msd: Path, tmp_path: Path):
+    config = TrainConfig(
+        data=str(micro_msd), output=str(tmp_path / "run"), slice_axis="coronal", **FAST
+    )
+    trainer = Trainer(replace(config, epochs=1))
+    result = trainer.fit()
+    coronal_slices = sum(case["image"].shape[2] for case in trainer.train_cases)
+    assert len(trainer.dataset) == coronal_slices  # (C, X, Y, Z): Y is anterior-posterior
+    assert coronal_slices != sum(case["image"].shape[3] for case in trainer.train_cases)
+    assert load_checkpoint(result.run_dir / "last.pt").inputs.slice_axis == 1

