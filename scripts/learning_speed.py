@@ -18,8 +18,12 @@ and does not depend on what else the machine runs (two runs share the 2 cores; t
 is recorded but not used). On this machine, a run with both cores to itself would reach a point
 in about half its CPU-minutes of wall time if both threads were fully used.
 
-**The runs.** One run per method on fold 0 of the 5-fold split ``accuracy_cv.py`` uses (144
-training cases; the 36 validation cases are never seen in training and are what is scored).
+**The runs.** One run per method and seed on fold 0 of the 5-fold split ``accuracy_cv.py``
+uses (144 training cases; the 36 validation cases are never seen in training and are what is
+scored). ``--seed N`` trains and scores replicate N (medgraft's ``--seed``: decoder
+initialisation, sampling, augmentation; nnU-Net seeds nothing, so its replicates are fresh
+runs) in ``<work>/seed_N``; scoring replaces only that seed's rows, and a later seed trains the
+plans of the committed calibration, so seeds can run in different sessions.
 Each run's learning-rate schedule (poly for both) is sized by calibration to end at the last
 point; the models at earlier points are snapshots of that run, not runs planned for the
 shorter budgets. medgraft runs the shipped ``mri-2.5d`` recipe with only its epochs changed
@@ -69,17 +73,22 @@ NNUNET_DATASET = "Dataset004_Hippocampus"
 NNUNET_BATCH = {"2d": 32}  # set in nnUNetPlans.json; 3d_fullres keeps its stock batch
 NNUNET_ITERATIONS_PER_EPOCH = 50
 CALIBRATION_ITERATIONS = {"medgraft": 12, "2d": 12, "3d_fullres": 4}
-CASE_COLUMNS = ["method", "point_min", "case", "class", "dice", "hd95", "nsd"]
+CASE_COLUMNS = ["method", "seed", "point_min", "case", "class", "dice", "hd95", "nsd"]
 
 
 class Paths:
-    """Where everything of one study lives (``--work``) and where its results go."""
+    """Where everything of one study lives (``--work``) and where its results go; each seed's
+    runs and predictions have their own folders (seed 0 those of the first round), the data,
+    nnU-Net's preprocessing and the calibration are shared."""
 
-    def __init__(self, work: Path, results: Path, nnunet_python: Path) -> None:
+    def __init__(self, work: Path, results: Path, nnunet_python: Path, seed: int = 0) -> None:
         self.work, self.results, self.nnunet_python = work, results, nnunet_python
+        self.seed = seed
+        self.runs = work if seed == 0 else work / f"seed_{seed}"
         self.split = work / "splits.json"
         self.val_images = work / "val_images"  # <case>.nii.gz, for medgraft
         self.nnunet = work / "nnunet"
+        self.nnunet_results = self.nnunet / ("results" if seed == 0 else f"results_seed_{seed}")
         self.nnunet_val_images = self.nnunet / "val_images"  # <case>_0000.nii.gz
         self.calibration = work / "calibration.json"
 
@@ -88,7 +97,7 @@ class Paths:
             **os.environ,
             "nnUNet_raw": str(self.nnunet / "raw"),
             "nnUNet_preprocessed": str(self.nnunet / "preprocessed"),
-            "nnUNet_results": str(self.nnunet / "results"),
+            "nnUNet_results": str(self.nnunet_results),
             "nnUNet_n_proc_DA": "0",  # augmentation in the training process: on its clock
             "nnUNet_compile": "false",
             "OMP_NUM_THREADS": "1",
@@ -96,13 +105,13 @@ class Paths:
 
     def nnunet_model(self, configuration: str) -> Path:
         trainer = f"nnUNetTrainerCPUBudget__nnUNetPlans__{configuration}"
-        return self.nnunet / "results" / NNUNET_DATASET / trainer
+        return self.nnunet_results / NNUNET_DATASET / trainer
 
     def snapshot(self, method: str, point: int) -> Path:
         if method in NNUNET_METHODS:
             model = self.nnunet_model(NNUNET_METHODS[method])
             return model / "fold_all" / f"snapshot_cpu_{point:03d}min.pth"
-        return self.work / method / f"fold_{FOLD}" / "snapshots" / f"cpu_{point:03d}min.pt"
+        return self.runs / method / f"fold_{FOLD}" / "snapshots" / f"cpu_{point:03d}min.pt"
 
 
 def fold_cases(paths: Paths) -> tuple[list[str], list[str]]:
@@ -252,9 +261,10 @@ def medgraft_trainer(config, points_min: list[int]):
 def medgraft_config(paths: Paths, method: str, epochs: int, **changed: object):
     from medgraft.config.resolve import train_configs
 
-    output = paths.work / method
+    output = paths.runs / method
     flags = {
         "data": str(HIPPOCAMPUS), "output": str(output), "folds": FOLDS, "offline": True,
+        "seed": paths.seed,
         "stray_labels_to_background": True, "epochs": epochs, "num_workers": 0,
         "weights": MEDGRAFT_METHODS[method],
         "resume": (output / f"fold_{FOLD}" / "snapshots" / "clock.json").exists(),
@@ -268,8 +278,8 @@ def train_medgraft(paths: Paths, method: str, points_min: list[int]) -> None:
 
     torch.set_num_threads(1)
     plan = json.loads(paths.calibration.read_text())[method]
-    (paths.work / method / f"fold_{FOLD}" / "snapshots").mkdir(parents=True, exist_ok=True)
-    _copy_split(paths, paths.work / method)
+    (paths.runs / method / f"fold_{FOLD}" / "snapshots").mkdir(parents=True, exist_ok=True)
+    _copy_split(paths, paths.runs / method)
     trainer = medgraft_trainer(medgraft_config(paths, method, plan["epochs"]), points_min)
     try:
         trainer.fit()
@@ -296,7 +306,8 @@ def train_nnunet(
     shutil.copyfile(ROOT / "scripts" / "nnunet_budget.py", trainer_module)
     plan = plan or json.loads(paths.calibration.read_text())[method]
     configuration = NNUNET_METHODS[method]
-    budget = paths.nnunet / f"budget_{configuration}.json"
+    budget = paths.nnunet_results / f"budget_{configuration}.json"
+    budget.parent.mkdir(parents=True, exist_ok=True)
     budget.write_text(json.dumps({
         "dataset": "4", "configuration": configuration, "threads": 1, "points_min": points_min,
         "epochs": plan["epochs"], "iterations_per_epoch": plan["iterations_per_epoch"],
@@ -311,6 +322,22 @@ def train_nnunet(
 # -- calibration -----------------------------------------------------------------------------
 
 
+def committed_plans(path: Path) -> dict[str, dict]:
+    """The plans of the committed calibration, so that runs of a later seed, on a fresh
+    machine, train the very schedule the first seed's runs did."""
+    if not path.exists():
+        return {}
+    with path.open() as handle:
+        return {
+            row["method"]: {
+                "cpu_seconds_per_iteration": float(row["cpu_seconds_per_iteration"]),
+                "iterations_per_epoch": int(row["iterations_per_epoch"]),
+                "epochs": int(row["planned_epochs"]),
+            }
+            for row in csv.DictReader(handle)
+        }
+
+
 def calibrate(paths: Paths) -> None:
     """CPU seconds per training iteration of each method (one thread), and the epochs that
     make each schedule end at the last point."""
@@ -320,6 +347,7 @@ def calibrate(paths: Paths) -> None:
 
     torch.set_num_threads(1)
     plans = json.loads(paths.calibration.read_text()) if paths.calibration.exists() else {}
+    plans = plans or committed_plans(paths.results / "learning_speed_calibration.csv")
     budget_s = POINTS_MIN[-1] * 60
     for method in MEDGRAFT_METHODS:
         if method in plans:
@@ -368,7 +396,7 @@ def predict(paths: Paths, method: str, point: int, tta: bool) -> Path | None:
     snapshot = paths.snapshot(method, point)
     if not snapshot.exists():
         return None
-    output = paths.work / "predictions" / f"{method}-{point:03d}min{'-tta' if tta else ''}"
+    output = paths.runs / "predictions" / f"{method}-{point:03d}min{'-tta' if tta else ''}"
     if (output / ".done").exists():
         return output
     if output.exists():
@@ -388,7 +416,8 @@ def predict(paths: Paths, method: str, point: int, tta: bool) -> Path | None:
     with Measurement() as measured:
         subprocess.run(command, check=True, env=env)
     cases = len(list(paths.val_images.glob("*.nii.gz")))
-    row = {"method": method, "point_min": point, "tta": "yes" if tta else "no", "cases": cases,
+    row = {"method": method, "seed": paths.seed, "point_min": point,
+           "tta": "yes" if tta else "no", "cases": cases,
            "seconds_per_case": f"{measured.seconds / cases:.2f}", **measured.record()}  # fmt: skip
     _append(paths.results / "learning_speed_inference.csv", row)
     (output / ".done").write_text("")
@@ -413,13 +442,19 @@ def score(paths: Paths) -> None:
                     cases=val_cases, stray_to_background=True,
                 )  # fmt: skip
                 rows += [
-                    {"method": method, "point_min": point, "case": row["case_id"], "class": name}
+                    {
+                        "method": method,
+                        "seed": paths.seed,
+                        "point_min": point,
+                        "case": row["case_id"],
+                        "class": name,
+                    }
                     | {m: f"{row[f'{m}_{name}']:.5f}" for m in ("dice", "hd95", "nsd")}
                     for row in evaluation.rows
                     for name in evaluation.label_names.values()
                 ]
                 taken = json.loads(paths.snapshot(method, point).with_suffix(".json").read_text())
-                points.append({"method": method, "point_min": point,
+                points.append({"method": method, "seed": paths.seed, "point_min": point,
                                "cpu_minutes": f"{taken['cpu_seconds'] / 60:.2f}",
                                "iterations": taken["iterations"], "epoch": taken["epoch"],
                                **_setup(paths, method), **_machine_columns()})  # fmt: skip
@@ -433,9 +468,22 @@ def score(paths: Paths) -> None:
             "calibration_iterations": iterations, "trained": "yes" if trained else "no",
             **_setup(paths, method),
         })  # fmt: skip
-    _write(paths.results / "learning_speed_calibration.csv", list(calibration[0]), calibration)
-    _write(paths.results / "learning_speed.csv", CASE_COLUMNS, rows)
-    _write(paths.results / "learning_speed_points.csv", list(points[0]) if points else [], points)
+    if paths.seed == 0:  # the plans every seed trains with
+        _write(paths.results / "learning_speed_calibration.csv", list(calibration[0]), calibration)
+    _replace_seed(paths.results / "learning_speed.csv", paths.seed, rows)
+    _replace_seed(paths.results / "learning_speed_points.csv", paths.seed, points)
+
+
+def _replace_seed(path: Path, seed: int, rows: list[dict]) -> None:
+    """Write ``rows`` as ``seed``'s rows of ``path``, keeping the other seeds' rows: each seed
+    is scored on its own, and runs of a finished seed need not be kept to score the next."""
+    kept = []
+    if path.exists():
+        with path.open() as handle:
+            kept = [r for r in csv.DictReader(handle) if int(r["seed"]) != seed]
+    merged = sorted(kept + rows, key=lambda r: int(r["seed"]))
+    if merged:
+        _write(path, list(merged[0]), merged)
 
 
 def _setup(paths: Paths, method: str) -> dict[str, object]:
@@ -478,6 +526,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("step", choices=["prepare", "calibrate", "train", "score"])
     parser.add_argument("--method", choices=METHODS, action="append")
+    parser.add_argument(
+        "--seed", type=int, default=0,
+        help="replicate to train or score: medgraft's --seed; nnU-Net seeds nothing, so its "
+        "replicates are fresh runs",
+    )  # fmt: skip
     parser.add_argument("--work", type=Path, default=ROOT / "runs" / "learning_speed")
     parser.add_argument("--results", type=Path, default=ROOT / "docs" / "results")
     parser.add_argument(
@@ -485,7 +538,7 @@ def main() -> None:
         help="python of the virtual environment nnunetv2 is installed in",
     )  # fmt: skip
     args = parser.parse_args()
-    paths = Paths(args.work.resolve(), args.results.resolve(), args.nnunet_python)
+    paths = Paths(args.work.resolve(), args.results.resolve(), args.nnunet_python, args.seed)
     if args.step == "prepare":
         prepare(paths)
     elif args.step == "calibrate":

@@ -759,6 +759,8 @@ METHODS = {
     "nnunet-3d_fullres": "nnU-Net v2 `3d_fullres`",
 }
 LEARNING_SPEED = RESULTS / "learning_speed.csv"
+SEEDS_FOR_A_CLAIM = 3
+"""Seeds (training runs) per method before a difference is called ahead or behind."""
 
 
 @dataclass
@@ -796,11 +798,27 @@ class LearningSpeed:
     def point_minutes(self) -> list[int]:
         return sorted({int(r["point_min"]) for r in self.cases})
 
-    def case_dice(self, method: str, point: int, class_name: str | None = None) -> np.ndarray:
-        """Per validation case (sorted by case): Dice of one class, or the mean of the classes."""
-        rows = [r for r in self.cases if r["method"] == method and int(r["point_min"]) == point]
-        by_case = _dice_by_case(rows, class_name)
-        return np.array([by_case[c] for c in sorted(by_case)])
+    def seeds(self, method: str) -> list[int]:
+        return sorted({int(r["seed"]) for r in self.cases if r["method"] == method})
+
+    def case_dice(
+        self, method: str, point: int, class_name: str | None = None, seed: int | None = None
+    ) -> np.ndarray:
+        """Per validation case (sorted by case): Dice of one class, or the mean of the classes,
+        averaged over the method's seeds (or of one ``seed``)."""
+        seeds = self.seeds(method) if seed is None else [seed]
+        per_seed = []
+        for each in seeds:
+            rows = [
+                r
+                for r in self.cases
+                if r["method"] == method and int(r["point_min"]) == point and int(r["seed"]) == each
+            ]
+            by_case = _dice_by_case(rows, class_name)
+            per_seed.append([by_case[c] for c in sorted(by_case)])
+        if not per_seed or not all(len(s) == len(per_seed[0]) for s in per_seed):
+            return np.array([])  # a seed not scored at this point: no mean over seeds
+        return np.mean(per_seed, axis=0)
 
     def interval(self, method: str, point: int, class_name: str | None = None) -> Interval | None:
         scores = self.case_dice(method, point, class_name)
@@ -810,9 +828,13 @@ class LearningSpeed:
         a, b = self.case_dice(first, point), self.case_dice(second, point)
         return difference_interval(a, b) if a.size and a.size == b.size else None
 
-    def point(self, method: str, point: int) -> dict | None:
+    def point(self, method: str, point: int, seed: int = 0) -> dict | None:
         return next(
-            (p for p in self.points if p["method"] == method and int(p["point_min"]) == point),
+            (
+                p
+                for p in self.points
+                if p["method"] == method and int(p["point_min"]) == point and int(p["seed"]) == seed
+            ),
             None,
         )
 
@@ -848,18 +870,59 @@ def _dice_table(speed: LearningSpeed) -> list[str]:
 
 
 def _claims(speed: LearningSpeed) -> list[str]:
+    """medgraft (ImageNet) against each other method at each point: a verdict from the paired
+    interval over cases once both have ``SEEDS_FOR_A_CLAIM`` seeds, the difference alone before."""
     claims = []
     if "medgraft-imagenet" not in speed.methods:
         return claims
     for other in [m for m in speed.methods if m != "medgraft-imagenet"]:
+        seeds = min(len(speed.seeds("medgraft-imagenet")), len(speed.seeds(other)))
         for point in speed.point_minutes:
             difference = speed.difference("medgraft-imagenet", other, point)
-            if difference is not None:
-                claims.append(
-                    f"at {point} CPU-minutes, medgraft (ImageNet) against {METHODS[other]}: "
-                    f"**{difference.verdict}** (difference {difference})"
-                )
+            if difference is None:
+                continue
+            verdict = (
+                f"**{difference.verdict}**"
+                if seeds >= SEEDS_FOR_A_CLAIM
+                else f"no verdict yet ({_seeds_text(seeds)}, a claim needs {SEEDS_FOR_A_CLAIM})"
+            )
+            claims.append(
+                f"at {point} CPU-minutes, medgraft (ImageNet) against {METHODS[other]}: "
+                f"{verdict}, difference {difference}"
+            )
     return claims
+
+
+def _seeds_text(count: int) -> str:
+    return f"{count} seed{'s' if count != 1 else ''}"
+
+
+def _seed_summary(speed: LearningSpeed) -> str:
+    counts = {len(speed.seeds(m)) for m in speed.methods}
+    if len(counts) == 1:
+        return f"{_seeds_text(counts.pop())} per method"
+    return ", ".join(f"{METHODS[m]} {_seeds_text(len(speed.seeds(m)))}" for m in speed.methods)
+
+
+def _per_seed_table(speed: LearningSpeed) -> list[str]:
+    """Each seed's mean Dice: the run-to-run spread the case intervals leave out."""
+    if all(len(speed.seeds(m)) < 2 for m in speed.methods):
+        return []
+    points = speed.point_minutes
+    lines = [
+        "## Per seed",
+        "",
+        "| method | seed | " + " | ".join(f"{p} CPU-min" for p in points) + " |",
+        "| --- | --- |" + " --- |" * len(points),
+    ]
+    for method in speed.methods:
+        for seed in speed.seeds(method):
+            cells = []
+            for point in points:
+                scores = speed.case_dice(method, point, seed=seed)
+                cells.append(f"{scores.mean():.3f}" if scores.size else "-")
+            lines.append(f"| {METHODS[method]} | {seed} | " + " | ".join(cells) + " |")
+    return [*lines, "", "Mean over cases of the classes' mean Dice, one training run each.", ""]
 
 
 def learning_speed_readme(root: Path) -> str:
@@ -871,11 +934,11 @@ def learning_speed_readme(root: Path) -> str:
             *_dice_table(speed),
             "",
             f"Mean foreground Dice on the {speed.validation_cases} validation cases of "
-            "hippocampus fold 0 [95% bootstrap interval over cases], one training run per method "
-            "on one thread, the clock is the training process's CPU time "
-            "([details, per class, HD95, inference times](docs/results/learning_speed.md)). "
-            "From the interval of the paired difference over cases (one seed per method, so the "
-            "intervals leave out run-to-run variation):",
+            "hippocampus fold 0 [95% bootstrap interval over cases of the mean over seeds], "
+            f"{_seed_summary(speed)}, each run on one thread; the clock is the training "
+            "process's CPU time ([details, per class and seed, HD95, inference "
+            "times](docs/results/learning_speed.md)). From the interval of the paired difference "
+            "over cases:",
             "",
             *[f"- {claim}." for claim in _claims(speed)],
         ]
@@ -911,14 +974,17 @@ def learning_speed_page(root: Path) -> str:
         "",
         *_dice_table(speed),
         "",
-        "Mean over cases of the classes' mean Dice [95% percentile bootstrap over cases]. "
-        "Paired differences (same cases), one training run per method, so the intervals leave "
-        "out run-to-run variation:",
+        "Mean over cases of the classes' mean Dice, each case's Dice averaged over the "
+        f"method's seeds ({_seed_summary(speed)}) [95% percentile bootstrap over cases]. Paired "
+        "differences (same cases); a difference is called ahead or behind only with "
+        f"{SEEDS_FOR_A_CLAIM} seeds of both methods, since one run per method leaves the "
+        "run-to-run variation out of the interval:",
         "",
         *[f"- {claim}." for claim in _claims(speed)],
         "",
         "![Dice against CPU-minutes](learning_speed.png)",
         "",
+        *_per_seed_table(speed),
         "## Per class",
         "",
         "| method | class | " + " | ".join(f"{p} CPU-min" for p in points) + " |",
@@ -941,30 +1007,41 @@ def learning_speed_page(root: Path) -> str:
         "",
         "## The runs",
         "",
-        "| method | point | CPU minutes | iterations | epoch | planned epochs x iterations "
-        "| batch (stock) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| method | seed | point | CPU minutes | iterations | epoch | planned epochs x "
+        "iterations | batch (stock) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for method in speed.methods:
-        for point in points:
-            taken = speed.point(method, point)
-            if taken is None:
-                continue
-            lines.append(
-                f"| {METHODS[method]} | {point} | {float(taken['cpu_minutes']):.1f} | "
-                f"{taken['iterations']} | {taken['epoch']} | {taken['planned_epochs']} x "
-                f"{taken['iterations_per_epoch']} | {taken['batch_size']} "
-                f"({taken['stock_batch_size']}) |"
-            )
-    machine = speed.points[0]
+        for seed in speed.seeds(method):
+            for point in points:
+                taken = speed.point(method, point, seed)
+                if taken is None:
+                    continue
+                lines.append(
+                    f"| {METHODS[method]} | {seed} | {point} | "
+                    f"{float(taken['cpu_minutes']):.1f} | {taken['iterations']} | "
+                    f"{taken['epoch']} | {taken['planned_epochs']} x "
+                    f"{taken['iterations_per_epoch']} | {taken['batch_size']} "
+                    f"({taken['stock_batch_size']}) |"
+                )
+    machines = sorted(
+        {(p["seed"], p["cpu"], p["cores"], p["python"], p["torch"], p["medgraft"], p["commit"],
+          p["date"]) for p in speed.points},
+        key=lambda m: int(m[0]),
+    )  # fmt: skip
     lines += [
         "",
-        f"Machine: {machine['cpu']}, {machine['cores']} cores, Python {machine['python']}, torch "
-        f"{machine['torch']}, medgraft {machine['medgraft']} (commit {machine['commit']}), "
-        f"scored {machine['date']}. The three runs shared the 2 cores (one thread each), which "
-        "the CPU clock does not count. Each run's learning-rate schedule (poly for both tools) "
-        "was sized by a short calibration to end at the last point; the earlier points are "
-        "snapshots of the same run, not runs planned for the shorter budgets.",
+        *[
+            f"Seed {seed}: {cpu}, {cores} cores, Python {python}, torch {torch}, medgraft "
+            f"{version} (commit {commit}), scored {date}."
+            for seed, cpu, cores, python, torch, version, commit, date in machines
+        ],
+        "",
+        "The runs of a seed shared the 2 cores (one thread each), which the CPU clock does not "
+        "count. Each run's learning-rate schedule (poly for both tools) was sized by a short "
+        "calibration to end at the last point, and later seeds train the same plans; the "
+        "earlier points are snapshots of the same run, not runs planned for the shorter "
+        "budgets.",
         "",
         "What differs from each tool's defaults: medgraft runs the shipped `mri-2.5d` recipe with "
         "its epochs set to fill the budget (and `--weights none` from scratch); nnU-Net v2 runs "
@@ -1043,10 +1120,12 @@ def learning_speed_page(root: Path) -> str:
         "python3 -m venv .venv-nnunet && .venv-nnunet/bin/pip install torch nnunetv2",
         "python scripts/learning_speed.py prepare",
         "python scripts/learning_speed.py calibrate",
-        "for m in medgraft-imagenet medgraft-scratch nnunet-2d; do",
-        "  python scripts/learning_speed.py train --method $m &   # resumable",
-        "done; wait",
-        "python scripts/learning_speed.py score",
+        "for s in 0 1 2; do   # seeds: a session each on 2 cores",
+        "  for m in medgraft-imagenet medgraft-scratch nnunet-2d; do",
+        "    python scripts/learning_speed.py train --method $m --seed $s &   # resumable",
+        "  done; wait",
+        "  python scripts/learning_speed.py score --seed $s   # replaces that seed's rows",
+        "done",
         "python scripts/report.py",
         "```",
     ]

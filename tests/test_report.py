@@ -84,22 +84,27 @@ def test_editing_a_per_case_score_changes_the_report(copy_of_repo: Path):
     assert any("accuracy.md" in c for c in changed) and any("README.md" in c for c in changed)
 
 
-def _write_learning_speed(results: Path, imagenet_5min: float) -> None:
-    """Synthetic learning-speed sources: 30 cases, three methods, points 5 and 60 CPU-minutes;
-    nnU-Net at 0.5 after 5 minutes, every method at 0.85 after 60."""
+def _write_learning_speed(results: Path, imagenet_5min: float, seeds: int = 3) -> None:
+    """Synthetic learning-speed sources: 30 cases, three methods, ``seeds`` seeds, points 5 and
+    60 CPU-minutes; nnU-Net at 0.5 after 5 minutes, every method at 0.85 after 60."""
     rng = np.random.default_rng(1)
-    rows, points = ["method,point_min,case,class,dice,hd95,nsd"], []
+    rows, points = ["method,seed,point_min,case,class,dice,hd95,nsd"], []
     for method in ("medgraft-imagenet", "medgraft-scratch", "nnunet-2d"):
-        for point in (5, 60):
-            level = 0.85 if point == 60 else {"medgraft-imagenet": imagenet_5min}.get(method, 0.5)
-            for case in range(30):
-                for name in ("Anterior", "Posterior"):
-                    dice = level + rng.normal(0, 0.02)
-                    rows.append(f"{method},{point},case_{case:02d},{name},{dice:.5f},1.5,0.9")
-            points.append(
-                f"{method},{point},{point + 0.01},{point * 30},{point // 5},1,12,75,32,32,"
-                "CPU,2,3.11,2.14,0.1,abc,2026-11-29"
-            )
+        for seed in range(seeds):
+            for point in (5, 60):
+                level = (
+                    0.85 if point == 60 else {"medgraft-imagenet": imagenet_5min}.get(method, 0.5)
+                )
+                for case in range(30):
+                    for name in ("Anterior", "Posterior"):
+                        dice = level + rng.normal(0, 0.02)
+                        rows.append(
+                            f"{method},{seed},{point},case_{case:02d},{name},{dice:.5f},1.5,0.9"
+                        )
+                points.append(
+                    f"{method},{seed},{point},{point + 0.01},{point * 30},{point // 5},1,12,75,"
+                    "32,32,CPU,2,3.11,2.14,0.1,abc,2026-11-29"
+                )
     (results / "learning_speed.csv").write_text("\n".join(rows) + "\n")
     (results / "learning_speed_calibration.csv").write_text(
         "method,cpu_seconds_per_iteration,calibration_iterations,trained,threads,planned_epochs,"
@@ -107,7 +112,7 @@ def _write_learning_speed(results: Path, imagenet_5min: float) -> None:
         "nnunet-3d_fullres,60.00,4,no,1,2,50,7,7\n"
     )
     (results / "learning_speed_points.csv").write_text(
-        "method,point_min,cpu_minutes,iterations,epoch,threads,planned_epochs,"
+        "method,seed,point_min,cpu_minutes,iterations,epoch,threads,planned_epochs,"
         "iterations_per_epoch,batch_size,stock_batch_size,cpu,cores,python,torch,medgraft,"
         "commit,date\n" + "\n".join(points) + "\n"
     )
@@ -120,13 +125,27 @@ def test_learning_speed_claims_follow_from_the_per_case_scores(copy_of_repo: Pat
     assert "at 5 CPU-minutes, medgraft (ImageNet) against nnU-Net v2 `2d`: **ahead**" in block
     assert "at 60 CPU-minutes, medgraft (ImageNet) against nnU-Net v2 `2d`: **not dist" in block
     assert re.search(r"\| medgraft, ImageNet encoder \| 0\.(79|80)\d \[", block)
+    assert "3 seeds per method" in block
     page = report.generated(copy_of_repo)[results / "learning_speed.md"]
-    assert "| nnU-Net v2 `2d` | 5 | 5.0 | 150 | 1 | 12 x 75 | 32 (32) |" in page
+    assert "| nnU-Net v2 `2d` | 2 | 5 | 5.0 | 150 | 1 | 12 x 75 | 32 (32) |" in page
+    assert re.search(r"\| medgraft, ImageNet encoder \| 1 \| 0\.(79|80)\d \| 0\.8[45]\d \|", page)
     assert "nnU-Net v2 `3d_fullres` was not trained: 60 CPU-minutes hold about 60 of" in page
 
     _write_learning_speed(results, imagenet_5min=0.3)  # now behind: the text follows
     block = report.learning_speed_readme(copy_of_repo)
     assert "at 5 CPU-minutes, medgraft (ImageNet) against nnU-Net v2 `2d`: **behind**" in block
+
+
+def test_learning_speed_makes_no_claim_from_one_seed(copy_of_repo: Path):
+    results = copy_of_repo / "docs" / "results"
+    _write_learning_speed(results, imagenet_5min=0.8, seeds=1)
+    block = report.learning_speed_readme(copy_of_repo)
+    assert "**ahead**" not in block and "**behind**" not in block
+    assert (
+        "at 5 CPU-minutes, medgraft (ImageNet) against nnU-Net v2 `2d`: no verdict yet (1 seed, "
+        "a claim needs 3), difference 0.3" in block
+    )
+    assert "## Per seed" not in report.generated(copy_of_repo)[results / "learning_speed.md"]
 
 
 def test_an_ablation_is_paired_with_the_recipe_on_the_same_cases(copy_of_repo: Path):
