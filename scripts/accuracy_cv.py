@@ -111,6 +111,12 @@ ABLATIONS = {
         "change": {"encoder": "tu-tf_efficientnet_lite1"},
         "summary": "EfficientNet-Lite1 instead of Lite0 (`--encoder tu-tf_efficientnet_lite1`)",
     },
+    "kvasir-15-epochs": {
+        "dataset": "kvasir",
+        "folds": [0],
+        "change": {"epochs": 15},
+        "summary": "15 epochs instead of 5 (`--epochs 15`)",
+    },
     "kvasir-320": {
         "dataset": "kvasir",
         "folds": [0],
