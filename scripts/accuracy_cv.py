@@ -102,8 +102,10 @@ ABLATIONS = {
     "flips": {
         "dataset": "hippocampus",
         "folds": [0],
-        "change": {"flips": True},
-        "summary": "in-plane flips in training and mirroring TTA, as nnU-Net (`--flips`)",
+        "change": {"augment": {"flips": True}},
+        "predict": ["--tta"],  # the recipe's prediction defaults leave TTA off
+        "summary": "in-plane flips in training and mirroring TTA, as nnU-Net (`--flips`, "
+        "predict `--tta`)",
     },
     "lite1": {
         "dataset": "hippocampus",
@@ -140,11 +142,29 @@ def dataset_folder(name: str) -> Path:
 
 
 def cli_flags(options: dict) -> list[str]:
-    """``--flag`` (true) or ``--flag value`` for each of a dataset's extra options."""
+    """``--flag`` (true), ``--no-flag`` (false) or ``--flag value`` for each of a dataset's
+    extra options; a section (``{"augment": {"flips": True}}``) by its options' own flags."""
+    from dataclasses import fields
+    from typing import get_type_hints
+
+    from medgraft.config.schema import TrainConfig
+
     flags = []
     for key, value in options.items():
-        flags += [f"--{key.replace('_', '-')}"] + ([] if value is True else [str(value)])
+        if isinstance(value, dict):
+            section = {f.name: f for f in fields(get_type_hints(TrainConfig)[key])}
+            for name, nested in value.items():
+                flag = section[name].metadata.get("flag", f"{key}-{name}".replace("_", "-"))
+                flags += _flag(flag, nested)
+        else:
+            flags += _flag(key.replace("_", "-"), value)
     return flags
+
+
+def _flag(name: str, value: object) -> list[str]:
+    if isinstance(value, bool):
+        return [f"--{name}" if value else f"--no-{name}"]
+    return [f"--{name}", str(value)]
 
 
 def medgraft(*args: str) -> None:
@@ -246,12 +266,17 @@ FOLD_COLUMNS = [
 
 
 def evaluate_fold(
-    name: str, output: Path, fold: int, variant: str, models: list[Path] | None = None
+    name: str,
+    output: Path,
+    fold: int,
+    variant: str,
+    models: list[Path] | None = None,
+    predict_flags: tuple[str, ...] = (),
 ) -> list[dict]:
     """Per-case scores of the fold's validation cases, segmented by the fold's **last-epoch**
     model (``last.pt``: those cases choose no checkpoint), or the ensemble of ``models``, with
-    ``medgraft predict`` (``recipe`` defaults or ``raw``: no clean-up) and scored at the
-    images' own resolution.
+    ``medgraft predict`` (``recipe`` defaults or ``raw``: no clean-up; ``predict_flags`` added)
+    and scored at the images' own resolution.
 
     The rows are kept in ``<fold>/cases-<variant>.json`` next to the model they belong to, so a
     rerun of ``report`` only scores folds that are new or retrained.
@@ -281,7 +306,10 @@ def evaluate_fold(
         shutil.rmtree(predictions)  # masks of an earlier model of this fold: predict again
     options = ["--no-largest-component", "--min-size", "0"] if variant == "raw" else []
     model_flags = [flag for model in models for flag in ("--model", str(model))]
-    medgraft("predict", *model_flags, "-i", str(inputs), "-o", str(predictions), *options)
+    medgraft(
+        "predict", *model_flags, "-i", str(inputs), "-o", str(predictions), *options,
+        *predict_flags,
+    )  # fmt: skip
     evaluation = evaluate_folders(
         predictions,
         Path(records[0]["label"]).parent,
@@ -419,7 +447,9 @@ def ablate(work: Path, results: Path, names: list[str], redo_changed: bool = Fal
             else:
                 folds.append(tag | fold_record(name, output, fold))
                 models = None
-            cases += [tag | row for row in evaluate_fold(name, output, fold, "recipe", models)]
+            flags = tuple(setup.get("predict", ()))
+            rows = evaluate_fold(name, output, fold, "recipe", models, flags)
+            cases += [tag | row for row in rows]
     _write_rows(target / "ablations.csv", ["ablation", "change", *CASE_COLUMNS], cases)
     _write_rows(target / "ablation_folds.csv", ["ablation", "change", *FOLD_COLUMNS], folds)
     print(f"wrote {target / 'ablations.csv'}; now run scripts/report.py")
