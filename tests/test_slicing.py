@@ -1,7 +1,12 @@
+from collections import Counter
+
 import pytest
 import torch
+from monai.transforms import Compose
+from monai.utils import set_determinism
 
-from medgraft.config.schema import TrainConfig
+from medgraft.config.schema import AugmentOptions, TrainConfig
+from medgraft.data.augment import Augment2Dd
 from medgraft.data.slicing import (
     SliceStackDataset,
     slice_axis_index,
@@ -55,3 +60,25 @@ def test_views_follow_the_orientation_codes():
 def test_an_unknown_view_is_refused_by_name():
     with pytest.raises(MedgraftError, match=r"slice axis must be one of .*not 'oblique'"):
         TrainConfig(data="d", output="o", slice_axis="oblique")
+
+
+def test_every_sample_draws_its_own_augmentation():
+    """Two hundred samples of one slice through the training augmentation: flips of both axes
+    fire and leave it unflipped in about the planned shares (a transform reseeded per sample
+    would draw the same flip every time)."""
+    image = torch.zeros(1, 16, 16, 1)
+    label = torch.zeros(1, 16, 16, 1, dtype=torch.int64)
+    label[0, 2, 3, 0] = image[0, 2, 3, 0] = 1
+    options = AugmentOptions(flips=True, strength=1.0, affine=False, intensity=False, noise=False)
+    transform = Compose([Augment2Dd(["image", "label"], options)])
+    dataset = SliceStackDataset([{"image": image, "label": label}], k=1, transform=transform)
+    set_determinism(seed=0)  # as training does: MONAI's global seed is then fixed
+    try:
+        transform.set_random_state(seed=3)
+        corners = Counter(
+            tuple(int(v) for v in (dataset[0]["label"][0] == 1).nonzero()[0]) for _ in range(200)
+        )
+    finally:
+        set_determinism(seed=None)
+    assert set(corners) == {(2, 3), (13, 3), (2, 12), (13, 12)}
+    assert 20 < corners[(2, 3)] < 80  # unflipped: (1 - 0.5)^2 of 200

@@ -106,4 +106,6 @@ class SliceStackDataset(Dataset):
         }
         if "roi" in case:
             sample["roi"] = case["roi"][..., z]
-        return self.transform(sample) if self.transform else sample
+        # `is None`, not truthiness: len() of a MONAI Compose builds a flattened copy that
+        # reseeds every transform from the global seed, so each sample drew the same augmentation
+        return sample if self.transform is None else self.transform(sample)
