@@ -22,8 +22,9 @@ in about half its CPU-minutes of wall time if both threads were fully used.
 uses (144 training cases; the 36 validation cases are never seen in training and are what is
 scored). ``--seed N`` trains and scores replicate N (medgraft's ``--seed``: decoder
 initialisation, sampling, augmentation; nnU-Net seeds nothing, so its replicates are fresh
-runs) in ``<work>/seed_N``; scoring replaces only that seed's rows, and a later seed trains the
-plans of the committed calibration, so seeds can run in different sessions.
+runs) in ``<work>/seed_N``; scoring replaces only the rows of the runs it finds (that seed's
+methods with snapshots), so one method can be rerun without the others, and a later seed trains
+the plans of the committed calibration, so seeds can run in different sessions.
 Each run's learning-rate schedule (poly for both) is sized by calibration to end at the last
 point; the models at earlier points are snapshots of that run, not runs planned for the
 shorter budgets. medgraft runs the shipped ``mri-2.5d`` recipe with only its epochs changed
@@ -458,9 +459,14 @@ def score(paths: Paths) -> None:
                                "cpu_minutes": f"{taken['cpu_seconds'] / 60:.2f}",
                                "iterations": taken["iterations"], "epoch": taken["epoch"],
                                **_setup(paths, method), **_machine_columns()})  # fmt: skip
+    scored = {row["method"] for row in rows}
+    _replace_runs(paths.results / "learning_speed.csv", paths.seed, scored, rows)
+    _replace_runs(paths.results / "learning_speed_points.csv", paths.seed, scored, points)
+    with (paths.results / "learning_speed_points.csv").open() as handle:
+        have_runs = {row["method"] for row in csv.DictReader(handle)}
     calibration = []
     for method, plan in json.loads(paths.calibration.read_text()).items():
-        trained = paths.snapshot(method, POINTS_MIN[-1]).exists()
+        trained = method in have_runs
         per_iteration = plan["cpu_seconds_per_iteration"]
         iterations = CALIBRATION_ITERATIONS[NNUNET_METHODS.get(method, "medgraft")]
         calibration.append({
@@ -470,18 +476,20 @@ def score(paths: Paths) -> None:
         })  # fmt: skip
     if paths.seed == 0:  # the plans every seed trains with
         _write(paths.results / "learning_speed_calibration.csv", list(calibration[0]), calibration)
-    _replace_seed(paths.results / "learning_speed.csv", paths.seed, rows)
-    _replace_seed(paths.results / "learning_speed_points.csv", paths.seed, points)
 
 
-def _replace_seed(path: Path, seed: int, rows: list[dict]) -> None:
-    """Write ``rows`` as ``seed``'s rows of ``path``, keeping the other seeds' rows: each seed
-    is scored on its own, and runs of a finished seed need not be kept to score the next."""
+def _replace_runs(path: Path, seed: int, methods: set[str], rows: list[dict]) -> None:
+    """Write ``rows`` as the rows of ``seed``'s runs of ``methods`` in ``path``, keeping every
+    other run's rows: a run is scored on its own, so one method can be rerun (after a fix)
+    without the other methods' runs, which need not be kept once scored."""
     kept = []
     if path.exists():
         with path.open() as handle:
-            kept = [r for r in csv.DictReader(handle) if int(r["seed"]) != seed]
-    merged = sorted(kept + rows, key=lambda r: int(r["seed"]))
+            kept = [
+                r for r in csv.DictReader(handle)
+                if int(r["seed"]) != seed or r["method"] not in methods
+            ]  # fmt: skip
+    merged = sorted(kept + rows, key=lambda r: (int(r["seed"]), METHODS.index(r["method"])))
     if merged:
         _write(path, list(merged[0]), merged)
 
