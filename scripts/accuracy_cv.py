@@ -107,6 +107,14 @@ ABLATIONS = {
         "summary": "in-plane flips in training and mirroring TTA, as nnU-Net (`--flips`, "
         "predict `--tta`)",
     },
+    # with the fix every sample draws its own augmentation, so the recipe's half strength
+    # (chosen when all samples shared one draw) is measured again against full strength
+    "full-strength": {
+        "dataset": "hippocampus",
+        "folds": [0],
+        "change": {"augment": {"strength": 1.0}},
+        "summary": "augmentation at full strength instead of half (`--augment-strength 1`)",
+    },
     "lite1": {
         "dataset": "hippocampus",
         "folds": [0],
