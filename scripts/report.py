@@ -1124,7 +1124,7 @@ def learning_speed_page(root: Path) -> str:
         "  for m in medgraft-imagenet medgraft-scratch nnunet-2d; do",
         "    python scripts/learning_speed.py train --method $m --seed $s &   # resumable",
         "  done; wait",
-        "  python scripts/learning_speed.py score --seed $s   # replaces that seed's rows",
+        "  python scripts/learning_speed.py score --seed $s   # replaces its runs' rows",
         "done",
         "python scripts/report.py",
         "```",
