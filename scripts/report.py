@@ -1024,17 +1024,20 @@ def learning_speed_page(root: Path) -> str:
                     f"{taken['iterations_per_epoch']} | {taken['batch_size']} "
                     f"({taken['stock_batch_size']}) |"
                 )
-    machines = sorted(
-        {(p["seed"], p["cpu"], p["cores"], p["python"], p["torch"], p["medgraft"], p["commit"],
-          p["date"]) for p in speed.points},
-        key=lambda m: int(m[0]),
-    )  # fmt: skip
+    machines: dict[tuple[str, ...], set[str]] = {}  # a seed's runs may be redone later
+    for p in speed.points:
+        key = (p["seed"], p["date"], p["commit"], p["cpu"], p["cores"], p["python"], p["torch"],
+               p["medgraft"])  # fmt: skip
+        machines.setdefault(key, set()).add(p["method"])
     lines += [
         "",
         *[
-            f"Seed {seed}: {cpu}, {cores} cores, Python {python}, torch {torch}, medgraft "
-            f"{version} (commit {commit}), scored {date}."
-            for seed, cpu, cores, python, torch, version, commit, date in machines
+            f"Seed {seed} ({'; '.join(METHODS[m] for m in METHODS if m in methods)}): {cpu}, "
+            f"{cores} cores, Python {python}, torch {torch}, medgraft {version} (commit "
+            f"{commit}), scored {date}."
+            for (seed, date, commit, cpu, cores, python, torch, version), methods in sorted(
+                machines.items(), key=lambda item: (int(item[0][0]), item[0][1:])
+            )
         ],
         "",
         "The runs of a seed shared the 2 cores (one thread each), which the CPU clock does not "
