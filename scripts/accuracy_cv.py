@@ -108,7 +108,7 @@ ABLATIONS = {
         "predict `--tta`)",
     },
     # with the fix every sample draws its own augmentation, so the recipe's half strength
-    # (chosen when all samples shared one draw) is measured again against full strength
+    # (set while all samples shared one draw) is measured again against full strength
     "full-strength": {
         "dataset": "hippocampus",
         "folds": [0],
