@@ -10,7 +10,8 @@ Two steps, each resumable and safe to rerun:
 without a finished run, and continues an interrupted one with ``--resume``. A finished fold whose
 options fingerprint differs from what the recipe asks for now is refused (``--redo-changed``
 retrains it). Each call's wall time, the machine, the versions and the cores other jobs used
-meanwhile are added up in ``<fold>/wall.json``.
+meanwhile are added up in ``<fold>/wall.json``; a call killed mid-fold (a session's end) is
+counted from the heartbeat it wrote every 30 s (``wall.running.json``) when the fold resumes.
 
 ``ablate`` trains a recipe with one change (``ABLATIONS``: the options it adds, the folds) in
 ``<work>/ablations/<name>`` with the CV's split, scores it like ``report`` and writes
@@ -37,7 +38,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from provenance import SHARED_ABOVE, Measurement
+from provenance import SHARED_ABOVE, Heartbeat, Measurement, machine
 from shared_subsets import SHARED
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,6 +143,10 @@ ANCHORS = {
 }
 
 
+HEARTBEAT = "wall.running.json"
+"""A training call's time so far, rewritten every 30 s; left behind only by a killed call."""
+
+
 def dataset_folder(name: str) -> Path:
     """The dataset folder medgraft trains on, as the shared data ship it."""
     return SHARED / {"hippocampus": "hippocampus", "kvasir": "kvasir-seg"}.get(
@@ -234,28 +239,40 @@ def train(
             print(f"{run}: finished, skipped", flush=True)
             continue
         resume = ["--resume"] if (run / "last.pt").exists() else []
-        with Measurement() as measured:
+        count_killed_call(run)
+        with Measurement() as measured, Heartbeat(measured, run / HEARTBEAT):
             medgraft(
                 "train", "--recipe", setup["recipe"], "--data", str(data), "--output",
                 str(output), "--folds", str(FOLDS), "--fold", str(fold), "--offline",
                 *cli_flags(options), *resume,
             )  # fmt: skip
-        add_wall_time(run, measured)
+        add_wall_time(run, measured.seconds, measured.other_jobs_cores)
 
 
-def add_wall_time(run: Path, measured: Measurement) -> None:
+def count_killed_call(run: Path) -> None:
+    """Add a killed call's time, from the heartbeat it left, to the fold's ``wall.json``."""
+    heartbeat = run / HEARTBEAT
+    if heartbeat.exists():
+        spent = json.loads(heartbeat.read_text())
+        add_wall_time(run, spent["seconds"], spent["other_jobs_cores"], killed=True)
+        heartbeat.unlink()
+
+
+def add_wall_time(run: Path, seconds: float, other_jobs_cores: float, killed: bool = False) -> None:
     """Sum the fold's training calls (an interrupted fold takes several) in ``wall.json``;
-    the other jobs' cores are averaged over the calls' wall time."""
+    the other jobs' cores are averaged over the calls' wall time. A ``killed`` call counts
+    up to its last heartbeat (at most 30 s short); the machine and versions are those of the
+    call that finished the fold."""
     path = run / "wall.json"
     done = json.loads(path.read_text()) if path.exists() else {"seconds": 0.0, "calls": 0}
     other_core_seconds = done.get("other_jobs_cores", 0.0) * done["seconds"]
-    seconds = done["seconds"] + measured.seconds
+    total = done["seconds"] + seconds
     record = {
-        **measured.record(),
-        "seconds": seconds,
+        **machine(),
+        "seconds": total,
         "calls": done["calls"] + 1,
-        "other_jobs_cores": (other_core_seconds + measured.other_jobs_cores * measured.seconds)
-        / seconds,
+        "killed_calls": done.get("killed_calls", 0) + killed,
+        "other_jobs_cores": (other_core_seconds + other_jobs_cores * seconds) / total,
     }
     path.write_text(json.dumps(record, indent=1))
 

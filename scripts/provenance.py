@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import csv
 import datetime
+import json
 import os
 import platform
 import resource
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -36,6 +38,28 @@ def _busy_seconds() -> float:
 def _own_seconds() -> float:
     usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
     return sum(u.ru_utime + u.ru_stime for u in usage)
+
+
+def _tree_seconds() -> float:
+    """CPU seconds of this process and every live descendant, each with the children it has
+    reaped: unlike :func:`_own_seconds` it includes children still running (a training
+    subprocess in the middle of its work)."""
+    parents, ticks = {}, {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while the table was read
+            continue
+        pid = int(stat.parent.name)
+        parents[pid] = int(fields[1])
+        ticks[pid] = sum(int(v) for v in fields[11:15])  # utime stime cutime cstime
+    tree, frontier = {os.getpid()}, [os.getpid()]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent]
+        tree.update(children)
+        frontier += children
+    return sum(ticks.get(pid, 0) for pid in tree) / os.sysconf("SC_CLK_TCK")
 
 
 def machine() -> dict[str, str]:
@@ -69,8 +93,14 @@ class Measurement:
 
     def __enter__(self) -> Measurement:
         self.started = time.perf_counter()
-        self.busy, self.own = _busy_seconds(), _own_seconds()
+        self.busy, self.own, self.tree = _busy_seconds(), _own_seconds(), _tree_seconds()
         return self
+
+    def so_far(self) -> tuple[float, float]:
+        """Wall seconds and other jobs' cores from the start until now, while the block runs."""
+        seconds = time.perf_counter() - self.started
+        others = (_busy_seconds() - self.busy) - (_tree_seconds() - self.tree)
+        return seconds, max(0.0, others / max(seconds, 1e-9))
 
     def __exit__(self, *exc: object) -> None:
         self.seconds = time.perf_counter() - self.started
@@ -84,6 +114,41 @@ class Measurement:
             "other_jobs_cores": f"{self.other_jobs_cores:.2f}",
             "shared": "yes" if self.other_jobs_cores > SHARED_ABOVE else "no",
         }
+
+
+class Heartbeat:
+    """Write a running :class:`Measurement` to ``path`` every ``every`` seconds, so a call that
+    is killed (a session's end) leaves what it had spent; the file goes when the block ends
+    without an error, and stays for the next call to count when it fails."""
+
+    def __init__(self, measured: Measurement, path: Path, every: float = 30.0) -> None:
+        self.measured, self.path, self.every = measured, path, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.every):
+            self.write()
+
+    def write(self) -> None:
+        seconds, other_cores = self.measured.so_far()
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"seconds": seconds, "other_jobs_cores": other_cores}))
+        tmp.replace(self.path)
+
+    def __enter__(self) -> Heartbeat:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.write()
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        if exc_type is None:
+            self.path.unlink(missing_ok=True)
+        else:
+            self.write()
 
 
 def append_row(path: Path, row: dict[str, str]) -> None:

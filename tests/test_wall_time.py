@@ -1,0 +1,82 @@
+"""Wall time of cross-validation folds survives a killed call: a training subprocess's CPU
+counts as the measurement's own while it runs, and a call killed mid-fold (a session's end)
+leaves a heartbeat the next call adds to the fold's time."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str):
+    sys.path.insert(0, str(REPO / "scripts"))  # the scripts import their helper modules
+    try:
+        spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
+    return module
+
+
+provenance = _load("provenance")
+accuracy_cv = _load("accuracy_cv")
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="reads Linux's /proc")
+def test_a_running_child_counts_as_our_own_cpu():
+    before = provenance._tree_seconds()
+    child = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        while _cpu_seconds(child.pid) < 0.5:
+            time.sleep(0.05)
+        child_cpu = _cpu_seconds(child.pid)
+        assert provenance._tree_seconds() - before >= child_cpu
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_heartbeat_goes_after_a_clean_call_and_stays_after_a_failed_one(tmp_path: Path):
+    beat = tmp_path / "wall.running.json"
+    with provenance.Measurement() as measured, provenance.Heartbeat(measured, beat, every=0.05):
+        time.sleep(0.2)
+        assert json.loads(beat.read_text())["seconds"] > 0
+    assert not beat.exists()
+    with (
+        pytest.raises(RuntimeError),
+        provenance.Measurement() as measured,
+        provenance.Heartbeat(measured, beat),
+    ):
+        time.sleep(0.1)
+        raise RuntimeError("training failed")
+    assert json.loads(beat.read_text())["seconds"] >= 0.1
+
+
+def test_a_killed_call_is_added_to_the_fold_once(tmp_path: Path):
+    (tmp_path / "wall.json").write_text(
+        json.dumps({"seconds": 50.0, "calls": 1, "other_jobs_cores": 0.0})
+    )
+    (tmp_path / accuracy_cv.HEARTBEAT).write_text(
+        json.dumps({"seconds": 100.0, "other_jobs_cores": 1.5})
+    )
+    accuracy_cv.count_killed_call(tmp_path)
+    accuracy_cv.count_killed_call(tmp_path)  # the heartbeat was used up: nothing more
+    wall = json.loads((tmp_path / "wall.json").read_text())
+    assert (wall["seconds"], wall["calls"], wall["killed_calls"]) == (150.0, 2, 1)
+    assert wall["other_jobs_cores"] == pytest.approx(1.0)
+    assert not (tmp_path / accuracy_cv.HEARTBEAT).exists()
