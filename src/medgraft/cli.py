@@ -219,7 +219,10 @@ def study(
 def predict(
     model: Annotated[
         list[Path],
-        typer.Option(help="Run folder (uses best.pt) or checkpoint; repeat to ensemble."),
+        typer.Option(
+            help="Run folder (its best.pt, or those of its fold_N/ and view folders) or "
+            "checkpoint; repeat to ensemble."
+        ),
     ],
     input: Annotated[
         Path, typer.Option("--input", "-i", help="Image file, DICOM series, or folder of them.")

@@ -114,7 +114,7 @@ NOT_IN_OPTIONS_HASH = frozenset(
 """Where a run is written, on what hardware, whether it may download: not what it computes."""
 
 
-ADDED_LATER = {"labels_dir": None, "roi_dir": None, "slice_axis": "axial"}
+ADDED_LATER = {"labels_dir": None, "roi_dir": None, "slice_axis": "axial", "views": None}
 """Options added after runs were fingerprinted, with the value that reproduces what those runs
 did: at that value an option is left out of the fingerprint, so adding it does not make every
 earlier run look changed."""

@@ -27,7 +27,8 @@ def train_configs(
     config_file: Path | None = None,
     fold: str | None = None,
 ) -> list[TrainConfig]:
-    """One ``TrainConfig`` per fold to train: a single one, or each fold for ``fold='all'``.
+    """One ``TrainConfig`` per fold to train: a single one, or each fold for ``fold='all'``;
+    with ``views``, one per fold and view, each view a run of its own in ``<output>/<view>``.
 
     ``flags`` holds only the options the user gave (nested ones as ``{"augment": {...}}``).
     """
@@ -41,6 +42,14 @@ def train_configs(
     base = TrainConfig(**resolve_options(layers))
     folds = [base.fold] if fold is None else folds_to_run(fold, base.folds)
     configs = [replace(base, fold=index) for index in folds]
+    if base.view_list:
+        if "slice_axis" in overlay_options(layers):
+            raise MedgraftError("--views trains each view it lists: leave out --slice-axis")
+        configs = [
+            replace(config, slice_axis=view, output=str(Path(config.output) / view))
+            for config in configs
+            for view in base.view_list
+        ]
     if base.resume:
         given = overlay_options(layers)
         return [resumed_config(config, given) for config in configs]

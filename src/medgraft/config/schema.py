@@ -133,6 +133,11 @@ class TrainConfig:
     slice_axis: str = option(
         "axial", "Volumes: the view 2.5D slices are cut in, axial | coronal | sagittal."
     )
+    views: str | None = option(
+        None,
+        "Volumes: train one model per view, comma-separated (e.g. axial,coronal,sagittal), "
+        "each in <output>/<view>/; predict --model <output> averages them.",
+    )
     image_size: int = option(256, "Training size of 2D images (resized).", min=1)
     orientation: str = option("RAS", "Axis codes volumes are reoriented to.", cli=False)
     spacing: str = option("auto", "auto (median in-plane) | none | x,y[,z] in mm.")
@@ -178,10 +183,19 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.slice_axis not in SLICE_VIEWS:
-            raise MedgraftError(
-                f"slice axis must be one of {', '.join(SLICE_VIEWS)}, not {self.slice_axis!r}"
-            )
+        for name, view in [
+            ("slice axis", self.slice_axis),
+            *(("views", v) for v in self.view_list),
+        ]:
+            if view not in SLICE_VIEWS:
+                raise MedgraftError(f"{name} must be one of {', '.join(SLICE_VIEWS)}, not {view!r}")
+        if len(set(self.view_list)) != len(self.view_list):
+            raise MedgraftError(f"views lists a view twice: {self.views!r}")
+
+    @property
+    def view_list(self) -> list[str]:
+        """The views of a multi-view run (``views``), empty for a single-view one."""
+        return [v.strip() for v in self.views.split(",")] if self.views else []
 
 
 OUTPUT_FORMATS = ("nifti", "dicom-seg", "both")

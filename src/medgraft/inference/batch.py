@@ -37,7 +37,7 @@ from medgraft.inference.postprocess import (
 )
 from medgraft.inference.predictor import Predictor
 from medgraft.inference.qa_page import PageRow, render_page, thumbnail_png
-from medgraft.models.checkpoint import load_checkpoint
+from medgraft.models.checkpoint import ensemble_checkpoints, load_checkpoint
 from medgraft.runtime import amp_dtype, console, progress, rank_and_world, select_device
 
 SAFE_CHARACTERS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
@@ -130,8 +130,9 @@ def check_output_location(inputs: list[Path], output_dir: Path) -> None:
 
 
 def load_predictor(models: list[Path], options: PredictOptions) -> Predictor:
-    """The (ensembled) models; ``options`` left unset follow the first model's defaults."""
-    checkpoints = [load_checkpoint(m) for m in models]
+    """The (ensembled) models, a folder of folds or views counting as all of them;
+    ``options`` left unset follow the first model's defaults."""
+    checkpoints = [load_checkpoint(c) for m in models for c in ensemble_checkpoints(m)]
     device = select_device(options.device)
     return Predictor.from_checkpoints(
         checkpoints,

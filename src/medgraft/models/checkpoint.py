@@ -10,13 +10,14 @@ state ``--resume`` needs. The key names are kept from earlier versions so old ru
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from medgraft.config.schema import InferenceOptions
+from medgraft.config.schema import SLICE_VIEWS, InferenceOptions
 from medgraft.data.transforms import Preprocessing
 from medgraft.errors import MedgraftError, first_line
 from medgraft.files import atomic_write
@@ -24,6 +25,8 @@ from medgraft.models.registry import get_encoder
 from medgraft.models.unet import Architecture, Segmenter, build_segmenter
 
 CHECKPOINT_FORMAT = "medgraft-checkpoint-v1"
+FOLD = re.compile(r"fold_\d+")
+"""A cross-validation fold's run folder (``--folds K --fold N``)."""
 INPUTS_THAT_MUST_AGREE = ("volumetric", "channels", "slices", "image_size")
 """What every model of an ensemble must share to take the same input."""
 
@@ -159,6 +162,26 @@ def resolve_checkpoint_path(model: str | Path) -> Path:
     if not path.is_file():
         raise MedgraftError(f"{path}: checkpoint not found")
     return path
+
+
+def ensemble_checkpoints(model: str | Path) -> list[Path]:
+    """The models ``--model`` names: a checkpoint file, a run folder's ``best.pt``, or else
+    those of the folder's folds (``fold_N/``) and views (``axial/``…, from ``--views``), so a
+    cross-validation or multi-view run is ensembled whole."""
+    path = Path(model)
+    if not path.is_dir() or (path / "best.pt").is_file():
+        return [resolve_checkpoint_path(path)]
+    parts = sorted(
+        part
+        for part in path.iterdir()
+        if part.is_dir() and (part.name in SLICE_VIEWS or FOLD.fullmatch(part.name))
+    )
+    found = [checkpoint for part in parts for checkpoint in ensemble_checkpoints(part)]
+    if not found:
+        raise MedgraftError(
+            f"{path}: checkpoint not found (no best.pt, nor fold_N/ or view folders holding one)"
+        )
+    return found
 
 
 def load_checkpoint(model: str | Path) -> Checkpoint:

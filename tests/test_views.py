@@ -1,0 +1,79 @@
+"""Multi-view runs: ``--views`` trains one 2.5D model per view, each a run of its own in
+``<output>/<view>/``, and ``predict --model <output>`` averages every model under a folder of
+views or folds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import invoke
+
+from medgraft.config.resolve import train_configs
+from medgraft.config.schema import PredictOptions
+from medgraft.errors import MedgraftError
+from medgraft.inference.batch import load_predictor
+from medgraft.models.checkpoint import ensemble_checkpoints
+
+
+def test_views_give_one_run_per_fold_and_view():
+    flags = {"data": "d", "output": "out", "views": "axial, sagittal", "folds": 3}
+    configs = train_configs(flags, fold="all")
+    assert [(c.fold, c.slice_axis, c.output) for c in configs] == [
+        (fold, view, str(Path("out") / view)) for fold in range(3) for view in ("axial", "sagittal")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ({"views": "axial,axial"}, "views lists a view twice"),
+        ({"views": "axial,oblique"}, r"views must be one of .*not 'oblique'"),
+        ({"views": "axial,coronal", "slice_axis": "coronal"}, "leave out --slice-axis"),
+    ],
+)
+def test_wrong_views_are_refused_by_name(flags: dict, message: str):
+    with pytest.raises(MedgraftError, match=message):
+        train_configs({"data": "d", "output": "out", **flags})
+
+
+def test_a_folder_of_views_and_folds_means_all_their_models(tmp_path: Path):
+    for part in ("axial/fold_0", "axial/fold_1", "coronal/fold_0", "notes", "runs-old"):
+        (tmp_path / part).mkdir(parents=True)
+    for part in ("axial/fold_0", "axial/fold_1", "coronal/fold_0", "runs-old"):
+        (tmp_path / part / "best.pt").touch()
+    assert ensemble_checkpoints(tmp_path) == [
+        tmp_path / p / "best.pt" for p in ("axial/fold_0", "axial/fold_1", "coronal/fold_0")
+    ]
+    assert ensemble_checkpoints(tmp_path / "axial" / "fold_1") == [
+        tmp_path / "axial/fold_1/best.pt"
+    ]
+    with pytest.raises(MedgraftError, match="notes: checkpoint not found"):
+        ensemble_checkpoints(tmp_path / "notes")
+
+
+def test_views_train_and_predict_as_one_ensemble(micro_msd: Path, runner, tmp_path: Path):
+    run = tmp_path / "run"
+    common = ["--epochs", "1", "--batch-size", "16", "--val-fraction", "0.25"]
+    result = invoke(
+        runner, "train", "--data", micro_msd, "--output", run, "--views", "axial,sagittal",
+        *common,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    predictor = load_predictor([run], PredictOptions())
+    assert predictor.slice_axes == [2, 0]  # axial then sagittal, in RAS
+    masks = tmp_path / "masks"
+    image = next((micro_msd / "imagesTr").glob("*.nii.gz"))
+    predicted = invoke(runner, "predict", "--model", run, "-i", image, "-o", masks)
+    assert predicted.exit_code == 0, predicted.output
+    assert (masks / image.name).is_file()
+
+
+def test_views_are_refused_for_2d_images(tiny_2d: Path, runner, tmp_path: Path):
+    result = invoke(
+        runner, "train", "--data", tiny_2d, "--output", tmp_path / "run", "--views",
+        "axial,coronal",
+    )  # fmt: skip
+    assert result.exit_code != 0
+    assert "--views needs volumes" in str(result.exception) + result.output
+    assert not (tmp_path / "run" / "axial").exists()
