@@ -60,6 +60,13 @@ def test_views_train_and_predict_as_one_ensemble(micro_msd: Path, runner, tmp_pa
         *common,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
+    resumed = invoke(
+        runner, "train", "--data", micro_msd, "--output", run, "--views", "axial,sagittal",
+        *common[2:], "--epochs", "2", "--resume",
+    )  # fmt: skip
+    assert resumed.exit_code == 0, resumed.output
+    for view in ("axial", "sagittal"):
+        assert "run extended from 1 to 2 epochs" in (run / view / "run.log").read_text()
     predictor = load_predictor([run], PredictOptions())
     assert predictor.slice_axes == [2, 0]  # axial then sagittal, in RAS
     masks = tmp_path / "masks"
