@@ -206,20 +206,25 @@ def finished(run: Path, expected_sha256: str, redo_changed: bool) -> bool:
         return len(list(csv.DictReader(handle))) >= saved["train_config"]["epochs"]
 
 
-def expected_options(
+def fold_runs(
     name: str, data: Path, output: Path, fold: int, change: dict | None = None
-) -> str:
-    """The options fingerprint ``medgraft train`` will record for this fold."""
+) -> dict[Path, str]:
+    """The run folders ``medgraft train`` writes for this fold (one, or one per view of a
+    ``views`` recipe), each with the options fingerprint it will record."""
     from medgraft.config.loading import options_sha256
-    from medgraft.config.resolve import train_configs
+    from medgraft.config.resolve import run_folder, train_configs
 
     flags = {"data": str(data), "output": str(output), "folds": FOLDS, "offline": True}
-    [config] = train_configs(
+    configs = train_configs(
         flags | DATASETS[name]["options"] | (change or {}),
         recipe=DATASETS[name]["recipe"],
         fold=str(fold),
     )
-    return options_sha256(config)
+    return {run_folder(config): options_sha256(config) for config in configs}
+
+
+def fold_finished(runs: dict[Path, str], redo_changed: bool) -> bool:
+    return all([finished(run, sha256, redo_changed) for run, sha256 in runs.items()])
 
 
 def train(
@@ -234,47 +239,73 @@ def train(
     data = dataset_folder(name)
     options = setup["options"] | (change or {})
     for fold in folds:
-        run = output / f"fold_{fold}"
-        if finished(run, expected_options(name, data, output, fold, change), redo_changed):
-            print(f"{run}: finished, skipped", flush=True)
+        runs, timed = fold_runs(name, data, output, fold, change), output / f"fold_{fold}"
+        if fold_finished(runs, redo_changed):
+            print(f"{timed}: finished, skipped", flush=True)
             continue
-        resume = ["--resume"] if (run / "last.pt").exists() else []
-        count_killed_call(run)
-        with Measurement() as measured, Heartbeat(measured, run / HEARTBEAT):
+        for run in runs:  # each view's run folder: the CV's split, so the cases pair up
+            split = run.parent / "splits.json"
+            if run.parent != output and not split.exists() and (output / "splits.json").exists():
+                split.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(output / "splits.json", split)
+        resume = ["--resume"] if any((run / "last.pt").exists() for run in runs) else []
+        timed.mkdir(parents=True, exist_ok=True)
+        fingerprint = "+".join(runs.values())
+        count_killed_call(timed, fingerprint)
+        with Measurement() as measured, Heartbeat(measured, timed / HEARTBEAT):
             medgraft(
                 "train", "--recipe", setup["recipe"], "--data", str(data), "--output",
                 str(output), "--folds", str(FOLDS), "--fold", str(fold), "--offline",
                 *cli_flags(options), *resume,
             )  # fmt: skip
-        add_wall_time(run, measured.seconds, measured.other_jobs_cores)
+        add_wall_time(timed, fingerprint, measured.seconds, measured.other_jobs_cores)
+        split = next(iter(runs)).parent / "splits.json"
+        if not (output / "splits.json").exists():  # a views recipe splits in its view folders
+            shutil.copyfile(split, output / "splits.json")
 
 
-def count_killed_call(run: Path) -> None:
+def count_killed_call(fold: Path, fingerprint: str) -> None:
     """Add a killed call's time, from the heartbeat it left, to the fold's ``wall.json``."""
-    heartbeat = run / HEARTBEAT
+    heartbeat = fold / HEARTBEAT
     if heartbeat.exists():
         spent = json.loads(heartbeat.read_text())
-        add_wall_time(run, spent["seconds"], spent["other_jobs_cores"], killed=True)
+        add_wall_time(fold, fingerprint, spent["seconds"], spent["other_jobs_cores"], killed=True)
         heartbeat.unlink()
 
 
-def add_wall_time(run: Path, seconds: float, other_jobs_cores: float, killed: bool = False) -> None:
+def add_wall_time(
+    fold: Path, fingerprint: str, seconds: float, other_jobs_cores: float, killed: bool = False
+) -> None:
     """Sum the fold's training calls (an interrupted fold takes several) in ``wall.json``;
     the other jobs' cores are averaged over the calls' wall time. A ``killed`` call counts
     up to its last heartbeat (at most 30 s short); the machine and versions are those of the
-    call that finished the fold."""
-    path = run / "wall.json"
-    done = json.loads(path.read_text()) if path.exists() else {"seconds": 0.0, "calls": 0}
+    call that finished the fold. Times of runs with another fingerprint (a recipe since
+    changed, retrained in new run folders) start anew."""
+    path = fold / "wall.json"
+    done = json.loads(path.read_text()) if path.exists() else {}
+    if done and _timed_fingerprint(fold, done) != fingerprint:
+        done = {}
+    done = {"seconds": 0.0, "calls": 0, **done}
     other_core_seconds = done.get("other_jobs_cores", 0.0) * done["seconds"]
     total = done["seconds"] + seconds
     record = {
         **machine(),
+        "options_sha256": fingerprint,
         "seconds": total,
         "calls": done["calls"] + 1,
         "killed_calls": done.get("killed_calls", 0) + killed,
         "other_jobs_cores": (other_core_seconds + other_jobs_cores * seconds) / total,
     }
     path.write_text(json.dumps(record, indent=1))
+
+
+def _timed_fingerprint(fold: Path, wall: dict) -> str:
+    """The options the times in ``wall`` were spent on; files written before they said so
+    belong to the single run in the fold's folder."""
+    if "options_sha256" in wall:
+        return wall["options_sha256"]
+    config = fold / "config.json"
+    return json.loads(config.read_text())["options_sha256"] if config.exists() else ""
 
 
 def fold_cases(output: Path, fold: int) -> list[str]:
@@ -295,11 +326,11 @@ def evaluate_fold(
     output: Path,
     fold: int,
     variant: str,
-    models: list[Path] | None = None,
+    models: list[Path],
     predict_flags: tuple[str, ...] = (),
 ) -> list[dict]:
-    """Per-case scores of the fold's validation cases, segmented by the fold's **last-epoch**
-    model (``last.pt``: those cases choose no checkpoint), or the ensemble of ``models``, with
+    """Per-case scores of the fold's validation cases, segmented by ``models`` (the fold's
+    **last-epoch** models, ``last.pt``: those cases choose no checkpoint) with
     ``medgraft predict`` (``recipe`` defaults or ``raw``: no clean-up; ``predict_flags`` added)
     and scored at the images' own resolution.
 
@@ -311,7 +342,6 @@ def evaluate_fold(
 
     run = output / f"fold_{fold}"
     run.mkdir(parents=True, exist_ok=True)
-    models = models or [run / "last.pt"]
     scores = run / f"cases-{variant}.json"
     newest_model = max(model.stat().st_mtime for model in models)
     if scores.exists() and scores.stat().st_mtime > newest_model:
@@ -364,11 +394,11 @@ def evaluate_fold(
     return rows
 
 
-def fold_record(name: str, output: Path, fold: int) -> dict:
-    """How the fold was trained and timed: its options fingerprint, wall time, machine."""
-    run = output / f"fold_{fold}"
-    config = json.loads((run / "config.json").read_text())
-    wall = json.loads((run / "wall.json").read_text())
+def fold_record(name: str, output: Path, fold: int, runs: list[Path]) -> dict:
+    """How the fold was trained and timed: its options fingerprints (one per run folder, a
+    view each for a ``views`` recipe, joined by ``+``), wall time, machine."""
+    config = json.loads((runs[0] / "config.json").read_text())
+    wall = json.loads((output / f"fold_{fold}" / "wall.json").read_text())
     return {
         **wall,
         "dataset": name,
@@ -377,25 +407,27 @@ def fold_record(name: str, output: Path, fold: int) -> dict:
         "cases": len(fold_cases(output, fold)),
         "epochs": config["train_config"]["epochs"],
         "checkpoint": "last.pt",
-        "options_sha256": config["options_sha256"],
+        "options_sha256": "+".join(
+            json.loads((run / "config.json").read_text())["options_sha256"] for run in runs
+        ),
         "seconds": f"{wall['seconds']:.1f}",
         "other_jobs_cores": f"{wall['other_jobs_cores']:.2f}",
         "shared": "yes" if wall["other_jobs_cores"] > SHARED_ABOVE else "no",
     }
 
 
-def ensemble_record(name: str, outputs: list[Path], fold: int) -> dict:
-    """An ensemble's fold as one training: its members' wall times added up, their other
-    jobs' cores averaged over that time, and their fingerprints joined."""
-    members = [fold_record(name, output, fold) for output in outputs]
-    seconds = sum(float(m["seconds"]) for m in members)
-    core_seconds = sum(float(m["other_jobs_cores"]) * float(m["seconds"]) for m in members)
+def ensemble_record(name: str, members: list[tuple[Path, list[Path]]], fold: int) -> dict:
+    """An ensemble's fold as one training: its members' (output, run folders) wall times
+    added up, their other jobs' cores averaged over that time, and their fingerprints joined."""
+    records = [fold_record(name, output, fold, runs) for output, runs in members]
+    seconds = sum(float(m["seconds"]) for m in records)
+    core_seconds = sum(float(m["other_jobs_cores"]) * float(m["seconds"]) for m in records)
     other_cores = core_seconds / seconds
     return {
-        **members[0],
-        "options_sha256": "+".join(m["options_sha256"] for m in members),
+        **records[0],
+        "options_sha256": "+".join(m["options_sha256"] for m in records),
         "seconds": f"{seconds:.1f}",
-        "calls": sum(int(m["calls"]) for m in members),
+        "calls": sum(int(m["calls"]) for m in records),
         "other_jobs_cores": f"{other_cores:.2f}",
         "shared": "yes" if other_cores > SHARED_ABOVE else "no",
     }
@@ -424,14 +456,14 @@ def report(work: Path, results: Path, names: list[str], with_raw: bool = True) -
         output = work / name
         data = dataset_folder(name)
         for fold in range(FOLDS):
-            if not finished(
-                output / f"fold_{fold}", expected_options(name, data, output, fold), False
-            ):
+            runs = fold_runs(name, data, output, fold)
+            if not fold_finished(runs, False):
                 print(f"{name} fold {fold}: not finished, left out", flush=True)
                 continue
-            folds.append(fold_record(name, output, fold))
+            folds.append(fold_record(name, output, fold, list(runs)))
+            models = [run / "last.pt" for run in runs]
             for variant in variants(name) if with_raw else ["recipe"]:
-                cases.extend(evaluate_fold(name, output, fold, variant))
+                cases.extend(evaluate_fold(name, output, fold, variant, models))
     _write_rows(target / "cases.csv", CASE_COLUMNS, cases)
     _write_rows(target / "folds.csv", FOLD_COLUMNS, folds)
     print(f"wrote {target / 'cases.csv'} and {target / 'folds.csv'}; now run scripts/report.py")
@@ -463,15 +495,19 @@ def ablate(work: Path, results: Path, names: list[str], redo_changed: bool = Fal
                 train(name, work / "ablations" / member, setup["folds"], change, redo_changed)
         else:
             train(name, output, setup["folds"], setup["change"], redo_changed)
+        data = dataset_folder(name)
         for fold in setup["folds"]:
             tag = {"ablation": ablation, "change": setup["summary"]}
             if members:
-                runs = [work / name, *members]
+                parts = [(work / name, None)] + [
+                    (work / "ablations" / m, ABLATIONS[m]["change"]) for m in setup["ensemble"]
+                ]
+                runs = [(out, list(fold_runs(name, data, out, fold, ch))) for out, ch in parts]
                 folds.append(tag | ensemble_record(name, runs, fold))
-                models = [run / f"fold_{fold}" / "last.pt" for run in runs]
             else:
-                folds.append(tag | fold_record(name, output, fold))
-                models = None
+                runs = [(output, list(fold_runs(name, data, output, fold, setup["change"])))]
+                folds.append(tag | fold_record(name, output, fold, runs[0][1]))
+            models = [run / "last.pt" for _, member in runs for run in member]
             flags = tuple(setup.get("predict", ()))
             rows = evaluate_fold(name, output, fold, "recipe", models, flags)
             cases += [tag | row for row in rows]

@@ -4,6 +4,8 @@ views or folds."""
 
 from __future__ import annotations
 
+import csv
+import shutil
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,14 @@ def test_views_give_one_run_per_fold_and_view():
     assert [(c.fold, c.slice_axis, c.output) for c in configs] == [
         (fold, view, str(Path("out") / view)) for fold in range(3) for view in ("axial", "sagittal")
     ]
+
+
+def test_resuming_a_set_of_runs_starts_the_ones_never_started(tmp_path: Path):
+    flags = {"data": "d", "output": str(tmp_path), "views": "axial,sagittal", "resume": True}
+    assert [c.resume for c in train_configs(flags)] == [True, True]  # none began: reported
+    (tmp_path / "axial").mkdir()
+    (tmp_path / "axial" / "last.pt").touch()
+    assert [c.resume for c in train_configs(flags)] == [True, False]
 
 
 @pytest.mark.parametrize(
@@ -60,13 +70,15 @@ def test_views_train_and_predict_as_one_ensemble(micro_msd: Path, runner, tmp_pa
         *common,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
+    shutil.rmtree(run / "sagittal")  # as if killed before the second view started
     resumed = invoke(
         runner, "train", "--data", micro_msd, "--output", run, "--views", "axial,sagittal",
         *common[2:], "--epochs", "2", "--resume",
     )  # fmt: skip
     assert resumed.exit_code == 0, resumed.output
-    for view in ("axial", "sagittal"):
-        assert "run extended from 1 to 2 epochs" in (run / view / "run.log").read_text()
+    assert "run extended from 1 to 2 epochs" in (run / "axial" / "run.log").read_text()
+    with (run / "sagittal" / "metrics.csv").open() as handle:
+        assert [row["epoch"] for row in csv.DictReader(handle)] == ["1", "2"]
     predictor = load_predictor([run], PredictOptions())
     assert predictor.slice_axes == [2, 0]  # axial then sagittal, in RAS
     masks = tmp_path / "masks"

@@ -69,14 +69,29 @@ def test_heartbeat_goes_after_a_clean_call_and_stays_after_a_failed_one(tmp_path
 
 def test_a_killed_call_is_added_to_the_fold_once(tmp_path: Path):
     (tmp_path / "wall.json").write_text(
-        json.dumps({"seconds": 50.0, "calls": 1, "other_jobs_cores": 0.0})
+        json.dumps({"seconds": 50.0, "calls": 1, "other_jobs_cores": 0.0, "options_sha256": "a"})
     )
     (tmp_path / accuracy_cv.HEARTBEAT).write_text(
         json.dumps({"seconds": 100.0, "other_jobs_cores": 1.5})
     )
-    accuracy_cv.count_killed_call(tmp_path)
-    accuracy_cv.count_killed_call(tmp_path)  # the heartbeat was used up: nothing more
+    accuracy_cv.count_killed_call(tmp_path, "a")
+    accuracy_cv.count_killed_call(tmp_path, "a")  # the heartbeat was used up: nothing more
     wall = json.loads((tmp_path / "wall.json").read_text())
     assert (wall["seconds"], wall["calls"], wall["killed_calls"]) == (150.0, 2, 1)
     assert wall["other_jobs_cores"] == pytest.approx(1.0)
     assert not (tmp_path / accuracy_cv.HEARTBEAT).exists()
+
+
+def test_times_of_a_changed_recipe_start_anew(tmp_path: Path):
+    """A fold folder that held the single-view run of an earlier recipe (its fingerprint in
+    its config.json, its wall.json from before fingerprints were written there) times a
+    multi-view recipe's runs from zero."""
+    (tmp_path / "config.json").write_text(json.dumps({"options_sha256": "axial"}))
+    (tmp_path / "wall.json").write_text(
+        json.dumps({"seconds": 600.0, "calls": 1, "other_jobs_cores": 0.0})
+    )
+    accuracy_cv.add_wall_time(tmp_path, "axial", 10.0, 0.0)
+    assert json.loads((tmp_path / "wall.json").read_text())["seconds"] == 610.0
+    accuracy_cv.add_wall_time(tmp_path, "axial+coronal", 20.0, 0.0)
+    wall = json.loads((tmp_path / "wall.json").read_text())
+    assert (wall["seconds"], wall["calls"], wall["options_sha256"]) == (20.0, 1, "axial+coronal")

@@ -52,8 +52,20 @@ def train_configs(
         ]
     if base.resume:
         given = overlay_options(layers)
-        return [resumed_config(config, given) for config in configs]
+        started = [(run_folder(c) / "last.pt").exists() for c in configs]
+        # several runs (folds, views) continue where the set stopped: the ones never started
+        # start now; with none started, the trainer reports the missing last.pt
+        return [
+            resumed_config(c, given) if began or not any(started) else replace(c, resume=False)
+            for c, began in zip(configs, started, strict=True)
+        ]
     return configs
+
+
+def run_folder(config: TrainConfig) -> Path:
+    """Where a run writes its checkpoints: ``--output``, or its ``fold_N`` for ``--folds``."""
+    root = Path(config.output)
+    return root / f"fold_{config.fold}" if config.folds and not config.split_file else root
 
 
 RESUME_MAY_CHANGE = {"data", "output", "resume", "epochs", "device", "num_workers", "cache_dir"}
@@ -66,8 +78,7 @@ def resumed_config(config: TrainConfig, given: dict[str, Any]) -> TrainConfig:
     Any other given option that differs from the saved run is refused: a resumed run must be
     the run it continues. Without a saved config the trainer reports the missing ``last.pt``.
     """
-    run_dir = Path(config.output) / (f"fold_{config.fold}" if config.folds else "")
-    saved_file = run_dir / "config.yaml"
+    saved_file = run_folder(config) / "config.yaml"
     if not saved_file.is_file():
         return config
     saved = resolve_options([load_saved_config(saved_file)])

@@ -25,7 +25,7 @@ from monai.transforms import Compose
 from monai.utils import set_determinism
 
 from medgraft.config.loading import options_sha256, resolve_options
-from medgraft.config.resolve import RESUME_MAY_CHANGE
+from medgraft.config.resolve import RESUME_MAY_CHANGE, run_folder
 from medgraft.config.schema import TrainConfig
 from medgraft.data.augment import Augment2Dd
 from medgraft.data.cases import apply_intensity, load_cases
@@ -240,11 +240,10 @@ class Trainer:
     def _select_cases(self, spec: DatasetSpec) -> tuple[list[dict], list[dict]]:
         """Training and validation cases (split file, fold, or seeded split) and the run folder."""
         config, root = self.config, Path(self.config.output)
-        self.run_dir = root
+        self.run_dir = run_folder(config)
         if config.split_file:
             return explicit_split(spec.training, Path(config.split_file))
         if config.folds:
-            self.run_dir = root / f"fold_{config.fold}"
             return fold_split(spec.training, root, config.folds, config.fold, config.seed)
         return split_cases(spec.training, config.val_fraction, config.seed)
 
