@@ -135,6 +135,9 @@ ABLATIONS = {
         "summary": "320 px instead of 160 (`--image-size 320`)",
     },
 }
+ABLATION_COLUMNS = ["ablation", "change", "baseline"]
+"""``baseline``: the ablation a change is paired with when it was measured against an earlier
+recipe (empty: the recipe's CV)."""
 ANCHORS = {
     "hippocampus": "nnU-Net (Isensee et al. 2021, MSD): 0.90 anterior / 0.89 posterior",
     "kvasir": "U-Net 0.82, ResUNet++ 0.81, PraNet 0.90 mean Dice (as cited in the issue)",
@@ -398,7 +401,7 @@ def fold_record(name: str, output: Path, fold: int, runs: list[Path]) -> dict:
     """How the fold was trained and timed: its options fingerprints (one per run folder, a
     view each for a ``views`` recipe, joined by ``+``), wall time, machine."""
     config = json.loads((runs[0] / "config.json").read_text())
-    wall = json.loads((output / f"fold_{fold}" / "wall.json").read_text())
+    wall = fold_wall_time(output / f"fold_{fold}", runs)
     return {
         **wall,
         "dataset": name,
@@ -413,6 +416,24 @@ def fold_record(name: str, output: Path, fold: int, runs: list[Path]) -> dict:
         "seconds": f"{wall['seconds']:.1f}",
         "other_jobs_cores": f"{wall['other_jobs_cores']:.2f}",
         "shared": "yes" if wall["other_jobs_cores"] > SHARED_ABOVE else "no",
+    }
+
+
+def fold_wall_time(fold: Path, runs: list[Path]) -> dict:
+    """The time the fold's runs took: the calls timed in the fold's folder, plus that of each
+    run trained before on its own (a view's run reused from an ablation, say) from the
+    ``wall.json`` in its own folder; other jobs' cores averaged over the total."""
+    walls = [
+        json.loads(path.read_text())
+        for path in dict.fromkeys(folder / "wall.json" for folder in (fold, *runs))
+        if path.exists()
+    ]
+    seconds = sum(w["seconds"] for w in walls)
+    return {
+        **walls[-1],
+        "seconds": seconds,
+        "calls": sum(w["calls"] for w in walls),
+        "other_jobs_cores": sum(w["other_jobs_cores"] * w["seconds"] for w in walls) / seconds,
     }
 
 
@@ -497,7 +518,11 @@ def ablate(work: Path, results: Path, names: list[str], redo_changed: bool = Fal
             train(name, output, setup["folds"], setup["change"], redo_changed)
         data = dataset_folder(name)
         for fold in setup["folds"]:
-            tag = {"ablation": ablation, "change": setup["summary"]}
+            tag = {
+                "ablation": ablation,
+                "change": setup["summary"],
+                "baseline": setup.get("baseline", ""),
+            }
             if members:
                 parts = [(work / name, None)] + [
                     (work / "ablations" / m, ABLATIONS[m]["change"]) for m in setup["ensemble"]
@@ -511,8 +536,8 @@ def ablate(work: Path, results: Path, names: list[str], redo_changed: bool = Fal
             flags = tuple(setup.get("predict", ()))
             rows = evaluate_fold(name, output, fold, "recipe", models, flags)
             cases += [tag | row for row in rows]
-    _write_rows(target / "ablations.csv", ["ablation", "change", *CASE_COLUMNS], cases)
-    _write_rows(target / "ablation_folds.csv", ["ablation", "change", *FOLD_COLUMNS], folds)
+    _write_rows(target / "ablations.csv", [*ABLATION_COLUMNS, *CASE_COLUMNS], cases)
+    _write_rows(target / "ablation_folds.csv", [*ABLATION_COLUMNS, *FOLD_COLUMNS], folds)
     print(f"wrote {target / 'ablations.csv'}; now run scripts/report.py")
 
 

@@ -342,8 +342,10 @@ def ablation_section(root: Path, cases: list[dict], folds: list[dict]) -> list[s
         "",
         "Each change is one option added to the shipped recipe, trained on the folds named with "
         "the CV's split and scored like the CV; the recipe's figures are its CV rows for the "
-        "same folds and cases. Differences are paired over cases [95% bootstrap]; one training "
-        "run per arm, so run-to-run variation is not in the interval."
+        "same folds and cases. A change measured before the recipe took up another row's "
+        "change says *against* that row, whose runs it is then paired with. Differences are "
+        "paired over cases [95% bootstrap]; one training run per arm, so run-to-run variation "
+        "is not in the interval."
         + (
             " Rows without the clean-up score the CV's own models without it, so they need no "
             "training."
@@ -358,17 +360,27 @@ def ablation_section(root: Path, cases: list[dict], folds: list[dict]) -> list[s
     for ablation in dict.fromkeys(r["ablation"] for r in changed):
         rows = [r for r in changed if r["ablation"] == ablation]
         name, fold_ids = rows[0]["dataset"], sorted({r["fold"] for r in rows})
-        recipe_rows = [
-            r
-            for r in cases
-            if r["dataset"] == name and r["variant"] == "recipe" and r["fold"] in fold_ids
-        ]
-        recipe_folds = [f for f in folds if f["dataset"] == name and f["fold"] in fold_ids]
+        change, baseline = rows[0]["change"], rows[0].get("baseline", "")
+        if baseline:  # measured against an earlier recipe: that ablation's runs
+            recipe_rows = [
+                r for r in changed if r["ablation"] == baseline and r["fold"] in fold_ids
+            ]
+            recipe_folds = [
+                f for f in changed_folds if f["ablation"] == baseline and f["fold"] in fold_ids
+            ]
+            change += f"; against: {recipe_rows[0]['change']}"
+        else:
+            recipe_rows = [
+                r
+                for r in cases
+                if r["dataset"] == name and r["variant"] == "recipe" and r["fold"] in fold_ids
+            ]
+            recipe_folds = [f for f in folds if f["dataset"] == name and f["fold"] in fold_ids]
         wall = ", ".join(
             _wall_text(arm)
             for arm in (recipe_folds, [f for f in changed_folds if f["ablation"] == ablation])
         )
-        head = [rows[0]["change"], DATASETS[name].title, ", ".join(fold_ids)]
+        head = [change, DATASETS[name].title, ", ".join(fold_ids)]
         lines += _paired_rows(head, rows, recipe_rows, wall)
     for name in cleaned:
         raw = [r for r in cases if r["dataset"] == name and r["variant"] == "raw"]

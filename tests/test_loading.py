@@ -84,6 +84,7 @@ def test_train_config_round_trips_with_every_field_changed(tmp_path: Path) -> No
         default = f.default_factory() if f.default_factory is not MISSING else f.default
         values[f.name] = "some/folder" if default is MISSING else _changed(default, f.type)
     values["slice_axis"] = "sagittal"  # one of a few names: checked when the config is built
+    values["views"] = "coronal,axial"
     original = TrainConfig(**values)
     path = tmp_path / "config.yaml"
     save_config(original, path)

@@ -180,6 +180,51 @@ def test_an_ablation_is_paired_with_the_recipe_on_the_same_cases(copy_of_repo: P
     assert section.count("| ahead |") == 3  # each class and the mean
 
 
+def test_a_change_against_an_earlier_recipe_is_paired_with_that_ablation(copy_of_repo: Path):
+    """After the recipe takes up a change, a change measured on the recipe before it is paired
+    with the ablation that undoes the change (its runs are the old recipe's), not the CV."""
+    folder = copy_of_repo / "docs" / "results" / "accuracy"
+    fold = [
+        r
+        for r in report.read_csv(folder / "cases.csv")
+        if r["dataset"] == "hippocampus" and r["fold"] == "0" and r["variant"] == "recipe"
+    ]
+    folds = [
+        r
+        for r in report.read_csv(folder / "folds.csv")
+        if r["dataset"] == "hippocampus" and r["fold"] == "0"
+    ]
+
+    def shifted(rows: list[dict], by: float) -> list[dict]:
+        return [r | {"dice": f"{min(1.0, max(0.0, float(r['dice']) + by)):.5f}"} for r in rows]
+
+    arms = {  # the old recipe far behind the CV; the change a little ahead of the old recipe
+        "old": ("the old recipe", "", shifted(fold, -0.2)),
+        "new": ("a change", "old", shifted(fold, -0.17)),
+    }
+    cases = [
+        {"ablation": name, "change": change, "baseline": baseline} | r
+        for name, (change, baseline, rows) in arms.items()
+        for r in rows
+    ]
+    fold_rows = [
+        {"ablation": name, "change": change, "baseline": baseline} | r
+        for name, (change, baseline, _) in arms.items()
+        for r in folds
+    ]
+    for name, rows in (("ablations.csv", cases), ("ablation_folds.csv", fold_rows)):
+        with (folder / name).open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    page = report.accuracy_page(copy_of_repo)
+    section = page[page.index("## Ablations") :]
+    [old] = [line for line in section.splitlines() if line.startswith("| the old recipe |")]
+    [new] = [line for line in section.splitlines() if line.startswith("| a change")]
+    assert "| behind |" in old
+    assert new.startswith("| a change; against: the old recipe |") and "| ahead |" in new
+
+
 def test_the_clean_up_is_paired_class_by_class_with_the_same_models(copy_of_repo: Path):
     path = copy_of_repo / "docs" / "results" / "accuracy" / "cases.csv"
     cases = [r for r in report.read_csv(path) if r["variant"] != "raw"]

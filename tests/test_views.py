@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import invoke
 
+from medgraft.config.loading import options_sha256
 from medgraft.config.resolve import train_configs
 from medgraft.config.schema import PredictOptions
 from medgraft.errors import MedgraftError
@@ -24,6 +25,16 @@ def test_views_give_one_run_per_fold_and_view():
     assert [(c.fold, c.slice_axis, c.output) for c in configs] == [
         (fold, view, str(Path("out") / view)) for fold in range(3) for view in ("axial", "sagittal")
     ]
+
+
+def test_a_view_of_a_set_is_the_same_run_as_that_view_alone():
+    alone = train_configs({"data": "d", "output": "out/coronal", "slice_axis": "coronal"})
+    in_set = train_configs({"data": "d", "output": "out", "views": "axial,coronal"})
+    assert options_sha256(in_set[1]) == options_sha256(alone[0])
+    assert options_sha256(in_set[0]) != options_sha256(in_set[1])
+    [single] = train_configs({"data": "d", "output": "out/coronal", "views": "coronal"})
+    assert (single.output, single.slice_axis) == ("out/coronal", "coronal")
+    assert options_sha256(single) == options_sha256(alone[0])
 
 
 def test_resuming_a_set_of_runs_starts_the_ones_never_started(tmp_path: Path):

@@ -109,12 +109,14 @@ def _overlay(base: dict[str, Any], layer: dict[str, Any], cls: type) -> dict[str
 
 
 NOT_IN_OPTIONS_HASH = frozenset(
-    {"output", "resume", "overwrite", "device", "num_workers", "cache_dir", "offline"}
+    {"output", "resume", "overwrite", "device", "num_workers", "cache_dir", "offline", "views"}
 )
-"""Where a run is written, on what hardware, whether it may download: not what it computes."""
+"""Where a run is written, on what hardware, whether it may download: not what it computes.
+``views`` only says which single-view runs exist beside it (each records its ``slice_axis``),
+so a view's run trained on its own is the same run as that view of a ``--views`` set."""
 
 
-ADDED_LATER = {"labels_dir": None, "roi_dir": None, "slice_axis": "axial", "views": None}
+ADDED_LATER = {"labels_dir": None, "roi_dir": None, "slice_axis": "axial"}
 """Options added after runs were fingerprinted, with the value that reproduces what those runs
 did: at that value an option is left out of the fingerprint, so adding it does not make every
 earlier run look changed."""

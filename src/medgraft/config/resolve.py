@@ -45,8 +45,13 @@ def train_configs(
     if base.view_list:
         if "slice_axis" in overlay_options(layers):
             raise MedgraftError("--views trains each view it lists: leave out --slice-axis")
+        several = len(base.view_list) > 1  # one view is a plain run in that view
         configs = [
-            replace(config, slice_axis=view, output=str(Path(config.output) / view))
+            replace(
+                config,
+                slice_axis=view,
+                output=str(Path(config.output) / view) if several else config.output,
+            )
             for config in configs
             for view in base.view_list
         ]

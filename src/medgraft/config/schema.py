@@ -136,7 +136,8 @@ class TrainConfig:
     views: str | None = option(
         None,
         "Volumes: train one model per view, comma-separated (e.g. axial,coronal,sagittal), "
-        "each in <output>/<view>/; predict --model <output> averages them.",
+        "each in <output>/<view>/; predict --model <output> averages them. One view: a plain "
+        "run in that view.",
     )
     image_size: int = option(256, "Training size of 2D images (resized).", min=1)
     orientation: str = option("RAS", "Axis codes volumes are reoriented to.", cli=False)
