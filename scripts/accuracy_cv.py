@@ -12,6 +12,9 @@ options fingerprint differs from what the recipe asks for now is refused (``--re
 retrains it). Each call's wall time, the machine, the versions and the cores other jobs used
 meanwhile are added up in ``<fold>/wall.json``; a call killed mid-fold (a session's end) is
 counted from the heartbeat it wrote every 30 s (``wall.running.json``) when the fold resumes.
+A ``views`` recipe trains one run per view (``<view>/fold_k``) in the same call; the fold's
+time is that call's, plus the recorded time of any view's run reused from an earlier training
+(same options fingerprint), and its models are scored as their ensemble.
 
 ``ablate`` trains a recipe with one change (``ABLATIONS``: the options it adds, the folds) in
 ``<work>/ablations/<name>`` with the CV's split, scores it like ``report`` and writes
