@@ -245,7 +245,9 @@ def train(
     data = dataset_folder(name)
     options = setup["options"] | (change or {})
     for fold in folds:
-        runs, timed = fold_runs(name, data, output, fold, change), output / f"fold_{fold}"
+        runs = fold_runs(name, data, output, fold, change)
+        timed, fingerprint = fold_folder(output, fold, list(runs)), fold_fingerprint(runs)
+        count_killed_call(timed, fingerprint)  # first: a call killed after its last epoch too
         if fold_finished(runs, redo_changed):
             print(f"{timed}: finished, skipped", flush=True)
             continue
@@ -256,9 +258,8 @@ def train(
                 shutil.copyfile(output / "splits.json", split)
         resume = ["--resume"] if any((run / "last.pt").exists() for run in runs) else []
         timed.mkdir(parents=True, exist_ok=True)
-        fingerprint = "+".join(runs.values())
-        count_killed_call(timed, fingerprint)
-        with Measurement() as measured, Heartbeat(measured, timed / HEARTBEAT):
+        beat = {"options_sha256": fingerprint}
+        with Measurement() as measured, Heartbeat(measured, timed / HEARTBEAT, extra=beat):
             medgraft(
                 "train", "--recipe", setup["recipe"], "--data", str(data), "--output",
                 str(output), "--folds", str(FOLDS), "--fold", str(fold), "--offline",
@@ -270,12 +271,28 @@ def train(
             shutil.copyfile(split, output / "splits.json")
 
 
+def fold_folder(output: Path, fold: int, runs: list[Path]) -> Path:
+    """Where a fold's training time, predictions and scores are kept: its run folder, or for
+    a ``views`` recipe a folder beside the views' (not ``fold_k``, so ``medgraft predict
+    --model <output>`` still finds only the views)."""
+    single = output / f"fold_{fold}"
+    return single if runs == [single] else output / f"views_fold_{fold}"
+
+
+def fold_fingerprint(runs: dict[Path, str]) -> str:
+    return "+".join(sorted(runs.values()))
+
+
 def count_killed_call(fold: Path, fingerprint: str) -> None:
-    """Add a killed call's time, from the heartbeat it left, to the fold's ``wall.json``."""
+    """Add a killed call's time, from the heartbeat it left, to the fold's ``wall.json``;
+    a heartbeat of other options (a recipe since changed) is dropped."""
     heartbeat = fold / HEARTBEAT
     if heartbeat.exists():
         spent = json.loads(heartbeat.read_text())
-        add_wall_time(fold, fingerprint, spent["seconds"], spent["other_jobs_cores"], killed=True)
+        if spent.get("options_sha256") == fingerprint:
+            add_wall_time(
+                fold, fingerprint, spent["seconds"], spent["other_jobs_cores"], killed=True
+            )
         heartbeat.unlink()
 
 
@@ -334,23 +351,31 @@ def evaluate_fold(
     variant: str,
     models: list[Path],
     predict_flags: tuple[str, ...] = (),
+    folder: Path | None = None,
 ) -> list[dict]:
     """Per-case scores of the fold's validation cases, segmented by ``models`` (the fold's
     **last-epoch** models, ``last.pt``: those cases choose no checkpoint) with
     ``medgraft predict`` (``recipe`` defaults or ``raw``: no clean-up; ``predict_flags`` added)
     and scored at the images' own resolution.
 
-    The rows are kept in ``<fold>/cases-<variant>.json`` next to the model they belong to, so a
-    rerun of ``report`` only scores folds that are new or retrained.
+    The rows are kept in ``<folder>/cases-<variant>.json`` (``folder``: the fold's, see
+    :func:`fold_folder`) with the list of models that gave them, so a rerun of ``report`` only
+    scores folds that are new, retrained or scored by other models.
     """
     from medgraft.data.discovery import discover_dataset
     from medgraft.evaluation.evaluate import evaluate_folders
 
-    run = output / f"fold_{fold}"
+    run = folder or output / f"fold_{fold}"
     run.mkdir(parents=True, exist_ok=True)
-    scores = run / f"cases-{variant}.json"
+    scores, scored_by = run / f"cases-{variant}.json", run / f"cases-{variant}.models.json"
     newest_model = max(model.stat().st_mtime for model in models)
-    if scores.exists() and scores.stat().st_mtime > newest_model:
+    # scores written before the list was kept are trusted on their time alone
+    before = json.loads(scored_by.read_text()) if scored_by.exists() else None
+    if (
+        scores.exists()
+        and scores.stat().st_mtime > newest_model
+        and before in (None, [str(model) for model in models])
+    ):
         return json.loads(scores.read_text())
     options = DATASETS[name]["options"]
     spec = discover_dataset(dataset_folder(name), options.get("labels_dir"), options.get("roi_dir"))
@@ -397,6 +422,7 @@ def evaluate_fold(
         for class_name in evaluation.label_names.values()
     ]
     scores.write_text(json.dumps(rows, indent=1))
+    scored_by.write_text(json.dumps([str(model) for model in models]))
     return rows
 
 
@@ -404,7 +430,10 @@ def fold_record(name: str, output: Path, fold: int, runs: list[Path]) -> dict:
     """How the fold was trained and timed: its options fingerprints (one per run folder, a
     view each for a ``views`` recipe, joined by ``+``), wall time, machine."""
     config = json.loads((runs[0] / "config.json").read_text())
-    wall = fold_wall_time(output / f"fold_{fold}", runs)
+    fingerprints = {
+        run: json.loads((run / "config.json").read_text())["options_sha256"] for run in runs
+    }
+    wall = fold_wall_time(fold_folder(output, fold, runs), fingerprints)
     return {
         **wall,
         "dataset": name,
@@ -413,24 +442,27 @@ def fold_record(name: str, output: Path, fold: int, runs: list[Path]) -> dict:
         "cases": len(fold_cases(output, fold)),
         "epochs": config["train_config"]["epochs"],
         "checkpoint": "last.pt",
-        "options_sha256": "+".join(
-            json.loads((run / "config.json").read_text())["options_sha256"] for run in runs
-        ),
+        "options_sha256": "+".join(fingerprints.values()),
         "seconds": f"{wall['seconds']:.1f}",
         "other_jobs_cores": f"{wall['other_jobs_cores']:.2f}",
         "shared": "yes" if wall["other_jobs_cores"] > SHARED_ABOVE else "no",
     }
 
 
-def fold_wall_time(fold: Path, runs: list[Path]) -> dict:
+def fold_wall_time(fold: Path, runs: dict[Path, str]) -> dict:
     """The time the fold's runs took: the calls timed in the fold's folder, plus that of each
     run trained before on its own (a view's run reused from an ablation, say) from the
-    ``wall.json`` in its own folder; other jobs' cores averaged over the total."""
-    walls = [
-        json.loads(path.read_text())
-        for path in dict.fromkeys(folder / "wall.json" for folder in (fold, *runs))
-        if path.exists()
-    ]
+    ``wall.json`` in its own folder; times spent on other options are left out, and the other
+    jobs' cores are averaged over the total."""
+    timed = {fold: fold_fingerprint(runs)} | {run: sha for run, sha in runs.items() if run != fold}
+    walls = []
+    for folder, fingerprint in timed.items():
+        path = folder / "wall.json"
+        wall = json.loads(path.read_text()) if path.exists() else {}
+        if wall and _timed_fingerprint(folder, wall) == fingerprint:
+            walls.append(wall)
+    if not walls:
+        sys.exit(f"{fold}: no training time recorded for these runs (wall.json)")
     seconds = sum(w["seconds"] for w in walls)
     return {
         **walls[-1],
@@ -485,9 +517,12 @@ def report(work: Path, results: Path, names: list[str], with_raw: bool = True) -
                 print(f"{name} fold {fold}: not finished, left out", flush=True)
                 continue
             folds.append(fold_record(name, output, fold, list(runs)))
-            models = [run / "last.pt" for run in runs]
+            models, folder = (
+                [run / "last.pt" for run in runs],
+                fold_folder(output, fold, list(runs)),
+            )
             for variant in variants(name) if with_raw else ["recipe"]:
-                cases.extend(evaluate_fold(name, output, fold, variant, models))
+                cases.extend(evaluate_fold(name, output, fold, variant, models, folder=folder))
     _write_rows(target / "cases.csv", CASE_COLUMNS, cases)
     _write_rows(target / "folds.csv", FOLD_COLUMNS, folds)
     print(f"wrote {target / 'cases.csv'} and {target / 'folds.csv'}; now run scripts/report.py")
@@ -537,7 +572,8 @@ def ablate(work: Path, results: Path, names: list[str], redo_changed: bool = Fal
                 folds.append(tag | fold_record(name, output, fold, runs[0][1]))
             models = [run / "last.pt" for _, member in runs for run in member]
             flags = tuple(setup.get("predict", ()))
-            rows = evaluate_fold(name, output, fold, "recipe", models, flags)
+            folder = None if members else fold_folder(output, fold, runs[0][1])
+            rows = evaluate_fold(name, output, fold, "recipe", models, flags, folder)
             cases += [tag | row for row in rows]
     _write_rows(target / "ablations.csv", [*ABLATION_COLUMNS, *CASE_COLUMNS], cases)
     _write_rows(target / "ablation_folds.csv", [*ABLATION_COLUMNS, *FOLD_COLUMNS], folds)

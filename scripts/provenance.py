@@ -117,12 +117,15 @@ class Measurement:
 
 
 class Heartbeat:
-    """Write a running :class:`Measurement` to ``path`` every ``every`` seconds, so a call that
-    is killed (a session's end) leaves what it had spent; the file goes when the block ends
-    without an error, and stays for the next call to count when it fails."""
+    """Write a running :class:`Measurement` (with ``extra``: what is being timed) to ``path``
+    every ``every`` seconds, so a call that is killed (a session's end) leaves what it had
+    spent; the file goes when the block ends without an error, and stays for the next call to
+    count when it fails."""
 
-    def __init__(self, measured: Measurement, path: Path, every: float = 30.0) -> None:
-        self.measured, self.path, self.every = measured, path, every
+    def __init__(
+        self, measured: Measurement, path: Path, every: float = 30.0, extra: dict | None = None
+    ) -> None:
+        self.measured, self.path, self.every, self.extra = measured, path, every, extra or {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, daemon=True)
 
@@ -133,7 +136,9 @@ class Heartbeat:
     def write(self) -> None:
         seconds, other_cores = self.measured.so_far()
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"seconds": seconds, "other_jobs_cores": other_cores}))
+        tmp.write_text(
+            json.dumps({**self.extra, "seconds": seconds, "other_jobs_cores": other_cores})
+        )
         tmp.replace(self.path)
 
     def __enter__(self) -> Heartbeat:

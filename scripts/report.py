@@ -368,6 +368,11 @@ def ablation_section(root: Path, cases: list[dict], folds: list[dict]) -> list[s
             recipe_folds = [
                 f for f in changed_folds if f["ablation"] == baseline and f["fold"] in fold_ids
             ]
+            if not recipe_rows:
+                sys.exit(
+                    f"{path}: {ablation} is paired with {baseline}, which has no rows for "
+                    f"folds {', '.join(fold_ids)}; run accuracy_cv.py ablate --ablation {baseline}"
+                )
             change += f"; against: {recipe_rows[0]['change']}"
         else:
             recipe_rows = [

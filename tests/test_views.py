@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from conftest import invoke
 
-from medgraft.config.loading import options_sha256
+from medgraft.config.loading import options_sha256, save_config
 from medgraft.config.resolve import train_configs
-from medgraft.config.schema import PredictOptions
+from medgraft.config.schema import PredictOptions, TrainConfig
 from medgraft.errors import MedgraftError
 from medgraft.inference.batch import load_predictor
 from medgraft.models.checkpoint import ensemble_checkpoints
@@ -37,12 +37,39 @@ def test_a_view_of_a_set_is_the_same_run_as_that_view_alone():
     assert options_sha256(single) == options_sha256(alone[0])
 
 
-def test_resuming_a_set_of_runs_starts_the_ones_never_started(tmp_path: Path):
-    flags = {"data": "d", "output": str(tmp_path), "views": "axial,sagittal", "resume": True}
+def _started(run: Path, **options) -> None:
+    """A run folder as training leaves it once set up: its saved options."""
+    run.mkdir(parents=True)
+    save_config(TrainConfig(data="d", output=str(run), **options), run / "config.yaml")
+
+
+def test_resuming_a_set_starts_the_runs_never_started_with_the_started_ones_options(
+    tmp_path: Path,
+):
+    flags = {"data": "d", "output": str(tmp_path), "views": "axial,coronal", "resume": True}
     assert [c.resume for c in train_configs(flags)] == [True, True]  # none began: reported
-    (tmp_path / "axial").mkdir()
-    (tmp_path / "axial" / "last.pt").touch()
-    assert [c.resume for c in train_configs(flags)] == [True, False]
+    _started(tmp_path / "axial", views="axial,coronal", epochs=7, lr=0.01, encoder="resnet18")
+    axial, coronal = train_configs(flags)
+    assert axial.resume and not coronal.resume
+    assert (coronal.epochs, coronal.lr, coronal.encoder) == (7, 0.01, "resnet18")
+    assert (coronal.slice_axis, coronal.output) == ("coronal", str(tmp_path / "coronal"))
+
+
+def test_a_view_trained_alone_joins_a_set_on_resume(tmp_path: Path):
+    _started(tmp_path / "coronal", slice_axis="coronal", epochs=4)
+    flags = {"data": "d", "output": str(tmp_path), "views": "axial,coronal", "resume": True}
+    axial, coronal = train_configs(flags)
+    assert coronal.resume and (coronal.slice_axis, coronal.epochs) == ("coronal", 4)
+    assert not axial.resume and (axial.slice_axis, axial.epochs) == ("axial", 4)
+
+
+def test_a_started_run_without_last_pt_is_resumed_not_retrained(tmp_path: Path):
+    """Its best.pt must not be overwritten by a fresh start: the trainer reports the missing
+    last.pt instead."""
+    _started(tmp_path / "axial", views="axial,coronal")
+    (tmp_path / "axial" / "best.pt").touch()
+    flags = {"data": "d", "output": str(tmp_path), "views": "axial,coronal", "resume": True}
+    assert train_configs(flags)[0].resume
 
 
 @pytest.mark.parametrize(
@@ -71,6 +98,18 @@ def test_a_folder_of_views_and_folds_means_all_their_models(tmp_path: Path):
     ]
     with pytest.raises(MedgraftError, match="notes: checkpoint not found"):
         ensemble_checkpoints(tmp_path / "notes")
+    (tmp_path / "fold_0").mkdir()
+    with pytest.raises(MedgraftError, match="holds both fold_N/ and view folders"):
+        ensemble_checkpoints(tmp_path)
+
+
+def test_folds_are_ensembled_in_numeric_order(tmp_path: Path):
+    for fold in (10, 2, 0):
+        (tmp_path / f"fold_{fold}").mkdir()
+        (tmp_path / f"fold_{fold}" / "best.pt").touch()
+    assert [p.parent.name for p in ensemble_checkpoints(tmp_path)] == [
+        "fold_0", "fold_2", "fold_10"
+    ]  # fmt: skip
 
 
 def test_views_train_and_predict_as_one_ensemble(micro_msd: Path, runner, tmp_path: Path):
@@ -96,6 +135,7 @@ def test_views_train_and_predict_as_one_ensemble(micro_msd: Path, runner, tmp_pa
     image = next((micro_msd / "imagesTr").glob("*.nii.gz"))
     predicted = invoke(runner, "predict", "--model", run, "-i", image, "-o", masks)
     assert predicted.exit_code == 0, predicted.output
+    assert "ensemble of 2 models" in predicted.output
     assert (masks / image.name).is_file()
 
 

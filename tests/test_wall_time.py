@@ -53,9 +53,14 @@ def test_a_running_child_counts_as_our_own_cpu():
 
 def test_heartbeat_goes_after_a_clean_call_and_stays_after_a_failed_one(tmp_path: Path):
     beat = tmp_path / "wall.running.json"
-    with provenance.Measurement() as measured, provenance.Heartbeat(measured, beat, every=0.05):
-        time.sleep(0.2)
-        assert json.loads(beat.read_text())["seconds"] > 0
+    with (
+        provenance.Measurement() as measured,
+        provenance.Heartbeat(measured, beat, every=0.05, extra={"options_sha256": "a"}),
+    ):
+        time.sleep(0.3)
+        written = json.loads(beat.read_text())
+        assert written["options_sha256"] == "a" and "other_jobs_cores" in written
+        assert written["seconds"] >= 0.1  # the thread beats on after the first write
     assert not beat.exists()
     with (
         pytest.raises(RuntimeError),
@@ -72,7 +77,7 @@ def test_a_killed_call_is_added_to_the_fold_once(tmp_path: Path):
         json.dumps({"seconds": 50.0, "calls": 1, "other_jobs_cores": 0.0, "options_sha256": "a"})
     )
     (tmp_path / accuracy_cv.HEARTBEAT).write_text(
-        json.dumps({"seconds": 100.0, "other_jobs_cores": 1.5})
+        json.dumps({"seconds": 100.0, "other_jobs_cores": 1.5, "options_sha256": "a"})
     )
     accuracy_cv.count_killed_call(tmp_path, "a")
     accuracy_cv.count_killed_call(tmp_path, "a")  # the heartbeat was used up: nothing more
@@ -95,3 +100,34 @@ def test_times_of_a_changed_recipe_start_anew(tmp_path: Path):
     accuracy_cv.add_wall_time(tmp_path, "axial+coronal", 20.0, 0.0)
     wall = json.loads((tmp_path / "wall.json").read_text())
     assert (wall["seconds"], wall["calls"], wall["options_sha256"]) == (20.0, 1, "axial+coronal")
+
+
+def test_a_heartbeat_of_other_options_is_dropped(tmp_path: Path):
+    (tmp_path / accuracy_cv.HEARTBEAT).write_text(
+        json.dumps({"seconds": 100.0, "other_jobs_cores": 0.0, "options_sha256": "old"})
+    )
+    accuracy_cv.count_killed_call(tmp_path, "new")
+    assert not (tmp_path / "wall.json").exists()
+    assert not (tmp_path / accuracy_cv.HEARTBEAT).exists()
+
+
+def _wall(folder: Path, seconds: float, fingerprint: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    wall = {"seconds": seconds, "calls": 1, "other_jobs_cores": 0.5, "options_sha256": fingerprint}
+    (folder / "wall.json").write_text(json.dumps(wall))
+
+
+def test_a_views_fold_adds_the_time_of_a_view_run_reused_from_before(tmp_path: Path):
+    """The coronal run was trained alone before (its own wall.json); the call that trained
+    the axial run is timed in the fold's folder; a stale time of other options is left out."""
+    runs = {tmp_path / "coronal" / "fold_0": "c", tmp_path / "axial" / "fold_0": "a"}
+    fold = accuracy_cv.fold_folder(tmp_path, 0, list(runs))
+    assert fold == tmp_path / "views_fold_0"
+    _wall(tmp_path / "coronal" / "fold_0", 300.0, "c")
+    _wall(tmp_path / "axial" / "fold_0", 999.0, "an axial run of other options")
+    _wall(fold, 100.0, accuracy_cv.fold_fingerprint(runs))
+    wall = accuracy_cv.fold_wall_time(fold, runs)
+    assert (wall["seconds"], wall["calls"]) == (400.0, 2)
+    assert accuracy_cv.fold_fingerprint(runs) == "a+c"  # the views' order does not matter
+    with pytest.raises(SystemExit):  # no time recorded on the axial run's own options
+        accuracy_cv.fold_wall_time(fold, {tmp_path / "axial" / "fold_0": "a"})

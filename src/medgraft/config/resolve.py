@@ -43,7 +43,7 @@ def train_configs(
     folds = [base.fold] if fold is None else folds_to_run(fold, base.folds)
     configs = [replace(base, fold=index) for index in folds]
     if base.view_list:
-        if "slice_axis" in overlay_options(layers):
+        if "slice_axis" in flags:
             raise MedgraftError("--views trains each view it lists: leave out --slice-axis")
         several = len(base.view_list) > 1  # one view is a plain run in that view
         configs = [
@@ -57,14 +57,26 @@ def train_configs(
         ]
     if base.resume:
         given = overlay_options(layers)
-        started = [(run_folder(c) / "last.pt").exists() for c in configs]
+        began = [(run_folder(c) / "config.yaml").is_file() for c in configs]
+        if not any(began):  # nothing to continue: the trainer reports the missing last.pt
+            return [resumed_config(c, given) for c in configs]
         # several runs (folds, views) continue where the set stopped: the ones never started
-        # start now; with none started, the trainer reports the missing last.pt
+        # start now, with the options of one that did
+        template = run_folder(configs[began.index(True)]) / "config.yaml"
         return [
-            resumed_config(c, given) if began or not any(started) else replace(c, resume=False)
-            for c, began in zip(configs, started, strict=True)
+            resumed_config(c, given) if b else unstarted_config(c, given, template)
+            for c, b in zip(configs, began, strict=True)
         ]
     return configs
+
+
+def unstarted_config(config: TrainConfig, given: dict[str, Any], template: Path) -> TrainConfig:
+    """A run of a resumed set that never started: the saved options of a run that did
+    (``template``), in this run's own view, fold and folder."""
+    sibling = resumed_config(config, given, template)
+    return replace(
+        sibling, slice_axis=config.slice_axis, fold=config.fold, output=config.output, resume=False
+    )
 
 
 def run_folder(config: TrainConfig) -> Path:
@@ -73,17 +85,23 @@ def run_folder(config: TrainConfig) -> Path:
     return root / f"fold_{config.fold}" if config.folds and not config.split_file else root
 
 
-RESUME_MAY_CHANGE = {"data", "output", "resume", "epochs", "device", "num_workers", "cache_dir"}
-"""What ``--resume`` may set anew: where things are, the hardware, and how long to train."""
+RESUME_MAY_CHANGE = {
+    "data", "output", "resume", "epochs", "device", "num_workers", "cache_dir", "views"
+}  # fmt: skip
+"""What ``--resume`` may set anew: where things are, the hardware, how long to train, and
+which other views' runs sit beside a run (a view's run trained alone joins a ``--views`` set)."""
 
 
-def resumed_config(config: TrainConfig, given: dict[str, Any]) -> TrainConfig:
-    """The run's saved options (its ``config.yaml``), with the epochs raised when given.
+def resumed_config(
+    config: TrainConfig, given: dict[str, Any], saved_file: Path | None = None
+) -> TrainConfig:
+    """The run's saved options (its ``config.yaml``, or ``saved_file``), with the epochs
+    raised when given.
 
     Any other given option that differs from the saved run is refused: a resumed run must be
     the run it continues. Without a saved config the trainer reports the missing ``last.pt``.
     """
-    saved_file = run_folder(config) / "config.yaml"
+    saved_file = saved_file or run_folder(config) / "config.yaml"
     if not saved_file.is_file():
         return config
     saved = resolve_options([load_saved_config(saved_file)])

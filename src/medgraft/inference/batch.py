@@ -217,6 +217,9 @@ def run_batch(
     rank, world = rank_and_world()
     share = shard(inputs, rank, world)
     predictor = load_predictor(models, options)
+    if len(predictor.models) > 1:
+        members = [str(c) for m in models for c in ensemble_checkpoints(m)]
+        console.print(f"ensemble of {len(members)} models: {escape(', '.join(members))}")
     options = options.with_model_defaults(predictor.inputs.inference)
     if options.tta and not predictor.inputs.mirror_axes:
         console.print(

@@ -171,12 +171,18 @@ def ensemble_checkpoints(model: str | Path) -> list[Path]:
     path = Path(model)
     if not path.is_dir() or (path / "best.pt").is_file():
         return [resolve_checkpoint_path(path)]
-    parts = sorted(
-        part
-        for part in path.iterdir()
-        if part.is_dir() and (part.name in SLICE_VIEWS or FOLD.fullmatch(part.name))
+    folders = [part for part in path.iterdir() if part.is_dir()]
+    views = sorted(part for part in folders if part.name in SLICE_VIEWS)
+    folds = sorted(
+        (part for part in folders if FOLD.fullmatch(part.name)),
+        key=lambda part: int(part.name.split("_")[1]),
     )
-    found = [checkpoint for part in parts for checkpoint in ensemble_checkpoints(part)]
+    if views and folds:  # two trainings left in one --output: which ensemble is unclear
+        raise MedgraftError(
+            f"{path}: holds both fold_N/ and view folders; name the models to ensemble "
+            "(--model FOLDER/VIEW or FOLDER/fold_N)"
+        )
+    found = [checkpoint for part in views + folds for checkpoint in ensemble_checkpoints(part)]
     if not found:
         raise MedgraftError(
             f"{path}: checkpoint not found (no best.pt, nor fold_N/ or view folders holding one)"
