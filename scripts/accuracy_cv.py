@@ -80,20 +80,20 @@ ABLATIONS = {
     # levers for the hippocampus plateau (issue 15): 3D context, encoder capacity
     "coronal": {
         "dataset": "hippocampus",
-        "folds": [0],
+        "folds": [0, 1, 2, 3, 4],
         "change": {"slice_axis": "coronal"},
         "summary": "coronal slices instead of axial (`--slice-axis coronal`)",
     },
     "sagittal": {
         "dataset": "hippocampus",
-        "folds": [0],
+        "folds": [0, 1, 2, 3, 4],
         "change": {"slice_axis": "sagittal"},
         "summary": "sagittal slices instead of axial (`--slice-axis sagittal`)",
     },
     # an ensemble trains nothing: the recipe's fold model with the named ablations' models
     "three-views": {
         "dataset": "hippocampus",
-        "folds": [0],
+        "folds": [0, 1, 2, 3, 4],
         "ensemble": ["coronal", "sagittal"],
         "summary": "the axial, coronal and sagittal models averaged (three `--model`s)",
     },
