@@ -127,7 +127,7 @@ def test_learning_speed_claims_follow_from_the_per_case_scores(copy_of_repo: Pat
     assert re.search(r"\| medgraft, ImageNet encoder \| 0\.(79|80)\d \[", block)
     assert "3 seeds per method" in block
     page = report.generated(copy_of_repo)[results / "learning_speed.md"]
-    assert "| nnU-Net v2 `2d` | 2 | 5 | 5.0 | 150 | 1 | 12 x 75 | 32 (32) |" in page
+    assert "| nnU-Net v2 `2d` | 2 | 5 | 5.0 | 150 | 2.00 | 1 | 12 x 75 | 32 (32) |" in page
     assert re.search(r"\| medgraft, ImageNet encoder \| 1 \| 0\.(79|80)\d \| 0\.8[45]\d \|", page)
     assert "nnU-Net v2 `3d_fullres` was not trained: 60 CPU-minutes hold about 60 of" in page
 
