@@ -148,6 +148,18 @@ def test_learning_speed_makes_no_claim_from_one_seed(copy_of_repo: Path):
     assert "## Per seed" not in report.generated(copy_of_repo)[results / "learning_speed.md"]
 
 
+def _ablation_section(repo: Path, cases: list[dict], folds: list[dict]) -> str:
+    """The accuracy page's ablation section after writing these ablation rows."""
+    folder = repo / "docs" / "results" / "accuracy"
+    for name, rows in (("ablations.csv", cases), ("ablation_folds.csv", folds)):
+        with (folder / name).open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    page = report.accuracy_page(repo)
+    return page[page.index("## Ablations") :]
+
+
 def test_an_ablation_is_paired_with_the_recipe_on_the_same_cases(copy_of_repo: Path):
     folder = copy_of_repo / "docs" / "results" / "accuracy"
     cases = report.read_csv(folder / "cases.csv")
@@ -168,13 +180,7 @@ def test_an_ablation_is_paired_with_the_recipe_on_the_same_cases(copy_of_repo: P
         for r in report.read_csv(folder / "folds.csv")
         if r["dataset"] == "hippocampus" and r["fold"] == "0"
     ]
-    for name, rows in (("ablations.csv", better), ("ablation_folds.csv", folds)):
-        with (folder / name).open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-    page = report.accuracy_page(copy_of_repo)
-    section = page[page.index("## Ablations") :]
+    section = _ablation_section(copy_of_repo, better, folds)
     rows = [line for line in section.splitlines() if line.startswith("| a change")]
     assert len(rows) == 1 and "| ahead |" in rows[0] and f"0; {len(fold) // 2} |" in rows[0]
     assert section.count("| ahead |") == 3  # each class and the mean
@@ -212,13 +218,7 @@ def test_a_change_against_an_earlier_recipe_is_paired_with_that_ablation(copy_of
         for name, (change, baseline, _) in arms.items()
         for r in folds
     ]
-    for name, rows in (("ablations.csv", cases), ("ablation_folds.csv", fold_rows)):
-        with (folder / name).open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-    page = report.accuracy_page(copy_of_repo)
-    section = page[page.index("## Ablations") :]
+    section = _ablation_section(copy_of_repo, cases, fold_rows)
     [old] = [line for line in section.splitlines() if line.startswith("| the old recipe |")]
     [new] = [line for line in section.splitlines() if line.startswith("| a change")]
     assert "| behind |" in old
