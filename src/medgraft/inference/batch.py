@@ -216,10 +216,11 @@ def run_batch(
     """Segment this process's share of ``inputs`` with a progress bar; write ``summary.csv``."""
     rank, world = rank_and_world()
     share = shard(inputs, rank, world)
-    predictor = load_predictor(models, options)
-    if len(predictor.models) > 1:
-        members = [str(c) for m in models for c in ensemble_checkpoints(m)]
-        console.print(f"ensemble of {len(members)} models: {escape(', '.join(members))}")
+    members = [checkpoint for model in models for checkpoint in ensemble_checkpoints(model)]
+    predictor = load_predictor(members, options)
+    if len(members) > 1:
+        names = ", ".join(str(member) for member in members)
+        console.print(f"ensemble of {len(members)} models: {escape(names)}")
     options = options.with_model_defaults(predictor.inputs.inference)
     if options.tta and not predictor.inputs.mirror_axes:
         console.print(
