@@ -18,8 +18,8 @@ time is that call's, plus the recorded time of any view's run reused from an ear
 
 ``ablate`` trains a recipe with one change (``ABLATIONS``: the options it adds, the folds) in
 ``<work>/ablations/<name>`` with the CV's split, scores it like ``report`` and writes
-``accuracy/ablations.csv`` and ``ablation_folds.csv``. An ``ensemble`` ablation trains nothing
-of its own: it scores the recipe's fold model averaged with the named ablations' models.
+``accuracy/ablations.csv`` and ``ablation_folds.csv``. An ablation measured against an earlier
+form of the recipe names that form's ablation as its ``baseline``; ``report.py`` pairs the two.
 
 ``report`` segments each fold's validation cases with the fold's **last-epoch** model, so the
 cases that are scored chose no checkpoint (the epochs are fixed by the recipe), through
@@ -62,12 +62,14 @@ DATASETS = {
     "kvasir": {"recipe": "rgb-2d", "goal": 0.90, "options": {}},
 }
 ABLATIONS = {
-    # one change to a shipped recipe each, trained and scored on the CV's folds named here
-    # the hippocampus ablations below are to be (re)measured with the 2.5D augmentation fix
+    # one change to a shipped recipe each, trained and scored on the CV's folds named here;
+    # the hippocampus changes are made to the axial model alone (`views: axial`), the recipe
+    # they were measured on, and paired with it (`baseline`)
     "per-sample-dice": {
         "dataset": "hippocampus",
         "folds": [0, 1],
-        "change": {"loss": "dice_ce"},
+        "change": {"views": "axial", "loss": "dice_ce"},
+        "baseline": "axial-only",
         "summary": "soft Dice per sample (`--loss dice_ce`, the default before)",
     },
     # the recipe's size until this round: its runs are the earlier CV of the same split
@@ -77,38 +79,40 @@ ABLATIONS = {
         "change": {"image_size": 384},
         "summary": "384 px instead of 576, the size before (`--image-size 384`)",
     },
-    # levers for the hippocampus plateau (issue 15): 3D context, encoder capacity
+    # the recipe trains three views; its axial model alone is the recipe before (and the
+    # baseline the hippocampus changes below were measured against: same runs, same folds)
+    "axial-only": {
+        "dataset": "hippocampus",
+        "folds": [0, 1, 2, 3, 4],
+        "change": {"views": "axial"},
+        "summary": "the axial model alone, the recipe before (`--views axial`)",
+    },
     "coronal": {
         "dataset": "hippocampus",
-        "folds": [0, 1, 2],
-        "change": {"slice_axis": "coronal"},
-        "summary": "coronal slices instead of axial (`--slice-axis coronal`)",
+        "folds": [0, 1, 2, 3, 4],
+        "change": {"views": "coronal"},
+        "baseline": "axial-only",
+        "summary": "the coronal model alone instead of the axial one (`--views coronal`)",
     },
     "sagittal": {
         "dataset": "hippocampus",
-        "folds": [0, 1, 2],
-        "change": {"slice_axis": "sagittal"},
-        "summary": "sagittal slices instead of axial (`--slice-axis sagittal`)",
-    },
-    # an ensemble trains nothing: the recipe's fold model with the named ablations' models;
-    # on all folds it is the CV of a `--views axial,coronal,sagittal` recipe (same runs, by
-    # fingerprint), so folds are added as their runs are trained
-    "three-views": {
-        "dataset": "hippocampus",
-        "folds": [0, 1, 2],
-        "ensemble": ["coronal", "sagittal"],
-        "summary": "the axial, coronal and sagittal models averaged (three `--model`s)",
+        "folds": [0, 1, 2, 3, 4],
+        "change": {"views": "sagittal"},
+        "baseline": "axial-only",
+        "summary": "the sagittal model alone instead of the axial one (`--views sagittal`)",
     },
     "slices-5": {
         "dataset": "hippocampus",
         "folds": [0],
-        "change": {"slices": 5},
+        "change": {"views": "axial", "slices": 5},
+        "baseline": "axial-only",
         "summary": "k = 5 adjacent slices instead of 3 (`--slices 5`, stem re-patched)",
     },
     "flips": {
         "dataset": "hippocampus",
         "folds": [0],
-        "change": {"augment": {"flips": True}},
+        "change": {"views": "axial", "augment": {"flips": True}},
+        "baseline": "axial-only",
         "predict": ["--tta"],  # the recipe's prediction defaults leave TTA off
         "summary": "in-plane flips in training and mirroring TTA, as nnU-Net (`--flips`, "
         "predict `--tta`)",
@@ -118,13 +122,15 @@ ABLATIONS = {
     "full-strength": {
         "dataset": "hippocampus",
         "folds": [0],
-        "change": {"augment": {"strength": 1.0}},
+        "change": {"views": "axial", "augment": {"strength": 1.0}},
+        "baseline": "axial-only",
         "summary": "augmentation at full strength instead of half (`--augment-strength 1`)",
     },
     "lite1": {
         "dataset": "hippocampus",
         "folds": [0],
-        "change": {"encoder": "tu-tf_efficientnet_lite1"},
+        "change": {"views": "axial", "encoder": "tu-tf_efficientnet_lite1"},
+        "baseline": "axial-only",
         "summary": "EfficientNet-Lite1 instead of Lite0 (`--encoder tu-tf_efficientnet_lite1`)",
     },
     "kvasir-15-epochs": {
@@ -474,23 +480,6 @@ def fold_wall_time(fold: Path, runs: dict[Path, str]) -> dict:
     }
 
 
-def ensemble_record(name: str, members: list[tuple[Path, list[Path]]], fold: int) -> dict:
-    """An ensemble's fold as one training: its members' (output, run folders) wall times
-    added up, their other jobs' cores averaged over that time, and their fingerprints joined."""
-    records = [fold_record(name, output, fold, runs) for output, runs in members]
-    seconds = sum(float(m["seconds"]) for m in records)
-    core_seconds = sum(float(m["other_jobs_cores"]) * float(m["seconds"]) for m in records)
-    other_cores = core_seconds / seconds
-    return {
-        **records[0],
-        "options_sha256": "+".join(m["options_sha256"] for m in records),
-        "seconds": f"{seconds:.1f}",
-        "calls": sum(int(m["calls"]) for m in records),
-        "other_jobs_cores": f"{other_cores:.2f}",
-        "shared": "yes" if other_cores > SHARED_ABOVE else "no",
-    }
-
-
 def variants(name: str) -> list[str]:
     """``recipe`` (its TTA and clean-up), plus ``raw`` when the recipe cleans up, to show the
     clean-up's effect."""
@@ -545,17 +534,10 @@ def ablate(work: Path, results: Path, names: list[str], redo_changed: bool = Fal
     for ablation in names:
         setup = ABLATIONS[ablation]
         name, output = setup["dataset"], work / "ablations" / ablation
-        members = [work / "ablations" / member for member in setup.get("ensemble", [])]
-        for folder in (output, *members):
-            folder.mkdir(parents=True, exist_ok=True)
-            if not (folder / "splits.json").exists():  # the CV's folds, so cases pair up
-                shutil.copyfile(work / name / "splits.json", folder / "splits.json")
-        if members:  # the recipe's models with those of other ablations: nothing of its own
-            for member in setup["ensemble"]:
-                change = ABLATIONS[member]["change"]
-                train(name, work / "ablations" / member, setup["folds"], change, redo_changed)
-        else:
-            train(name, output, setup["folds"], setup["change"], redo_changed)
+        output.mkdir(parents=True, exist_ok=True)
+        if not (output / "splits.json").exists():  # the CV's folds, so cases pair up
+            shutil.copyfile(work / name / "splits.json", output / "splits.json")
+        train(name, output, setup["folds"], setup["change"], redo_changed)
         data = dataset_folder(name)
         for fold in setup["folds"]:
             tag = {
@@ -563,18 +545,11 @@ def ablate(work: Path, results: Path, names: list[str], redo_changed: bool = Fal
                 "change": setup["summary"],
                 "baseline": setup.get("baseline", ""),
             }
-            if members:
-                parts = [(work / name, None)] + [
-                    (work / "ablations" / m, ABLATIONS[m]["change"]) for m in setup["ensemble"]
-                ]
-                runs = [(out, list(fold_runs(name, data, out, fold, ch))) for out, ch in parts]
-                folds.append(tag | ensemble_record(name, runs, fold))
-            else:
-                runs = [(output, list(fold_runs(name, data, output, fold, setup["change"])))]
-                folds.append(tag | fold_record(name, output, fold, runs[0][1]))
-            models = [run / "last.pt" for _, member in runs for run in member]
+            runs = list(fold_runs(name, data, output, fold, setup["change"]))
+            folds.append(tag | fold_record(name, output, fold, runs))
+            models = [run / "last.pt" for run in runs]
             flags = tuple(setup.get("predict", ()))
-            folder = None if members else fold_folder(output, fold, runs[0][1])
+            folder = fold_folder(output, fold, runs)
             rows = evaluate_fold(name, output, fold, "recipe", models, flags, folder)
             cases += [tag | row for row in rows]
     _write_rows(target / "ablations.csv", [*ABLATION_COLUMNS, *CASE_COLUMNS], cases)

@@ -27,8 +27,10 @@ methods with snapshots), so one method can be rerun without the others, and a la
 the plans of the committed calibration, so seeds can run in different sessions.
 Each run's learning-rate schedule (poly for both) is sized by calibration to end at the last
 point; the models at earlier points are snapshots of that run, not runs planned for the
-shorter budgets. medgraft runs the shipped ``mri-2.5d`` recipe with only its epochs changed
-(and ``--weights none`` for scratch). nnU-Net runs its stock ``2d`` plan and trainer with the
+shorter budgets. medgraft runs the shipped ``mri-2.5d`` recipe with its epochs changed and one
+view, the axial one the first seed trained (``--views axial``: one model learning, as nnU-Net's
+``2d`` trains one; the recipe's three views would take three times the CPU per point), and
+``--weights none`` for scratch. nnU-Net runs its stock ``2d`` plan and trainer with the
 batch size set to ``NNUNET_BATCH`` in ``nnUNetPlans.json`` (the stock plan's batch makes one
 iteration take > 37 s on 2 cores) and the changes listed in ``nnunet_budget.py``; nnU-Net plans
 and preprocesses from the 144 training cases only.
@@ -267,7 +269,7 @@ def medgraft_config(paths: Paths, method: str, epochs: int, **changed: object):
         "data": str(HIPPOCAMPUS), "output": str(output), "folds": FOLDS, "offline": True,
         "seed": paths.seed,
         "stray_labels_to_background": True, "epochs": epochs, "num_workers": 0,
-        "weights": MEDGRAFT_METHODS[method],
+        "weights": MEDGRAFT_METHODS[method], "views": "axial",
         "resume": (output / f"fold_{FOLD}" / "snapshots" / "clock.json").exists(),
     }  # fmt: skip
     [config] = train_configs(flags | changed, recipe=RECIPE, fold=str(FOLD))

@@ -99,6 +99,9 @@ def test_recipe_is_overridden_by_config_file_then_typed_flags(
     args = ["train", "--recipe", "mri-2.5d", "--data", "d", "--output", "o", "--config", config]
     assert invoke(runner, *args, "--batch-size", "5").exit_code == 0
     recipe = load_recipe("mri-2.5d").train
+    assert [(c.slice_axis, c.output) for c in seen] == [
+        (view, str(Path("o") / view)) for view in ("axial", "coronal", "sagittal")
+    ]  # the recipe's views, one run each
     got = seen[0]
     assert got.recipe == "mri-2.5d"
     assert (got.epochs, got.batch_size) == (3, 5)  # file beats recipe, typed flag beats file
@@ -106,7 +109,7 @@ def test_recipe_is_overridden_by_config_file_then_typed_flags(
     assert got.inference == InferenceOptions(**recipe["inference"])
     assert got.augment.strength == recipe["augment"]["strength"]
     assert invoke(runner, *args[:-2], "--no-augment").exit_code == 0
-    assert seen[1].augment == AugmentOptions(**{**recipe["augment"], "enabled": False})
+    assert seen[3].augment == AugmentOptions(**{**recipe["augment"], "enabled": False})
 
 
 def _capture(seen: list):
@@ -154,11 +157,12 @@ def test_unset_predict_options_follow_the_model_and_typed_ones_win() -> None:
 
 @pytest.fixture(scope="session")
 def recipe_run(micro_msd: Path, runner, tmp_path_factory) -> Path:
-    """A few steps of the MRI recipe: enough for a noisy model whose masks need clean-up."""
+    """A few steps of the MRI recipe's axial model: enough for a noisy model whose masks need
+    clean-up (the recipe's other views would only repeat it)."""
     run = tmp_path_factory.mktemp("recipe") / "run"
     result = invoke(
         runner, "train", "--recipe", "mri-2.5d", "--data", micro_msd, "--output", run,
-        "--epochs", "1", "--samples-per-epoch", "24", "--batch-size", "8",
+        "--views", "axial", "--epochs", "1", "--samples-per-epoch", "24", "--batch-size", "8",
         "--val-fraction", "0.25", "--offline",
     )  # fmt: skip
     assert result.exit_code == 0, result.output

@@ -85,6 +85,13 @@ def test_wrong_views_are_refused_by_name(flags: dict, message: str):
         train_configs({"data": "d", "output": "out", **flags})
 
 
+def test_the_recipes_views_and_a_typed_slice_axis_name_the_one_view_flag():
+    with pytest.raises(MedgraftError, match="for one view pass --views coronal"):
+        train_configs({"data": "d", "output": "out", "slice_axis": "coronal"}, recipe="mri-2.5d")
+    [coronal] = train_configs({"data": "d", "output": "out", "views": "coronal"}, recipe="mri-2.5d")
+    assert (coronal.slice_axis, coronal.output) == ("coronal", "out")
+
+
 def test_a_folder_of_views_and_folds_means_all_their_models(tmp_path: Path):
     for part in ("axial/fold_0", "axial/fold_1", "coronal/fold_0", "notes", "runs-old"):
         (tmp_path / part).mkdir(parents=True)
@@ -145,5 +152,6 @@ def test_views_are_refused_for_2d_images(tiny_2d: Path, runner, tmp_path: Path):
         "axial,coronal",
     )  # fmt: skip
     assert result.exit_code != 0
-    assert "--views needs volumes" in str(result.exception) + result.output
+    assert "views 'axial,coronal' (from --views" in str(result.exception) + result.output
+    assert "need volumes" in str(result.exception) + result.output
     assert not (tmp_path / "run" / "axial").exists()

@@ -44,7 +44,11 @@ def train_configs(
     configs = [replace(base, fold=index) for index in folds]
     if base.view_list:
         if "slice_axis" in flags:
-            raise MedgraftError("--views trains each view it lists: leave out --slice-axis")
+            raise MedgraftError(
+                f"views {base.views!r} (from --views, the recipe or --config) trains each view "
+                f"it lists: leave out --slice-axis, or for one view pass --views "
+                f"{flags['slice_axis']}"
+            )
         several = len(base.view_list) > 1  # one view is a plain run in that view
         configs = [
             replace(

@@ -196,7 +196,10 @@ class Trainer:
         """Cases, run folder, data, model, loader and optimiser; returns the state to resume."""
         spec = discover_dataset(self.config.data, self.config.labels_dir, self.config.roi_dir)
         if self.config.views and not spec.is_volumetric:
-            raise MedgraftError(f"{self.config.data}: --views needs volumes; 2D images have one")
+            raise MedgraftError(
+                f"{self.config.data}: views {self.config.views!r} (from --views, the recipe or "
+                "--config) need volumes; 2D images have one view"
+            )
         train_records, val_records = self._select_cases(spec)
         resume_state = self._prepare_run_dir()
         self._record_split(train_records, val_records)
