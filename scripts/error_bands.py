@@ -1,8 +1,8 @@
 """What limits the cross-validated Dice: where each fold's wrong voxels lie.
 
-For every CV fold of a dataset this scores the recipe's predictions (``predictions-recipe``,
-written by ``accuracy_cv.py report``) again with medgraft's evaluation and splits each class's
-wrong voxels into those touching the truth's border and those far from it (see
+For every CV fold of a dataset this scores the recipe's predictions (``predictions-recipe`` in
+the fold's folder, written by ``accuracy_cv.py report``) again with medgraft's evaluation and
+splits each class's wrong voxels into those touching the truth's border and those far from it (see
 ``medgraft.evaluation.metrics.error_bands_per_class``). Rows per case and class go to
 ``docs/results/accuracy/error_bands.csv`` (other datasets' rows are kept); ``report.py`` turns
 them into the "Where the errors lie" table of ``accuracy.md``.
@@ -16,7 +16,7 @@ import argparse
 import csv
 from pathlib import Path
 
-from accuracy_cv import DATASETS, FOLDS, ROOT, dataset_folder, fold_cases
+from accuracy_cv import DATASETS, FOLDS, ROOT, dataset_folder, fold_cases, fold_folder, fold_runs
 
 from medgraft.data.discovery import discover_dataset
 from medgraft.evaluation.evaluate import evaluate_folders
@@ -32,8 +32,9 @@ def fold_rows(name: str, output: Path, fold: int) -> list[dict]:
     spec = discover_dataset(data, options.get("labels_dir"), options.get("roi_dir"))
     cases = fold_cases(output, fold)
     records = [r for r in spec.training if r["case_id"] in set(cases)]
+    scored = fold_folder(output, fold, list(fold_runs(name, data, output, fold)))
     evaluation = evaluate_folders(
-        output / f"fold_{fold}" / "predictions-recipe",
+        scored / "predictions-recipe",
         Path(records[0]["label"]).parent,
         spec.labels,
         cases=sorted(cases),
