@@ -232,7 +232,9 @@ def accuracy_page(root: Path) -> str:
         "validated once. Each fold trains with `medgraft train --recipe R --folds 5 --fold k` "
         "and nothing else changed, except `--stray-labels-to-background` for hippocampus "
         "(`labelsTr/hippocampus_243.nii.gz` holds one voxel of value -2).",
-        "- **Checkpoint**: each fold's **last-epoch** model (`last.pt`). The number of epochs and "
+        "- **Checkpoint**: each fold's **last-epoch** model (`last.pt`); a recipe that trains "
+        "several views (`mri-2.5d`: axial, coronal, sagittal) has one per view, and the fold's "
+        "cases are segmented by their average. The number of epochs and "
         "the post-processing are fixed by the recipe, so a fold's scored cases chose neither its "
         "checkpoint nor its clean-up. The recipes' settings themselves were chosen in earlier "
         "rounds from cross-validation on these same cases: these are development figures. The "
@@ -249,7 +251,8 @@ def accuracy_page(root: Path) -> str:
         f"percentile bootstraps over cases ({RESAMPLES} draws, seed 0). A class the truth holds "
         "but the prediction misses scores Dice 0; its HD95 is infinite, so the HD95 mean leaves "
         "it out and counts it as *missed*.",
-        "- **Wall time** is the training of one fold (data loading included), the median over "
+        "- **Wall time** is the training of one fold (all its views' runs, data loading "
+        "included), the median over "
         "folds; `shared` counts folds during which other jobs used the cores (measured from "
         "`/proc/stat`, see `scripts/provenance.py`).",
         "",
