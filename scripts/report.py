@@ -1093,8 +1093,10 @@ def learning_speed_page(root: Path) -> str:
         "earlier points are snapshots of the same run, not runs planned for the shorter "
         "budgets.",
         "",
-        "What differs from each tool's defaults: medgraft runs the shipped `mri-2.5d` recipe with "
-        "its epochs set to fill the budget (and `--weights none` from scratch); nnU-Net v2 runs "
+        "What differs from each tool's defaults: medgraft runs the shipped `mri-2.5d` recipe's "
+        "axial model alone (`--views axial`: one model learning, as nnU-Net's `2d` trains one; "
+        "the recipe's three views take three times the CPU per point) with its epochs set to "
+        "fill the budget (and `--weights none` from scratch); nnU-Net v2 runs "
         "its stock `2d` plan and trainer with the batch size in `nnUNetPlans.json` set as above, "
         "epochs and iterations set to fill the budget, one validation iteration per epoch, no "
         "final validation (`scripts/nnunet_budget.py`), planned and preprocessed from the fold's "
