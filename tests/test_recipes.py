@@ -85,6 +85,7 @@ def test_recipes_command_lists_each_recipe_and_prints_one(runner) -> None:
     assert listing.exit_code == 0, listing.output
     for name in recipe_names():
         assert name in listing.output
+    assert "coronal," in listing.output  # mri-2.5d's input: 3 slices in views axial, coronal, …
     shown = invoke(runner, "recipes", "mri-2.5d")
     assert shown.exit_code == 0 and "samples_per_epoch:" in shown.output
 

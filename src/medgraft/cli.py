@@ -357,6 +357,8 @@ def recipes(
             if "slices" in train_options
             else f"{train_options.get('image_size', TrainConfig.image_size)} px"
         )
+        if "views" in train_options:  # one model each, averaged
+            size += f" in views {train_options['views'].replace(',', ', ')}"
         table.add_row(
             f"[bold]{recipe.name}[/]\n{escape(recipe.summary)}",
             escape(recipe.use_for),
