@@ -988,6 +988,35 @@ def _discarded_text(speed: LearningSpeed) -> str:
     return "".join(sentences)
 
 
+PACE_SPREAD = 0.10
+"""Kept runs of one method whose paces differ by more than this fraction are pointed out."""
+
+
+def _pace_text(speed: LearningSpeed) -> str:
+    """How far apart the kept runs of one method went per CPU-second over the first point: on
+    this virtual machine the pace varies between sessions, not only with other jobs."""
+    first = speed.point_minutes[0]
+    spreads = []
+    for method in speed.methods:
+        paces = {
+            seed: float(p["cpu_minutes"]) * 60 / int(p["iterations"])
+            for seed in speed.seeds(method)
+            if (p := speed.point(method, first, seed))
+        }
+        if len(paces) > 1 and max(paces.values()) > (1 + PACE_SPREAD) * min(paces.values()):
+            listed = ", ".join(f"seed {seed} {pace:.2f}" for seed, pace in paces.items())
+            spreads.append(f"{METHODS[method]}: {listed}")
+    if not spreads:
+        return ""
+    return (
+        f" The kept runs of one method went at different paces too over their first {first} "
+        f"CPU-minutes (CPU seconds per iteration; {'; '.join(spreads)}): the machine's speed "
+        "per CPU-second varies between sessions even with nothing else on the cores (a shared "
+        "virtual machine that reports no steal time), so a point is a CPU-time budget on the "
+        "machine as it was, and the iterations it bought are in the table of runs."
+    )
+
+
 def learning_speed_page(root: Path) -> str:
     speed = LearningSpeed.read(root)
     assert speed is not None
@@ -1012,6 +1041,7 @@ def learning_speed_page(root: Path) -> str:
         "loader workers, so the unit does not depend on the wall clock; it does depend on what "
         "else shares the cores."
         + _discarded_text(speed)
+        + _pace_text(speed)
         + " The runs of a seed go in pairs on the 2 cores with nothing else, and the table of "
         "runs below shows each run's pace. With both of this machine's 2 cores, a run would "
         "reach a point in about half its CPU-minutes of wall time at best.",

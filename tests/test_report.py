@@ -84,9 +84,12 @@ def test_editing_a_per_case_score_changes_the_report(copy_of_repo: Path):
     assert any("accuracy.md" in c for c in changed) and any("README.md" in c for c in changed)
 
 
-def _write_learning_speed(results: Path, imagenet_5min: float, seeds: int = 3) -> None:
+def _write_learning_speed(
+    results: Path, imagenet_5min: float, seeds: int = 3, seed_1_pace: float = 1.0
+) -> None:
     """Synthetic learning-speed sources: 30 cases, three methods, ``seeds`` seeds, points 5 and
-    60 CPU-minutes; nnU-Net at 0.5 after 5 minutes, every method at 0.85 after 60."""
+    60 CPU-minutes; nnU-Net at 0.5 after 5 minutes, every method at 0.85 after 60. Every run
+    makes 30 iterations per CPU-minute, seed 1's ``seed_1_pace`` times that."""
     rng = np.random.default_rng(1)
     rows, points = ["method,seed,point_min,case,class,dice,hd95,nsd"], []
     for method in ("medgraft-imagenet", "medgraft-scratch", "nnunet-2d"):
@@ -101,8 +104,9 @@ def _write_learning_speed(results: Path, imagenet_5min: float, seeds: int = 3) -
                         rows.append(
                             f"{method},{seed},{point},case_{case:02d},{name},{dice:.5f},1.5,0.9"
                         )
+                iterations = round(point * 30 * (seed_1_pace if seed == 1 else 1.0))
                 points.append(
-                    f"{method},{seed},{point},{point + 0.01},{point * 30},{point // 5},1,12,75,"
+                    f"{method},{seed},{point},{point + 0.01},{iterations},{point // 5},1,12,75,"
                     "32,32,CPU,2,3.11,2.14,0.1,abc,2026-11-29"
                 )
     (results / "learning_speed.csv").write_text("\n".join(rows) + "\n")
@@ -134,6 +138,19 @@ def test_learning_speed_claims_follow_from_the_per_case_scores(copy_of_repo: Pat
     _write_learning_speed(results, imagenet_5min=0.3)  # now behind: the text follows
     block = report.learning_speed_readme(copy_of_repo)
     assert "at 5 CPU-minutes, medgraft (ImageNet) against nnU-Net v2 `2d`: **behind**" in block
+
+
+def test_the_page_points_out_kept_runs_of_one_method_at_different_paces(copy_of_repo: Path):
+    results = copy_of_repo / "docs" / "results"
+    _write_learning_speed(results, imagenet_5min=0.8, seed_1_pace=1.05)  # within 10%: silent
+    page = report.generated(copy_of_repo)[results / "learning_speed.md"]
+    assert "went at different paces" not in page
+    _write_learning_speed(results, imagenet_5min=0.8, seed_1_pace=0.7)
+    page = report.generated(copy_of_repo)[results / "learning_speed.md"]
+    assert (
+        "(CPU seconds per iteration; medgraft, ImageNet encoder: seed 0 2.00, seed 1 2.86, "
+        "seed 2 2.00;" in page
+    )
 
 
 def test_learning_speed_makes_no_claim_from_one_seed(copy_of_repo: Path):
