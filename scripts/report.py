@@ -969,6 +969,11 @@ def learning_speed_readme(root: Path) -> str:
     )
 
 
+def _pace(snapshot: dict) -> float:
+    """CPU seconds per training iteration up to a snapshot (a row of the points table)."""
+    return float(snapshot["cpu_minutes"]) * 60 / max(int(snapshot["iterations"]), 1)
+
+
 def _discarded_text(speed: LearningSpeed) -> str:
     """How much slower per CPU-second the discarded runs went than the kept run of the same
     method at the same point (``learning_speed_discarded.csv``)."""
@@ -978,7 +983,7 @@ def _discarded_text(speed: LearningSpeed) -> str:
         if kept is None or row["point_min"] != str(speed.point_minutes[0]):
             continue
         pace = float(row["cpu_seconds"]) / int(row["iterations"])
-        kept_pace = float(kept["cpu_minutes"]) * 60 / int(kept["iterations"])
+        kept_pace = _pace(kept)
         sentences.append(
             f" A run of {METHODS[row['method']]}, seed {row['seed']}, {row['why']}, took "
             f"{pace:.2f} CPU seconds per iteration over its first {row['point_min']} "
@@ -999,7 +1004,7 @@ def _pace_text(speed: LearningSpeed) -> str:
     spreads = []
     for method in speed.methods:
         paces = {
-            seed: float(p["cpu_minutes"]) * 60 / int(p["iterations"])
+            seed: _pace(p)
             for seed in speed.seeds(method)
             if (p := speed.point(method, first, seed))
         }
@@ -1096,7 +1101,7 @@ def learning_speed_page(root: Path) -> str:
                 lines.append(
                     f"| {METHODS[method]} | {seed} | {point} | "
                     f"{float(taken['cpu_minutes']):.1f} | {taken['iterations']} | "
-                    f"{float(taken['cpu_minutes']) * 60 / max(int(taken['iterations']), 1):.2f} | "
+                    f"{_pace(taken):.2f} | "
                     f"{taken['epoch']} | {taken['planned_epochs']} x "
                     f"{taken['iterations_per_epoch']} | {taken['batch_size']} "
                     f"({taken['stock_batch_size']}) |"
