@@ -7,10 +7,16 @@ symbolic links), so nothing is copied and the data's licence stays with it there
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = Path(
+    os.environ.get("MEDGRAFT_SHARED_DATA")
+    or Path(__file__).resolve().parents[1].parent / "shared" / "data"
+)
+"""The shared data, ``../shared/data`` beside the checkout; ``MEDGRAFT_SHARED_DATA`` names
+another copy (a GPU machine that gets the data carried in)."""
 
 
 def hippocampus_subset(target: Path, cases: int, seed: int) -> Path:

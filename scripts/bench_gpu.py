@@ -1,0 +1,165 @@
+"""What one CUDA GPU buys the hippocampus recipe: its CV fold 0 trained end to end, prediction
+time, and the model's training speed under each precision.
+
+    python scripts/bench_gpu.py [--work runs/gpu] [--results docs/results/bench] [--repeats 3]
+
+Needs a CUDA GPU and the shared hippocampus data (``MEDGRAFT_SHARED_DATA`` names another copy).
+Each part appends rows, with the machine, the versions and the load, to a CSV in ``--results``:
+
+- ``gpu_fold.csv``: ``mri-2.5d`` trained on fold 0 of the accuracy CV (its three views in one
+  ``medgraft train`` call, with what a GPU user gets by default: ``--amp auto``, i.e. fp16),
+  its wall time and the real loop's slices/s (median over views and epochs after the first).
+  ``gpu_fold_cases.csv`` holds the fold's 36 validation cases scored as ``accuracy_cv.py``
+  scores them (last-epoch models, the recipe's clean-up), so ``report.py`` pairs them with the
+  CPU CV's fold 0; ``same_split`` says whether the validation cases are the CPU fold's.
+- ``gpu_predict.csv``: ``medgraft predict`` with the fold's three models on those 36 cases,
+  ``--amp auto`` and ``off``, ``--repeats`` calls each (start-up and model loading included).
+- ``gpu_train.csv``: the model alone (forward, backward and step on tensors already on the GPU),
+  slices/s and peak GPU memory for fp32, fp16 and bf16 at the recipe's batch (32) and at 256.
+
+``--part`` runs some parts alone (a second call after one was cut short).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from accuracy_cv import DATASETS, evaluate_fold, fold_folder, fold_runs, train
+from bench_train import model_only
+from provenance import ROOT, Measurement, append_row
+from shared_subsets import SHARED
+
+from medgraft.runtime import amp_dtype
+
+DATASET = "hippocampus"
+FOLD = 0
+PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+MODEL_ONLY_BATCHES = (32, 256)
+GPU_OPTIONS = {"device": "cuda", "num_workers": 8}
+"""What the fold adds to the recipe: the GPU, and DataLoader workers to feed it."""
+DEFAULT_AMP = str(amp_dtype("auto", torch.device("cuda"))).removeprefix("torch.")
+
+
+def fold_runs_on_gpu(work: Path) -> list[Path]:
+    """The fold's run folders, one per view."""
+    return list(fold_runs(DATASET, SHARED / "hippocampus", work / DATASET, FOLD, GPU_OPTIONS))
+
+
+def model_speed(results: Path, repeats: int) -> None:
+    path = results / "gpu_train.csv"
+    for _ in range(repeats):
+        for precision, dtype in PRECISIONS.items():
+            for batch in MODEL_ONLY_BATCHES:
+                torch.cuda.reset_peak_memory_stats()
+                with Measurement() as measured:
+                    speed = model_only(batch, 50, (64, 64), 3, dtype, device="cuda")
+                peak = torch.cuda.max_memory_allocated() / 1024**3
+                append_row(path, {
+                    **measured.record(), "precision": precision, "batch_size": str(batch),
+                    "image_size": "64x64", "steps": "50", "slices_per_s": f"{speed:.0f}",
+                    "peak_gpu_memory_gib": f"{peak:.2f}",
+                })  # fmt: skip
+                print(f"model alone, {precision}, batch {batch}: {speed:.0f} slices/s, "
+                      f"peak {peak:.2f} GiB", flush=True)  # fmt: skip
+
+
+def cpu_fold_cases() -> set[str]:
+    """The validation cases of the CPU CV's fold 0, from the committed per-case scores."""
+    with (ROOT / "docs/results/accuracy/cases.csv").open() as handle:
+        return {
+            row["case"]
+            for row in csv.DictReader(handle)
+            if row["dataset"] == DATASET and row["variant"] == "recipe" and int(row["fold"]) == 0
+        }
+
+
+def train_fold(work: Path, results: Path) -> None:
+    """Train the fold, score its validation cases with the views' last-epoch models."""
+    output, runs = work / DATASET, fold_runs_on_gpu(work)
+    models = [run / "last.pt" for run in runs]
+    with Measurement() as measured:
+        train(DATASET, output, [FOLD], change=GPU_OPTIONS)
+    rows = evaluate_fold(DATASET, output, FOLD, "recipe", models, folder=fold_folder(
+        output, FOLD, runs))  # fmt: skip
+    for row in rows:
+        append_row(results / "gpu_fold_cases.csv", row)
+    speeds = []
+    for run in runs:
+        with (run / "metrics.csv").open() as handle:
+            epochs = list(csv.DictReader(handle))
+        speeds += [float(r["samples_per_s"]) for r in epochs[1:] or epochs]  # after warm-up
+    cases = {row["case"] for row in rows}
+    by_class: dict[str, list[float]] = {}
+    for row in rows:
+        by_class.setdefault(row["class"], []).append(float(row["dice"]))
+    means = {name: statistics.mean(values) for name, values in by_class.items()}
+    append_row(results / "gpu_fold.csv", {
+        **measured.record(), "recipe": DATASETS[DATASET]["recipe"], "fold": str(FOLD),
+        "views": str(len(runs)), "amp": f"auto ({DEFAULT_AMP})",
+        "num_workers": str(GPU_OPTIONS["num_workers"]), "cases": str(len(cases)),
+        "same_split": "yes" if cases == cpu_fold_cases() else "no",
+        "loop_slices_per_s": f"{statistics.median(speeds):.0f}",
+        **{f"dice_{name}": f"{value:.4f}" for name, value in means.items()},
+        "mean_dice": f"{statistics.mean(means.values()):.4f}",
+    })  # fmt: skip
+    print(f"fold {FOLD}: {measured.seconds / 60:.1f} min, mean Dice "
+          f"{statistics.mean(means.values()):.4f}, loop {statistics.median(speeds):.0f} "
+          "slices/s", flush=True)  # fmt: skip
+
+
+def predict_speed(work: Path, results: Path, repeats: int) -> None:
+    path = results / "gpu_predict.csv"
+    runs = fold_runs_on_gpu(work)
+    inputs = fold_folder(work / DATASET, FOLD, runs) / "val_images"
+    cases = len(list(inputs.iterdir()))
+    models = [flag for run in runs for flag in ("--model", str(run / "last.pt"))]
+    for _ in range(repeats):
+        for amp in ("auto", "off"):
+            with tempfile.TemporaryDirectory() as masks, Measurement() as measured:
+                subprocess.run(
+                    [sys.executable, "-m", "medgraft", "predict", *models,
+                     "-i", str(inputs), "-o", masks, "--amp", amp,
+                     "--device", GPU_OPTIONS["device"]],
+                    check=True,
+                )  # fmt: skip
+            append_row(path, {
+                **measured.record(), "models": f"{len(runs)} (last.pt of each view)", "amp": amp,
+                "cases": str(cases), "seconds_per_case": f"{measured.seconds / cases:.3f}",
+            })  # fmt: skip
+            print(f"predict, amp {amp}: {measured.seconds:.1f} s for {cases} cases", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=Path("runs/gpu"))
+    parser.add_argument("--results", type=Path, default=ROOT / "docs/results/bench")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--part", choices=["model", "fold", "predict"], action="append",
+        help="parts to run (default: all, in this order)",
+    )  # fmt: skip
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        sys.exit("bench_gpu.py needs a CUDA GPU")
+    os.chdir(ROOT)
+    work, results = args.work.resolve(), args.results.resolve()
+    print(f"GPU: {torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
+    parts = args.part or ["model", "fold", "predict"]
+    if "model" in parts:
+        model_speed(results, args.repeats)
+    if "fold" in parts:
+        train_fold(work, results)
+    if "predict" in parts:
+        predict_speed(work, results, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
