@@ -7,7 +7,8 @@ Needs a CUDA GPU and the shared hippocampus data (``MEDGRAFT_SHARED_DATA`` names
 Each part appends rows, with the machine, the versions and the load, to a CSV in ``--results``:
 
 - ``gpu_fold.csv``: ``mri-2.5d`` trained on fold 0 of the accuracy CV (its three views in one
-  ``medgraft train`` call, with what a GPU user gets by default: ``--amp auto``, i.e. fp16),
+  ``medgraft train`` call, with what a GPU user gets by default, ``--amp auto``: fp16; or the
+  ``--amp`` given),
   its wall time and the real loop's slices/s (median over views and epochs after the first).
   ``gpu_fold_cases.csv`` holds the fold's 36 validation cases scored as ``accuracy_cv.py``
   scores them (last-epoch models, the recipe's clean-up), so ``report.py`` pairs them with the
@@ -48,9 +49,14 @@ GPU_OPTIONS = {"device": "cuda", "num_workers": 8}
 DEFAULT_AMP = str(amp_dtype("auto", torch.device("cuda"))).removeprefix("torch.")
 
 
-def fold_runs_on_gpu(work: Path) -> list[Path]:
+def fold_output(work: Path, amp: str) -> Path:
+    return work / f"{DATASET}-amp-{amp}"
+
+
+def fold_runs_on_gpu(work: Path, amp: str) -> list[Path]:
     """The fold's run folders, one per view."""
-    return list(fold_runs(DATASET, SHARED / "hippocampus", work / DATASET, FOLD, GPU_OPTIONS))
+    options = GPU_OPTIONS | {"amp": amp}
+    return list(fold_runs(DATASET, SHARED / "hippocampus", fold_output(work, amp), FOLD, options))
 
 
 def model_speed(results: Path, repeats: int) -> None:
@@ -81,12 +87,12 @@ def cpu_fold_cases() -> set[str]:
         }
 
 
-def train_fold(work: Path, results: Path) -> None:
+def train_fold(work: Path, results: Path, amp: str) -> None:
     """Train the fold, score its validation cases with the views' last-epoch models."""
-    output, runs = work / DATASET, fold_runs_on_gpu(work)
+    output, runs = fold_output(work, amp), fold_runs_on_gpu(work, amp)
     models = [run / "last.pt" for run in runs]
     with Measurement() as measured:
-        train(DATASET, output, [FOLD], change=GPU_OPTIONS)
+        train(DATASET, output, [FOLD], change=GPU_OPTIONS | {"amp": amp})
     rows = evaluate_fold(DATASET, output, FOLD, "recipe", models, folder=fold_folder(
         output, FOLD, runs))  # fmt: skip
     for row in rows:
@@ -103,7 +109,7 @@ def train_fold(work: Path, results: Path) -> None:
     means = {name: statistics.mean(values) for name, values in by_class.items()}
     append_row(results / "gpu_fold.csv", {
         **measured.record(), "recipe": DATASETS[DATASET]["recipe"], "fold": str(FOLD),
-        "views": str(len(runs)), "amp": f"auto ({DEFAULT_AMP})",
+        "views": str(len(runs)), "amp": f"auto ({DEFAULT_AMP})" if amp == "auto" else amp,
         "num_workers": str(GPU_OPTIONS["num_workers"]), "cases": str(len(cases)),
         "same_split": "yes" if cases == cpu_fold_cases() else "no",
         "loop_slices_per_s": f"{statistics.median(speeds):.0f}",
@@ -117,8 +123,8 @@ def train_fold(work: Path, results: Path) -> None:
 
 def predict_speed(work: Path, results: Path, repeats: int) -> None:
     path = results / "gpu_predict.csv"
-    runs = fold_runs_on_gpu(work)
-    inputs = fold_folder(work / DATASET, FOLD, runs) / "val_images"
+    runs = fold_runs_on_gpu(work, "auto")
+    inputs = fold_folder(fold_output(work, "auto"), FOLD, runs) / "val_images"
     cases = len(list(inputs.iterdir()))
     models = [flag for run in runs for flag in ("--model", str(run / "last.pt"))]
     for _ in range(repeats):
@@ -143,6 +149,10 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=ROOT / "docs/results/bench")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
+        "--amp", choices=["auto", "fp16", "bf16", "off"], default="auto",
+        help="the fold's precision (prediction timing uses the auto fold's models)",
+    )  # fmt: skip
+    parser.add_argument(
         "--part", choices=["model", "fold", "predict"], action="append",
         help="parts to run (default: all, in this order)",
     )  # fmt: skip
@@ -156,7 +166,7 @@ def main() -> None:
     if "model" in parts:
         model_speed(results, args.repeats)
     if "fold" in parts:
-        train_fold(work, results)
+        train_fold(work, results, args.amp)
     if "predict" in parts:
         predict_speed(work, results, args.repeats)
 

@@ -73,13 +73,12 @@ def machine() -> dict[str, str]:
     if cpuinfo.exists():
         names = [ln for ln in cpuinfo.read_text().splitlines() if ln.startswith("model name")]
         model = names[0].split(":", 1)[1].strip() if names else model
-    try:
+    # a copy of the tree sent to another machine says which commit it is (its .git may be stale)
+    commit = os.environ.get("MEDGRAFT_COMMIT", "")
+    if not commit:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
         ).stdout.strip()
-    except FileNotFoundError:  # no git (a GPU machine that gets a copy of the tree)
-        commit = ""
-    commit = commit or os.environ.get("MEDGRAFT_COMMIT", "")
     return {
         "date": datetime.date.today().isoformat(),
         "commit": commit,
