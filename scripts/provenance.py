@@ -21,6 +21,7 @@ import resource
 import subprocess
 import threading
 import time
+from contextlib import suppress
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,10 +76,13 @@ def machine() -> dict[str, str]:
         model = names[0].split(":", 1)[1].strip() if names else model
     # a copy of the tree sent to another machine says which commit it is (its .git may be stale)
     commit = os.environ.get("MEDGRAFT_COMMIT", "")
-    if not commit:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
+    with suppress(FileNotFoundError):  # no git there
+        commit = (
+            commit
+            or subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+            ).stdout.strip()
+        )
     return {
         "date": datetime.date.today().isoformat(),
         "commit": commit,
