@@ -308,6 +308,22 @@ def test_the_cpu_precision_verdict_follows_the_measured_speeds(copy_of_repo: Pat
     assert "1.5x faster" in fast and "fp32 stays" not in fast
 
 
+def test_the_gpu_fold_is_paired_case_by_case_with_the_cpu_fold(copy_of_repo: Path):
+    path = copy_of_repo / "docs" / "results" / "bench" / "gpu_fold_cases.csv"
+    with path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert "not distinguishable" in report.bench_gpu_readme(copy_of_repo)
+    for row in rows:  # every case 0.05 worse on the GPU
+        row["dice"] = f"{float(row['dice']) - 0.05:.5f}"
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    text = report.bench_gpu_readme(copy_of_repo)
+    assert "-0.051 [" in text and "against the CPU-trained fold: behind" in text
+    assert "| Anterior |" in report.gpu_page(copy_of_repo)
+
+
 MEASURED = re.compile(
     r"(?<![≥≤] )\b0\.\d{2,}\b"  # a score (a threshold such as "Dice ≥ 0.99" is a setting)
     r"|\b\d+(?:\.\d+)?\s?(?:s|min|GB|MB|slices/s|cases/s|h)\b"  # a time, a size, a speed
