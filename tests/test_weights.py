@@ -1,4 +1,6 @@
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -160,3 +162,21 @@ def test_input_range_of_the_pretrained_weights_is_applied():
     torch.testing.assert_close((x - model.mean) / model.std, expected)
     unit = architecture(get_encoder(DEFAULT_ENCODER), 3, 2)  # [0, 1] weights: unchanged
     assert unit.mean == list(get_encoder(DEFAULT_ENCODER).normalization().mean)
+
+
+def test_starting_medgraft_reaches_for_no_network():
+    """Nothing may call out at run time: albumentations, for one, asks PyPI for a newer version
+    of itself on import unless told not to (a 2 s wait and a warning when air-gapped)."""
+    code = (
+        "import socket\n"
+        "calls = []\n"
+        "def refuse(*args, **kwargs):\n"
+        "    calls.append(args)\n"
+        "    raise OSError('no network in this test')\n"
+        "socket.getaddrinfo = socket.socket.connect = refuse\n"
+        "import medgraft.cli, medgraft.data.augment\n"
+        "assert not calls, calls\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
