@@ -135,7 +135,7 @@ ABLATIONS = {
     },
     "kvasir-15-epochs": {
         "dataset": "kvasir",
-        "folds": [0],
+        "folds": [0, 1, 2, 3, 4],
         "change": {"epochs": 15},
         "summary": "15 epochs instead of 5 (`--epochs 15`)",
     },
