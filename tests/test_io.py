@@ -3,8 +3,6 @@ format is one entry there, and training and ``medgraft predict`` take it without
 
 from __future__ import annotations
 
-import logging
-import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -114,14 +112,3 @@ def test_written_masks_keep_the_nifti_header(tmp_path: Path):
     assert written.get_data_dtype() == np.uint8
     assert io.read_geometry(tmp_path / "scan.nii.gz").zooms == pytest.approx((0.7, 0.8, 2.5))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mask.nii.gz", "scan.nii.gz"]
-
-
-def test_reading_a_scan_warns_of_no_dicom_decoder_it_does_not_use(demo_dir: Path, caplog):
-    """MONAI's loader registers an optional GPU DICOM decoder and warns when it is missing;
-    medgraft reads DICOM with pydicom itself, so a user must not see that warning."""
-    volume = next((demo_dir / "imagesTr").glob("*.nii.gz"))
-    io._image_loader.cache_clear()  # the loader is built once per process: build it here
-    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING):
-        warnings.simplefilter("always")
-        io.load_image(volume)
-    assert not [str(w.message) for w in caught] and not caplog.records

@@ -9,12 +9,9 @@ output, multi-channel NIfTI) is one new entry in :data:`FORMATS`.
 
 from __future__ import annotations
 
-import logging
 import re
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 import nibabel as nib
@@ -95,28 +92,12 @@ def image_reader() -> PILReader:
     return PILReader(reverse_indexing=False)
 
 
-@cache
-def _image_loader() -> LoadImage:
-    """One MONAI loader per process. Building one registers every MONAI reader, among them a GPU
-    DICOM decoder (nvImageCodec) that logs a warning when that optional package is missing:
-    medgraft reads DICOM series with pydicom itself (``data/dicom.py``), so the warning is noise
-    to a user and is muted while the loader is built."""
-    plugin_log = logging.getLogger("monai.data.nvimgcodec_pydicom_plugin")
-    level = plugin_log.level
-    plugin_log.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader")
-            return LoadImage(reader=image_reader(), image_only=True, ensure_channel_first=True)
-    finally:
-        plugin_log.setLevel(level)
-
-
 def load_image(path: str | Path) -> MetaTensor:
     """Load an image file as channel-first ``MetaTensor``; any failure is one clear error."""
     path = Path(path)
+    loader = LoadImage(reader=image_reader(), image_only=True, ensure_channel_first=True)
     try:
-        return _image_loader()(str(path))
+        return loader(str(path))
     except Exception as exc:  # readers raise many types; the user needs the file name
         check_readable(path)
         raise MedgraftError(f"{path}: cannot read image ({first_line(root_cause(exc))})") from exc
