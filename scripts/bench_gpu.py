@@ -78,12 +78,12 @@ def model_speed(results: Path, repeats: int) -> None:
 
 
 def cpu_fold_cases() -> set[str]:
-    """The validation cases of the CPU CV's fold 0, from the committed per-case scores."""
+    """The validation cases of the CPU CV's fold, from the committed per-case scores."""
     with (ROOT / "docs/results/accuracy/cases.csv").open() as handle:
         return {
             row["case"]
             for row in csv.DictReader(handle)
-            if row["dataset"] == DATASET and row["variant"] == "recipe" and int(row["fold"]) == 0
+            if row["dataset"] == DATASET and row["variant"] == "recipe" and int(row["fold"]) == FOLD
         }
 
 

@@ -76,13 +76,11 @@ def machine() -> dict[str, str]:
         model = names[0].split(":", 1)[1].strip() if names else model
     # a copy of the tree sent to another machine says which commit it is (its .git may be stale)
     commit = os.environ.get("MEDGRAFT_COMMIT", "")
-    with suppress(FileNotFoundError):  # no git there
-        commit = (
-            commit
-            or subprocess.run(
+    if not commit:
+        with suppress(FileNotFoundError):  # no git there
+            commit = subprocess.run(
                 ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
             ).stdout.strip()
-        )
     return {
         "date": datetime.date.today().isoformat(),
         "commit": commit,

@@ -315,13 +315,10 @@ def _paired_rows(
     lines = []
     class_names = [*dict.fromkeys(r["class"] for r in rows), None]
     for index, class_name in enumerate(class_names):
-        ours, theirs = _dice_by_case(rows, class_name), _dice_by_case(recipe_rows, class_name)
-        common = sorted(set(ours) & set(theirs))
-        first = np.array([ours[c] for c in common])
-        second = np.array([theirs[c] for c in common])
+        first, second = _paired_dice(rows, recipe_rows, class_name)
         difference = difference_interval(first, second)
         cells = [
-            *([*head[:2], f"{head[2]}; {len(common)}"] if index == 0 else ["", "", ""]),
+            *([*head[:2], f"{head[2]}; {len(first)}"] if index == 0 else ["", "", ""]),
             class_name or "mean foreground",
             f"{second.mean():.3f}",
             f"{first.mean():.3f}",
