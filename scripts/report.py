@@ -785,6 +785,15 @@ def _gpu_fold(root: Path) -> tuple[dict, list[dict]] | None:
     return (folds[-1], cases) if folds and cases else None
 
 
+def _gpu_wall_text(fold: dict) -> str:
+    """The GPU fold's training time: one run, with the load on the machine's cores."""
+    load = "cores shared" if fold["shared"] == "yes" else "cores alone"
+    return (
+        f"{float(fold['wall_seconds']) / 60:.1f} min in one run with the {load} "
+        f"({fold['other_jobs_cores']} cores of other jobs)"
+    )
+
+
 def _gpu_and_cpu(root: Path) -> tuple[dict, list[dict], list[dict], list[dict]]:
     """The GPU fold's record and per-case scores, the CPU fold's scores, the CPU folds."""
     fold, gpu_cases = _gpu_fold(root)
@@ -810,9 +819,10 @@ def bench_gpu_readme(root: Path) -> str:
     dice, difference = mean_interval(gpu), difference_interval(gpu, cpu)
     return (
         f"on one {fold['gpu']} the recipe's fold {fold['fold']} trained in "
-        f"{float(fold['wall_seconds']) / 60:.1f} min ({fold['views']} views, `--amp "
-        f"{fold['amp'].split()[0]}`, {fold['num_workers']} DataLoader workers; on 2 CPU cores a "
-        f"fold takes {_wall_text(cpu_folds)}) and scored {dice.mean:.3f} mean Dice on its "
+        f"{_gpu_wall_text(fold)}, with {fold['views']} views, `--amp "
+        f"{fold['amp'].split()[0]}` and {fold['num_workers']} DataLoader workers (on 2 CPU cores "
+        f"the median of {len(cpu_folds)} folds took {_wall_text(cpu_folds)}), and scored "
+        f"{dice.mean:.3f} mean Dice on its "
         f"{fold['cases']} validation cases, {difference} against the CPU-trained fold: "
         f"{difference.verdict} ([docs/results/gpu.md](docs/results/gpu.md))"
     )
@@ -838,7 +848,7 @@ def gpu_page(root: Path) -> str:
         f"`--num-workers {fold['num_workers']}`), "
         f"scored like the CV: the views' last-epoch models averaged, the recipe's clean-up, on "
         f"the fold's {fold['cases']} validation cases (the same cases as the CPU fold: "
-        f"{fold['same_split']}). Training took {float(fold['wall_seconds']) / 60:.1f} min; the "
+        f"{fold['same_split']}). Training took {_gpu_wall_text(fold)}; the "
         f"loop ran {fold['loop_slices_per_s']} slices/s (median over "
         "views and epochs after the first). On 2 CPU cores the median fold of "
         f"{len(cpu_folds)} takes {_wall_text(cpu_folds)}.",
