@@ -98,6 +98,18 @@ def straight_run(micro_msd: Path, tmp_path_factory) -> Path:
     return run
 
 
+def test_a_run_without_validation_cases_says_so_instead_of_printing_nan(
+    micro_msd: Path, tmp_path: Path, capsys
+):
+    run = tmp_path / "run"
+    config = FAST | {"epochs": 1, "val_fraction": 0.0}
+    train(TrainConfig(data=str(micro_msd), output=str(run), **config))
+    printed = capsys.readouterr().err  # the console writes to stderr
+    assert "epoch 1: loss" in printed and "no validation cases" in printed
+    assert "nan" not in printed and "*best*" not in printed
+    assert load_checkpoint(run / "best.pt").epoch == 1
+
+
 @pytest.mark.slow
 def test_resume_equals_an_uninterrupted_run(straight_run: Path, micro_msd: Path, tmp_path: Path):
     run2 = tmp_path / "resumed2"

@@ -146,13 +146,20 @@ class Trainer:
         save_checkpoint(checkpoint, self.run_dir / "last.pt")
         if improved:
             save_checkpoint(checkpoint, self.run_dir / "best.pt")
+        console.print(
+            f"epoch {result.epoch}: loss {result.loss:.4f}, {self._scores_text(result, improved)}"
+            f" {result.seconds:.0f}s"
+        )
+
+    def _scores_text(self, result: EpochResult, improved: bool) -> str:
+        """The epoch's validation Dice, or that there is none (then every epoch is the best)."""
+        if not self.val_cases:
+            return "no validation cases (best.pt is the last epoch)"
         dice_text = ", ".join(
             f"{n} {d:.3f}" for n, d in zip(self.class_names, result.dice, strict=True)
         )
-        console.print(
-            f"epoch {result.epoch}: loss {result.loss:.4f}, val Dice {result.mean_dice:.3f} "
-            f"({dice_text}) {result.seconds:.0f}s{' *best*' if improved else ''}"
-        )
+        best = " *best*" if improved else ""
+        return f"val Dice {result.mean_dice:.3f} ({dice_text}){best}"
 
     # -- the run ---------------------------------------------------------------------------
 
