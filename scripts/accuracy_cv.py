@@ -140,6 +140,12 @@ ABLATIONS = {
         "change": {"epochs": 5},
         "summary": "5 epochs instead of 15, the schedule before (`--epochs 5`)",
     },
+    "kvasir-lite2": {
+        "dataset": "kvasir",
+        "folds": [0],
+        "change": {"encoder": "tu-tf_efficientnet_lite2"},
+        "summary": "EfficientNet-Lite2 instead of Lite0 (`--encoder tu-tf_efficientnet_lite2`)",
+    },
     "kvasir-320": {
         "dataset": "kvasir",
         "folds": [0],
