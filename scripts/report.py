@@ -307,6 +307,19 @@ def _wall_text(folds: list[dict]) -> str:
     )
 
 
+def _arms_wall_text(arms: list[list[dict]]) -> str:
+    """Each arm's median wall time; each names its processor when the arms ran on different
+    ones, whose times do not compare."""
+    texts = [_wall_text(arm) for arm in arms]
+    processors = [sorted({f["cpu"] for f in arm}) for arm in arms]
+    if len({cpu for names in processors for cpu in names}) > 1:
+        texts = [
+            f"{text} on {' and '.join(names)}"
+            for text, names in zip(texts, processors, strict=True)
+        ]
+    return ", ".join(texts)
+
+
 def _paired_rows(
     head: list[str], rows: list[dict], recipe_rows: list[dict], wall: str
 ) -> list[str]:
@@ -385,9 +398,8 @@ def ablation_section(root: Path, cases: list[dict], folds: list[dict]) -> list[s
                 if r["dataset"] == name and r["variant"] == "recipe" and r["fold"] in fold_ids
             ]
             recipe_folds = [f for f in folds if f["dataset"] == name and f["fold"] in fold_ids]
-        wall = ", ".join(
-            _wall_text(arm)
-            for arm in (recipe_folds, [f for f in changed_folds if f["ablation"] == ablation])
+        wall = _arms_wall_text(
+            [recipe_folds, [f for f in changed_folds if f["ablation"] == ablation]]
         )
         head = [change, DATASETS[name].title, ", ".join(fold_ids)]
         lines += _paired_rows(head, rows, recipe_rows, wall)

@@ -203,6 +203,34 @@ def test_an_ablation_is_paired_with_the_recipe_on_the_same_cases(copy_of_repo: P
     assert section.count("| ahead |") == 3  # each class and the mean
 
 
+def test_ablation_wall_times_name_the_processors_when_the_arms_ran_on_different_ones(
+    copy_of_repo: Path,
+):
+    folder = copy_of_repo / "docs" / "results" / "accuracy"
+    fold = [
+        {"ablation": "x", "change": "a change"} | r
+        for r in report.read_csv(folder / "cases.csv")
+        if r["dataset"] == "hippocampus" and r["fold"] == "0" and r["variant"] == "recipe"
+    ]
+    cv_fold = [
+        r
+        for r in report.read_csv(folder / "folds.csv")
+        if r["dataset"] == "hippocampus" and r["fold"] == "0"
+    ]
+    cv_cpu = cv_fold[0]["cpu"]
+
+    def wall_cell(cpu: str) -> str:
+        folds = [{"ablation": "x", "change": "a change"} | r | {"cpu": cpu} for r in cv_fold]
+        section = _ablation_section(copy_of_repo, fold, folds)
+        [row] = [line for line in section.splitlines() if line.startswith("| a change")]
+        return row.rstrip(" |").rsplit("| ", 1)[1]
+
+    assert " on " not in wall_cell(cv_cpu)
+    other = wall_cell("Another CPU")
+    assert other.startswith(f"{float(cv_fold[0]['seconds']) / 60:.1f} min")
+    assert f"on {cv_cpu}, " in other and other.endswith(" on Another CPU")
+
+
 def test_a_change_against_an_earlier_recipe_is_paired_with_that_ablation(copy_of_repo: Path):
     """After the recipe takes up a change, a change measured on the recipe before it is paired
     with the ablation that undoes the change (its runs are the old recipe's), not the CV."""
