@@ -90,6 +90,13 @@ ABLATIONS = {
         "baseline": "drive-12-epochs",
         "summary": "768 px instead of 576 (`--image-size 768`)",
     },
+    # the same at the recipe's own 24 epochs, paired with the recipe's CV
+    "drive-768-24-epochs": {
+        "dataset": "drive",
+        "folds": [0],
+        "change": {"image_size": 768},
+        "summary": "768 px instead of 576, at the recipe's 24 epochs (`--image-size 768`)",
+    },
     # the recipe's epochs until this round: its rows are the earlier CV of the same split
     "drive-12-epochs": {
         "dataset": "drive",
