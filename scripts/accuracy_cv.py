@@ -93,7 +93,7 @@ ABLATIONS = {
     # the same at the recipe's own 24 epochs, paired with the recipe's CV
     "drive-768-24-epochs": {
         "dataset": "drive",
-        "folds": [0],
+        "folds": [0, 1, 2, 3, 4],
         "change": {"image_size": 768},
         "summary": "768 px instead of 576, at the recipe's 24 epochs (`--image-size 768`)",
     },
