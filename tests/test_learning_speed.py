@@ -4,27 +4,11 @@ a fix) replaces that run's rows only, never the other methods' or seeds' runs.""
 from __future__ import annotations
 
 import csv
-import importlib.util
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from conftest import load_script
 
-
-def _load_learning_speed():
-    sys.path.insert(0, str(REPO / "scripts"))  # its helper modules live next to it
-    try:
-        spec = importlib.util.spec_from_file_location(
-            "learning_speed", REPO / "scripts" / "learning_speed.py"
-        )
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(REPO / "scripts"))
-    return module
-
-
-learning_speed = _load_learning_speed()
+learning_speed = load_script("learning_speed")
 
 
 def _rows(path: Path) -> list[tuple[str, str, str]]:

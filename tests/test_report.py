@@ -4,42 +4,20 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_script
 
 from medgraft.evaluation.stats import difference_interval, mean_interval
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _load_report():
-    spec = importlib.util.spec_from_file_location("report", REPO / "scripts" / "report.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["report"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-def _load_accuracy_cv():
-    sys.path.insert(0, str(REPO / "scripts"))  # it imports its helper modules
-    try:
-        spec = importlib.util.spec_from_file_location(
-            "accuracy_cv", REPO / "scripts" / "accuracy_cv.py"
-        )
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(REPO / "scripts"))
-    return module
-
-
-report = _load_report()
+report = load_script("report")
 
 
 def test_readme_and_results_equal_what_their_sources_give():
@@ -50,7 +28,7 @@ def test_readme_and_results_equal_what_their_sources_give():
 def test_committed_ablation_rows_are_the_changes_the_cv_script_defines():
     """Rows are moved by hand when a recipe adopts a change (its ablation runs become the CV,
     the old CV an ablation): each ablation's rows must still say what ``ABLATIONS`` runs."""
-    ablations = _load_accuracy_cv().ABLATIONS
+    ablations = load_script("accuracy_cv").ABLATIONS
     folder = REPO / "docs" / "results" / "accuracy"
     for name, by_fold in (
         ("ablations.csv", report.read_csv(folder / "ablations.csv")),

@@ -4,7 +4,6 @@ leaves a heartbeat the next call adds to the fold's time."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,23 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _load(name: str):
-    sys.path.insert(0, str(REPO / "scripts"))  # the scripts import their helper modules
-    try:
-        spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(REPO / "scripts"))
-    return module
-
-
-provenance = _load("provenance")
-accuracy_cv = _load("accuracy_cv")
+provenance = load_script("provenance")
+accuracy_cv = load_script("accuracy_cv")
 
 
 def _cpu_seconds(pid: int) -> float:
