@@ -7,6 +7,7 @@ here for every test that uses a fixture holding a trained model (``TRAINED_MODEL
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import shutil
@@ -34,9 +35,11 @@ TRAINED_MODEL_FIXTURES = {
 """Fixtures that train a model: a test using one is slow."""
 
 
+@functools.cache
 def load_script(name: str):
     """Import ``scripts/<name>.py``, which are not a package; they import their helper modules
-    from next to them. Registered in ``sys.modules`` because dataclasses look their module up."""
+    from next to them. Registered in ``sys.modules`` because dataclasses look their module up;
+    cached, so every test module shares one copy instead of executing the script again."""
     scripts = Path(__file__).resolve().parents[1] / "scripts"
     sys.path.insert(0, str(scripts))
     try:
