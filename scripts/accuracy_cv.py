@@ -152,6 +152,15 @@ ABLATIONS = {
         "baseline": "axial-only",
         "summary": "augmentation at full strength instead of half (`--augment-strength 1`)",
     },
+    # nnU-Net's deep supervision: the three decoder stages above the output (32, 16 and 8 px
+    # for the 64 px slices) each get a 1x1 head and a loss of their own
+    "deep-supervision": {
+        "dataset": "hippocampus",
+        "folds": [0, 1],
+        "change": {"views": "axial", "deep_supervision": 3},
+        "baseline": "axial-only",
+        "summary": "deep supervision over 3 decoder stages, as nnU-Net (`--deep-supervision 3`)",
+    },
     "lite1": {
         "dataset": "hippocampus",
         "folds": [0],

@@ -122,6 +122,12 @@ class TrainConfig:
     warmup_epochs: int = option(0, "Linear LR warm-up epochs.", min=0)
     grad_clip: float = option(12.0, "Gradient norm clip (0: off).", min=0.0)
     loss: str = option("dice_ce", "dice_ce | dice_ce_batch | dice_focal (see training/losses.py).")
+    deep_supervision: int = option(
+        0,
+        "Deep supervision as nnU-Net: this many decoder stages above the output get a loss of "
+        "their own, through training-only 1x1 heads (0: off).",
+        min=0,
+    )
     val_fraction: float = option(0.2, "Share of cases held out for validation (without --folds).")
     split_file: str | None = option(
         None, 'JSON file {"train": case ids, "val": case ids} to use as the split.', path=True

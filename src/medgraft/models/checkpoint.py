@@ -105,7 +105,7 @@ class Checkpoint:
     best_dice: float = float("nan")
     best_epoch: int = 0
     training_state: dict[str, Any] | None = None
-    """Optimizer, scheduler, scaler and RNG states for ``--resume``."""
+    """Optimizer, scheduler, scaler and RNG states (and deep supervision's heads): ``--resume``."""
     interrupted_in_epoch: int | None = None
     """Set when Ctrl-C stopped the run inside this epoch (its progress is kept)."""
 
@@ -145,7 +145,9 @@ class Checkpoint:
         )
 
 
-TRAINING_STATE_KEYS = ("optimizer", "scheduler", "scaler", "rng")
+TRAINING_STATE_KEYS = ("optimizer", "scheduler", "scaler", "rng", "deep_supervision_heads")
+"""What a checkpoint holds for ``--resume`` only, beside the model (deep supervision's heads
+train with it but are not part of it)."""
 
 
 def save_checkpoint(checkpoint: Checkpoint, path: Path) -> None:

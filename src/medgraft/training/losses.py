@@ -3,7 +3,8 @@
 A new loss is one function registered here with :func:`register_loss`; it receives the run's
 options (for its weights) and returns a module called as ``loss(logits, target)`` with
 logits ``(N, C, H, W)`` and integer targets ``(N, 1, H, W)``. A trainer variant that needs
-more (e.g. deep supervision over decoder stages) overrides ``Trainer.build_loss`` instead.
+more overrides ``Trainer.build_loss`` instead, as deep supervision does (its loss weighs the
+outputs of several decoder stages).
 """
 
 from __future__ import annotations
@@ -77,7 +78,13 @@ def ignore_outside(logits: torch.Tensor, target: torch.Tensor, roi: torch.Tensor
     """Logits whose pixels outside the region of interest (``roi`` 0) predict their target
     with certainty: there they add no gradient and almost no loss, whatever the loss (cross-
     entropy, focal, soft Dice: foreground sums see zeros on both sides outside). MONAI's
-    ``MaskedLoss`` zeroes the logits instead, which leaves a uniform softmax in every Dice sum."""
+    ``MaskedLoss`` zeroes the logits instead, which leaves a uniform softmax in every Dice sum.
+    Coarser logits (deep supervision) get the target and region resized to them, by nearest
+    neighbour as ``DeepSupervisionLoss`` resizes the target."""
+    if logits.shape[2:] != target.shape[2:]:
+        size = logits.shape[2:]  # interpolate takes float maps; they hold 0/1 and labels exactly
+        target = nn.functional.interpolate(target.float(), size=size, mode="nearest-exact")
+        roi = nn.functional.interpolate(roi.float(), size=size, mode="nearest-exact")
     certain = torch.nn.functional.one_hot(target[:, 0].long(), logits.shape[1])
     certain = certain.permute(0, 3, 1, 2).to(logits.dtype) * CERTAIN_LOGIT
     return torch.where(roi > 0, logits, certain)

@@ -66,6 +66,7 @@ from medgraft.runtime import (
     select_device,
     set_rng_state,
 )
+from medgraft.training.deep_supervision import DeepSupervised, deeply_supervised
 from medgraft.training.losses import build_loss, ignore_outside
 from medgraft.training.optim import build_optimizer, build_scheduler, set_encoder_frozen
 from medgraft.training.run_log import EpochResult, RunLog, ValidationScores
@@ -98,11 +99,13 @@ class Trainer:
     # -- hooks -----------------------------------------------------------------------------
 
     def build_loss(self) -> torch.nn.Module:
-        """The loss ``--loss`` names (``training.losses``)."""
-        return build_loss(self.config)
+        """The loss ``--loss`` names (``training.losses``), over every decoder stage with
+        ``--deep-supervision``."""
+        loss = build_loss(self.config)
+        return deeply_supervised(loss) if self.config.deep_supervision else loss
 
     def build_optimizer(self) -> torch.optim.Optimizer:
-        return build_optimizer(self.model, self.config)
+        return build_optimizer(self.trained, self.config)
 
     def build_scheduler(self, steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
         return build_scheduler(self.optimizer, self.config, steps_per_epoch)
@@ -117,15 +120,19 @@ class Trainer:
         with torch.autocast(
             self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None
         ):
-            logits = self.network(images)
+            logits = self.network(images)  # a list, finest first, with deep supervision
             if roi is not None:
-                logits = ignore_outside(logits, targets, roi)
+                logits = (
+                    [ignore_outside(scale, targets, roi) for scale in logits]
+                    if isinstance(logits, list)
+                    else ignore_outside(logits, targets, roi)
+                )
             loss = self.loss_fn(logits, targets)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.config.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+            torch.nn.utils.clip_grad_norm_(self.trained.parameters(), self.config.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
@@ -196,8 +203,15 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(),
                 "rng": rng_state(),
+                **self._training_only_state(),
             },
         )
+
+    def _training_only_state(self) -> dict:
+        """Weights that train but are not the saved model (deep supervision's heads)."""
+        if isinstance(self.trained, DeepSupervised):
+            return {"deep_supervision_heads": self.trained.heads.state_dict()}
+        return {}
 
     def _setup(self) -> Checkpoint | None:
         """Cases, run folder, data, model, loader and optimiser; returns the state to resume."""
@@ -350,10 +364,15 @@ class Trainer:
         self.model = model.to(self.device)
         if self.config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.network: torch.nn.Module = self.model
+        # what the optimiser trains: the model, plus training-only heads with deep supervision
+        self.trained: torch.nn.Module = self.model
+        if self.config.deep_supervision:
+            self.trained = DeepSupervised(self.model, self.config.deep_supervision)
+            self.trained.to(self.device)
+        self.network: torch.nn.Module = self.trained
         if self.world_size > 1:
             self.network = torch.nn.parallel.DistributedDataParallel(
-                self.model,
+                self.trained,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=self.config.freeze_encoder_epochs > 0,
             )
@@ -412,6 +431,8 @@ class Trainer:
         """Load model, optimiser, scheduler, scaler and RNG states; returns the next epoch."""
         self.model.load_state_dict(state.model_state)
         training = state.training_state
+        if isinstance(self.trained, DeepSupervised):
+            self.trained.heads.load_state_dict(training["deep_supervision_heads"])
         self.optimizer.load_state_dict(training["optimizer"])
         self.scheduler.load_state_dict(training["scheduler"])
         self.scaler.load_state_dict(training["scaler"])
