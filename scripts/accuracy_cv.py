@@ -184,6 +184,13 @@ ABLATIONS = {
         "baseline": "kvasir-lite0",
         "summary": "5 epochs instead of 15, the schedule before (`--epochs 5`)",
     },
+    # far errors (polyps missed or invented) dominate Kvasir's: does a finer grid help Lite2?
+    "kvasir-320-lite2": {
+        "dataset": "kvasir",
+        "folds": [0],
+        "change": {"image_size": 320},
+        "summary": "320 px instead of 160 (`--image-size 320`)",
+    },
     # measured while the recipe used Lite0, so it pairs with those runs
     "kvasir-320": {
         "dataset": "kvasir",
