@@ -6,14 +6,17 @@ import math
 from collections.abc import Callable
 
 import torch
+from torch import nn
 
 from medgraft.config.schema import TrainConfig
 from medgraft.errors import MedgraftError
 from medgraft.models.unet import Segmenter
 
 
-def parameter_groups(model: Segmenter, lr: float, encoder_lr_mult: float) -> list[dict]:
-    """Encoder parameters at ``lr * encoder_lr_mult``, the decoder and head at ``lr``."""
+def parameter_groups(model: nn.Module, lr: float, encoder_lr_mult: float) -> list[dict]:
+    """Encoder parameters at ``lr * encoder_lr_mult``, the decoder and heads at ``lr``;
+    ``model`` is a :class:`Segmenter` or a training wrapper that exposes its ``encoder``
+    (deep supervision's)."""
     encoder_ids = {id(p) for p in model.encoder.parameters()}
     rest = [p for p in model.parameters() if id(p) not in encoder_ids]
     return [
@@ -22,7 +25,7 @@ def parameter_groups(model: Segmenter, lr: float, encoder_lr_mult: float) -> lis
     ]
 
 
-def build_optimizer(model: Segmenter, config: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """AdamW with the encoder's own learning rate (``--encoder-lr-mult``)."""
     return torch.optim.AdamW(
         parameter_groups(model, config.lr, config.encoder_lr_mult),
