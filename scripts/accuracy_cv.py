@@ -208,6 +208,14 @@ ABLATIONS = {
         "change": {"epochs": 30},
         "summary": "30 epochs instead of 15 (`--epochs 30`)",
     },
+    # Kvasir's errors are far ones (polyps missed or invented); stronger augmentation (scale,
+    # rotation, intensity) as a regulariser, as DRIVE's recipe trains at 1.5
+    "kvasir-strength-1.5": {
+        "dataset": "kvasir",
+        "folds": [0],
+        "change": {"augment": {"strength": 1.5}},
+        "summary": "augmentation at strength 1.5 instead of 1 (`--augment-strength 1.5`)",
+    },
     # measured while the recipe used Lite0, so it pairs with those runs
     "kvasir-320": {
         "dataset": "kvasir",
