@@ -154,7 +154,7 @@ ABLATIONS = {
     },
     # full strength on the axial model alone was ahead on fold 0 (+0.003); on an Intel Xeon a
     # view trains in about 11 minutes, so the three views at full strength fit the hour (first
-    # measured on folds 0-1, then on all five before adopting it)
+    # measured on folds 0-1, then on all five: not distinguishable, not adopted)
     "full-strength-3-views": {
         "dataset": "hippocampus",
         "folds": [0, 1, 2, 3, 4],
