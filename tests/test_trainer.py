@@ -14,7 +14,7 @@ from conftest import invoke, run_torchrun, write_nifti
 
 import medgraft.training.trainer as trainer_module
 from medgraft.config.loading import options_sha256, resolve_options
-from medgraft.config.schema import TrainConfig
+from medgraft.config.schema import AugmentOptions, TrainConfig
 from medgraft.data.cases import load_cases
 from medgraft.data.discovery import discover_dataset
 from medgraft.data.sampling import BalancedSampler
@@ -25,6 +25,7 @@ from medgraft.data.transforms import (
     case_transforms,
     geometry_transforms,
 )
+from medgraft.errors import MedgraftError
 from medgraft.models.checkpoint import load_checkpoint
 from medgraft.training.trainer import Trainer, train
 
@@ -289,3 +290,38 @@ def test_a_coronal_run_samples_coronal_slices_and_records_its_view(micro_msd: Pa
     assert len(trainer.dataset) == coronal_slices  # (C, X, Y, Z): Y is anterior-posterior
     assert coronal_slices != sum(case["image"].shape[3] for case in trainer.train_cases)
     assert load_checkpoint(result.run_dir / "last.pt").inputs.slice_axis == 1
+
+
+def test_2d_patches_crop_image_and_mask_alike_and_predict_whole_images(
+    tiny_2d: Path, tmp_path: Path
+):
+    config = TrainConfig(
+        data=str(tiny_2d), output=str(tmp_path / "run"), epochs=1, batch_size=4, image_size=64,
+        patch_size=32, val_fraction=0.25, offline=True, augment=AugmentOptions(enabled=False),
+    )  # fmt: skip
+    trainer = Trainer(config)
+    result = trainer.fit()
+    crops = [trainer.dataset[i] for i in range(len(trainer.dataset))]
+    assert {tuple(c["image"].shape[-2:]) for c in crops} == {(32, 32)}
+    for case, crop in zip(trainer.train_cases, crops, strict=True):
+        image, label = torch.as_tensor(case["image"]), torch.as_tensor(case["label"])
+        [(top, left)] = [  # where the image crop came from: its mask must come from there too
+            (y, x)
+            for y in range(33)
+            for x in range(33)
+            if torch.equal(image[:, y : y + 32, x : x + 32], torch.as_tensor(crop["image"]))
+        ]
+        assert torch.equal(
+            label[:, top : top + 32, left : left + 32], torch.as_tensor(crop["label"])
+        )
+    assert any(bool((c["label"] > 0).any()) and bool((c["label"] == 0).any()) for c in crops)
+    assert load_checkpoint(result.run_dir / "last.pt").inputs.image_size == 64
+
+
+def test_patch_size_is_checked_against_the_image_and_the_data(micro_msd: Path, tmp_path: Path):
+    with pytest.raises(MedgraftError, match="--patch-size 96 is larger than --image-size 64"):
+        TrainConfig(data="d", output="o", image_size=64, patch_size=96)
+    config = TrainConfig(data=str(micro_msd), output=str(tmp_path / "run"), patch_size=32, **FAST)
+    with pytest.raises(MedgraftError, match="--patch-size crops 2D images"):
+        Trainer(config).fit()
+    assert not (tmp_path / "run").exists()  # refused before the run folder is made

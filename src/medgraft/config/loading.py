@@ -116,7 +116,13 @@ NOT_IN_OPTIONS_HASH = frozenset(
 so a view's run trained on its own is the same run as that view of a ``--views`` set."""
 
 
-ADDED_LATER = {"labels_dir": None, "roi_dir": None, "slice_axis": "axial", "deep_supervision": 0}
+ADDED_LATER = {
+    "labels_dir": None,
+    "roi_dir": None,
+    "slice_axis": "axial",
+    "deep_supervision": 0,
+    "patch_size": 0,
+}
 """Options added after runs were fingerprinted, with the value that reproduces what those runs
 did: at that value an option is left out of the fingerprint, so adding it does not make every
 earlier run look changed."""

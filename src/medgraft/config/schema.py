@@ -146,6 +146,12 @@ class TrainConfig:
         "run in that view.",
     )
     image_size: int = option(256, "Training size of 2D images (resized).", min=1)
+    patch_size: int = option(
+        0,
+        "2D: train on random square crops of this size from the resized image (0: the whole "
+        "image); prediction still takes the whole image.",
+        min=0,
+    )
     orientation: str = option("RAS", "Axis codes volumes are reoriented to.", cli=False)
     spacing: str = option("auto", "auto (median in-plane) | none | x,y[,z] in mm.")
     foreground_ratio: float = option(
@@ -198,6 +204,10 @@ class TrainConfig:
                 raise MedgraftError(f"{name} must be one of {', '.join(SLICE_VIEWS)}, not {view!r}")
         if len(set(self.view_list)) != len(self.view_list):
             raise MedgraftError(f"views lists a view twice: {self.views!r}")
+        if self.patch_size > self.image_size:
+            raise MedgraftError(
+                f"--patch-size {self.patch_size} is larger than --image-size {self.image_size}"
+            )
 
     @property
     def view_list(self) -> list[str]:

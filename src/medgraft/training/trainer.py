@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from monai.data import DataLoader, Dataset
-from monai.transforms import Compose
+from monai.transforms import Compose, RandSpatialCropd
 from monai.utils import set_determinism
 
 from medgraft.config.loading import options_sha256, resolve_options
@@ -221,6 +221,11 @@ class Trainer:
                 f"{self.config.data}: views {self.config.views!r} (from --views, the recipe or "
                 "--config) need volumes; 2D images have one view"
             )
+        if self.config.patch_size and spec.is_volumetric:
+            raise MedgraftError(
+                f"{self.config.data}: --patch-size crops 2D images; volumes train on whole "
+                "2.5D slices"
+            )
         train_records, val_records = self._select_cases(spec)
         resume_state = self._prepare_run_dir()
         self._record_split(train_records, val_records)
@@ -397,7 +402,11 @@ class Trainer:
         """Samples (2.5D stacks or 2D images), augmented, drawn with a foreground share."""
         config = self.config
         masks = ["label", "roi"] if self.config.roi_dir is not None else ["label"]
-        self.sample_transform = Compose([Augment2Dd(["image", *masks], self.augment)])
+        steps = [Augment2Dd(["image", *masks], self.augment)]
+        if config.patch_size:  # after augmenting, so rotations fill the crop with image
+            size = (config.patch_size, config.patch_size)
+            steps.append(RandSpatialCropd(["image", *masks], roi_size=size, random_size=False))
+        self.sample_transform = Compose(steps)
         if self.volumetric:
             self.dataset = SliceStackDataset(
                 self.train_cases, config.slices, self.sample_transform, self.inputs.slice_axis
