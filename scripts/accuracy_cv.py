@@ -102,7 +102,7 @@ ABLATIONS = {
     # models train on patches, and 12 -> 24 epochs (twice the steps) bought 0.010
     "drive-patches-384": {
         "dataset": "drive",
-        "folds": [0],
+        "folds": [0, 1],
         "change": {"patch_size": 384, "samples_per_epoch": 128},
         "summary": "384 px crops, 128 per epoch instead of 32 whole 768 px images "
         "(`--patch-size 384 --samples-per-epoch 128`)",
