@@ -15,12 +15,13 @@ MAX_FUNCTION_LINES = 80
 LOWER_LAYERS = {
     # a layer may import itself and the layers listed, nothing above
     "errors": set(),
+    "registry": {"errors"},
     "files": {"errors"},
     "runtime": {"errors"},
-    "config": {"errors", "files"},
-    "data": {"errors", "files", "runtime", "config"},
-    "models": {"errors", "files", "runtime", "config", "data"},
-    "evaluation": {"errors", "files", "runtime", "config", "data"},
+    "config": {"errors", "files", "registry"},
+    "data": {"errors", "files", "registry", "runtime", "config"},
+    "models": {"errors", "files", "registry", "runtime", "config", "data"},
+    "evaluation": {"errors", "files", "registry", "runtime", "config", "data"},
 }
 
 

@@ -1,11 +1,13 @@
-"""Writing files so that a crash or a kill never leaves a half-written one, and hashing them."""
+"""Writing files so that a crash or a kill never leaves a half-written one (text, CSV), and
+hashing them."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 TEMPORARY_MARK = ".tmp-"
@@ -79,3 +81,72 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+CSV_LINE_END = "\r\n"
+"""The csv module's own line end (RFC 4180), for new files; an existing file keeps its own."""
+
+
+def write_csv(
+    path: Path,
+    rows: Iterable[Mapping[str, object]],
+    columns: Sequence[str],
+    *,
+    line_end: str | None = None,
+) -> Path:
+    """Every row of ``rows`` under the header ``columns``, written atomically (missing cells
+    empty, keys outside ``columns`` left out).
+
+    The one CSV writer of medgraft and its scripts: a crash or a kill leaves the old file or
+    the whole new one. ``line_end`` defaults to the existing file's (so rewriting a committed
+    CSV changes only the rows that changed), else ``CSV_LINE_END``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line_end = line_end or _line_end_of(path)
+    materialised = list(rows)
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as handle:
+            writer = csv.DictWriter(
+                handle, fieldnames=list(columns), extrasaction="ignore", lineterminator=line_end
+            )
+            writer.writeheader()
+            writer.writerows(materialised)
+
+    return atomic_write(path, write)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV file as dicts keyed by its header (none when the file is absent)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def append_csv(
+    path: Path, rows: Iterable[Mapping[str, object]], columns: Sequence[str] | None = None
+) -> Path:
+    """``rows`` added after the rows already in ``path`` (rewritten atomically, so a kill
+    never leaves half a row); the header is the file's, or ``columns`` (default: the first
+    row's keys) for a new file."""
+    kept = read_csv(path)
+    new_rows = list(rows)
+    if kept:
+        header = list(kept[0])
+    elif Path(path).exists():  # a header without rows
+        with Path(path).open(newline="") as handle:
+            header = next(csv.reader(handle), None) or list(columns or new_rows[0])
+    else:
+        header = list(columns or new_rows[0])
+    return write_csv(path, [*kept, *new_rows], header)
+
+
+def _line_end_of(path: Path) -> str:
+    if not path.is_file():
+        return CSV_LINE_END
+    with path.open("rb") as handle:
+        first = handle.readline()
+    return "\r\n" if first.endswith(b"\r\n") else "\n" if first.endswith(b"\n") else CSV_LINE_END
