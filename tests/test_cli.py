@@ -74,7 +74,7 @@ def test_typed_flag_equal_to_the_default_still_beats_the_config_file(
         fields = {"best_dice": 0.0, "best_epoch": 0, "run_dir": tmp_path, "seconds": 0}
         return type("Result", (), fields)
 
-    monkeypatch.setattr("medgraft.training.trainer.train", fake_train)
+    monkeypatch.setattr("medgraft.training.trainer.run_training", fake_train)
     config = tmp_path / "c.yaml"
     config.write_text("epochs: 20\nbatch_size: 16\naugment: {strength: 0.5}\n")
     args = ["train", "--data", "d", "--output", "o", "--config", config]

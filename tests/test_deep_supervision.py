@@ -13,8 +13,9 @@ from medgraft.models.checkpoint import load_checkpoint
 from medgraft.models.registry import get_encoder
 from medgraft.models.unet import architecture, build_segmenter
 from medgraft.training.deep_supervision import DeepSupervised, deeply_supervised
-from medgraft.training.losses import build_loss, ignore_outside
-from medgraft.training.trainer import train
+from medgraft.training.losses import build_loss
+from medgraft.training.regions import ignore_outside
+from medgraft.training.trainer import run_training as train
 
 ENCODER = "tu-tf_efficientnet_lite0"
 

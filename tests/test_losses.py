@@ -13,7 +13,7 @@ from conftest import invoke
 from medgraft.config.schema import TrainConfig
 from medgraft.errors import MedgraftError
 from medgraft.models.checkpoint import load_checkpoint
-from medgraft.training.losses import LOSSES, build_loss, register_loss
+from medgraft.training.losses import LOSSES, build_loss
 
 
 def config(**options) -> TrainConfig:
@@ -54,10 +54,35 @@ def test_unknown_loss_lists_the_registered_ones() -> None:
         build_loss(config(loss="dice_tversky"))
 
 
-def test_a_new_loss_is_one_registered_function(monkeypatch) -> None:
-    monkeypatch.setattr("medgraft.training.losses.LOSSES", dict(LOSSES))
-    register_loss("ce_only")(lambda c: torch.nn.CrossEntropyLoss())
-    assert isinstance(build_loss(config(loss="ce_only")), torch.nn.CrossEntropyLoss)
+class CountingCrossEntropy(torch.nn.Module):
+    """Cross-entropy that counts its calls: proof that training used it."""
+
+    calls = 0
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        CountingCrossEntropy.calls += 1
+        return torch.nn.functional.cross_entropy(logits, target[:, 0].long())
+
+
+@pytest.mark.slow
+def test_a_new_loss_is_one_registered_function(micro_msd: Path, runner, tmp_path: Path) -> None:
+    """Registered as one function, it is a --loss choice and is what a training step calls."""
+    LOSSES.register("ce_counting")(lambda options: CountingCrossEntropy())
+    try:
+        wrong = invoke(runner, "train", "--data", "d", "--output", "o", "--loss", "ce_count")
+        assert "choose one of dice_ce, dice_ce_batch, dice_focal, ce_counting" in str(
+            wrong.exception
+        )
+        result = invoke(
+            runner, "train", "--data", micro_msd, "--output", tmp_path / "run", "--epochs", "1",
+            "--loss", "ce_counting", "--batch-size", "16", "--samples-per-epoch", "32",
+            "--val-fraction", "0.25",
+        )  # fmt: skip
+    finally:
+        LOSSES.remove("ce_counting")
+    assert result.exit_code == 0, result.output
+    assert CountingCrossEntropy.calls == 2  # one per training step: 32 samples, batch 16
+    assert load_checkpoint(tmp_path / "run").train_config["loss"] == "ce_counting"
 
 
 @pytest.mark.slow

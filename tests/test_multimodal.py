@@ -25,7 +25,7 @@ from medgraft.data.transforms import (
 from medgraft.errors import MedgraftError
 from medgraft.inference.batch import load_predictor, predict_cases
 from medgraft.models.checkpoint import load_checkpoint
-from medgraft.training.trainer import train
+from medgraft.training.trainer import run_training as train
 
 SHAPE = (32, 32, 6)
 CHANNELS = {"0": "T2", "1": "ADC"}

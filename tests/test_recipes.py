@@ -114,7 +114,7 @@ def test_recipe_is_overridden_by_config_file_then_typed_flags(
     runner, tmp_path: Path, monkeypatch
 ) -> None:
     seen: list[TrainConfig] = []
-    monkeypatch.setattr("medgraft.training.trainer.train", _capture(seen))
+    monkeypatch.setattr("medgraft.training.trainer.run_training", _capture(seen))
     config = tmp_path / "c.yaml"
     config.write_text("epochs: 3\nbatch_size: 7\n")
     args = ["train", "--recipe", "mri-2.5d", "--data", "d", "--output", "o", "--config", config]

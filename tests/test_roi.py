@@ -15,7 +15,8 @@ from PIL import Image
 
 from medgraft.data.discovery import discover_dataset
 from medgraft.errors import MedgraftError
-from medgraft.training.losses import build_loss, ignore_outside
+from medgraft.training.losses import build_loss
+from medgraft.training.regions import ignore_outside
 
 SIZE = 64
 
@@ -116,7 +117,8 @@ class Everywhere:
 
 
 def test_validation_scores_inside_the_roi_only():
-    from medgraft.training.trainer import validate
+    from medgraft.data.cases import LoadedCase
+    from medgraft.training.validation import score_validation_cases
 
     field = torch.zeros(8, 8, dtype=torch.bool)
     field[2:6, 2:6] = True
@@ -124,14 +126,15 @@ def test_validation_scores_inside_the_roi_only():
     vessels[3, 2:6] = 1
     predictor = Everywhere(field)
     predictor.vessels = vessels
-    case = {
-        "image": torch.zeros(3, 8, 8),
-        "label": vessels[None],
-        "roi": field[None].float(),
-        "spacing": [1.0, 1.0],
-        "record": {"case_id": "21_training"},
-    }
-    inside = validate(predictor, [case], num_classes=2)
-    assert inside.dice == [[1.0]]
-    whole = validate(predictor, [{k: v for k, v in case.items() if k != "roi"}], num_classes=2)
-    assert whole.dice[0][0] < 0.2
+    case = LoadedCase(
+        {"case_id": "21_training"},
+        image=torch.zeros(3, 8, 8),
+        label=vessels[None],
+        spacing=[1.0, 1.0],
+        roi=field[None].float(),
+    )
+    inside = score_validation_cases(predictor, [case], num_classes=2, metrics=["dice"])
+    assert inside.values["dice"] == [[1.0]]
+    case.roi = None
+    whole = score_validation_cases(predictor, [case], num_classes=2, metrics=["dice"])
+    assert whole.values["dice"][0][0] < 0.2

@@ -7,6 +7,7 @@ from monai.utils import set_determinism
 
 from medgraft.config.schema import AugmentOptions, TrainConfig
 from medgraft.data.augment import Augment2Dd
+from medgraft.data.cases import LoadedCase
 from medgraft.data.slicing import (
     SliceStackDataset,
     slice_axis_index,
@@ -15,6 +16,10 @@ from medgraft.data.slicing import (
     volume_to_stacks,
 )
 from medgraft.errors import MedgraftError
+
+
+def loaded(image: torch.Tensor, label: torch.Tensor) -> LoadedCase:
+    return LoadedCase({"case_id": "a"}, image, label, spacing=[1.0, 1.0, 1.0])
 
 
 def test_stacks_hold_adjacent_slices_with_edge_repeat():
@@ -34,7 +39,7 @@ def test_round_trip_reassembles_the_volume():
 def test_slice_dataset_samples_match_the_volume():
     image = torch.rand(1, 8, 8, 4)
     label = torch.randint(0, 3, (1, 8, 8, 4))
-    dataset = SliceStackDataset([{"image": image, "label": label}], k=3)
+    dataset = SliceStackDataset([loaded(image, label)], k=3)
     assert len(dataset) == 4
     sample = dataset[2]
     assert torch.equal(sample["image"], image[0][..., [1, 2, 3]].permute(2, 0, 1))
@@ -44,7 +49,7 @@ def test_slice_dataset_samples_match_the_volume():
 def test_coronal_samples_are_slices_along_the_second_axis():
     image = torch.rand(1, 8, 5, 4)
     label = torch.randint(0, 3, (1, 8, 5, 4))
-    dataset = SliceStackDataset([{"image": image, "label": label, "case_id": "a"}], k=3, axis=1)
+    dataset = SliceStackDataset([loaded(image, label)], k=3, axis=1)
     assert len(dataset) == 5
     sample = dataset[2]
     assert torch.equal(sample["image"], image[0][:, [1, 2, 3], :].permute(1, 0, 2))
@@ -71,7 +76,7 @@ def test_every_sample_draws_its_own_augmentation():
     label[0, 2, 3, 0] = image[0, 2, 3, 0] = 1
     options = AugmentOptions(flips=True, strength=1.0, affine=False, intensity=False, noise=False)
     transform = Compose([Augment2Dd(["image", "label"], options)])
-    dataset = SliceStackDataset([{"image": image, "label": label}], k=1, transform=transform)
+    dataset = SliceStackDataset([loaded(image, label)], k=1, transform=transform)
     set_determinism(seed=0)  # as training does: MONAI's global seed is then fixed
     try:
         transform.set_random_state(seed=3)

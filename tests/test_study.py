@@ -99,7 +99,7 @@ def test_rerun_skips_finished_runs(
     def must_not_train(config):
         raise AssertionError(f"retrained {config.output}")
 
-    monkeypatch.setattr(study, "train", must_not_train)
+    monkeypatch.setattr(study, "run_training", must_not_train)
     before = (finished_study / "results.csv").read_text()
     result = invoke(runner, *study_args(micro_msd, finished_study, mri_run))
     assert result.exit_code == 0, result.output

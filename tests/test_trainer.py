@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import invoke, run_torchrun, write_nifti
 
-import medgraft.training.trainer as trainer_module
+import medgraft.training.handlers as trainer_module
 from medgraft.config.loading import options_sha256, resolve_options
 from medgraft.config.schema import AugmentOptions, TrainConfig
 from medgraft.data.cases import load_cases
@@ -27,7 +27,10 @@ from medgraft.data.transforms import (
 )
 from medgraft.errors import MedgraftError
 from medgraft.models.checkpoint import load_checkpoint
-from medgraft.training.trainer import Trainer, train
+from medgraft.training.events import Event
+from medgraft.training.trainer import Trainer
+from medgraft.training.trainer import run_training as train
+from medgraft.training.trainers import TRAINERS
 
 
 def test_volumes_are_reoriented_to_ras_and_resampled_in_plane(tmp_path: Path):
@@ -231,30 +234,61 @@ def test_disk_cache_is_written_once_and_reused(micro_msd: Path, tmp_path: Path):
     again = load_cases(records, geometry, cache_dir=str(tmp_path / "cache"))
     assert [p.stat().st_mtime_ns for p in sorted((tmp_path / "cache").glob("*.pt"))] == stamps
     for a, b in zip(first, again, strict=True):
-        assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])
+        assert torch.equal(a.image, b.image) and torch.equal(a.label, b.label)
+
+
+class CountingHandler:
+    """A handler a variant attaches: records the events it sees."""
+
+    def __init__(self, seen: list[str]) -> None:
+        self.seen = seen
+
+    def attach(self, trainer: Trainer) -> None:
+        trainer.add_event_handler(Event.ITERATION_COMPLETED, lambda t: self.seen.append("step"))
+        trainer.add_event_handler(Event.EPOCH_COMPLETED, self.epoch_completed)
+        trainer.add_event_handler(Event.FIT_COMPLETED, lambda t: self.seen.append("done"))
+
+    def epoch_completed(self, trainer: Trainer, result) -> None:
+        self.seen.append(f"epoch {result.epoch}: {result.mean_dice:.3f}")
 
 
 class CountingTrainer(Trainer):
-    """A variant that overrides one hook, as a contributor would, and records its calls."""
+    """A variant that overrides one hook and attaches one handler, as a contributor would."""
 
-    built: ClassVar[list[str]] = []
+    seen: ClassVar[list[str]] = []
 
     def build_loss(self):
-        CountingTrainer.built.append(self.config.loss)
+        CountingTrainer.seen.append(f"loss {self.config.loss}")
         return super().build_loss()
 
-    def on_epoch_end(self, result):
-        CountingTrainer.built.append(f"epoch {result.epoch}: {result.mean_dice:.3f}")
-        super().on_epoch_end(result)
+    def handlers(self):
+        return [*super().handlers(), CountingHandler(CountingTrainer.seen)]
 
 
 @pytest.mark.slow
-def test_a_trainer_variant_overrides_one_hook(micro_msd: Path, tmp_path: Path):
-    config = TrainConfig(data=str(micro_msd), output=str(tmp_path / "run"), **{**FAST, "epochs": 1})
-    result = CountingTrainer(config).fit()
-    assert CountingTrainer.built[0] == "dice_ce"
-    assert CountingTrainer.built[1] == f"epoch 1: {result.best_dice:.3f}"
-    assert load_checkpoint(result.run_dir / "best.pt").epoch == 1
+def test_a_registered_trainer_variant_trains_with_the_trainer_flag(
+    micro_msd: Path, tmp_path: Path, runner
+):
+    TRAINERS.register("counting")(CountingTrainer)
+    try:
+        result = invoke(
+            runner, "train", "--data", micro_msd, "--output", tmp_path / "run", "--epochs", "1",
+            "--batch-size", "16", "--samples-per-epoch", "32", "--val-fraction", "0.25",
+            "--trainer", "counting",
+        )  # fmt: skip
+    finally:
+        TRAINERS.remove("counting")
+    assert result.exit_code == 0, result.output
+    seen = CountingTrainer.seen
+    assert seen[0] == "loss dice_ce" and seen.count("step") == 2 and seen[-1] == "done"
+    best = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert seen[-2] == f"epoch 1: {best.val_dice:.3f}"
+    assert best.train_config["trainer"] == "counting"
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["train_config"]["trainer"] == "counting"
+    assert "--trainer 'counting' is not valid" in str(
+        invoke(runner, "train", "--data", "d", "--output", "o", "--trainer", "counting").exception
+    )
 
 
 @pytest.mark.slow
@@ -286,9 +320,9 @@ def test_a_coronal_run_samples_coronal_slices_and_records_its_view(micro_msd: Pa
     )
     trainer = Trainer(replace(config, epochs=1))
     result = trainer.fit()
-    coronal_slices = sum(case["image"].shape[2] for case in trainer.train_cases)
+    coronal_slices = sum(case.image.shape[2] for case in trainer.train_cases)
     assert len(trainer.dataset) == coronal_slices  # (C, X, Y, Z): Y is anterior-posterior
-    assert coronal_slices != sum(case["image"].shape[3] for case in trainer.train_cases)
+    assert coronal_slices != sum(case.image.shape[3] for case in trainer.train_cases)
     assert load_checkpoint(result.run_dir / "last.pt").inputs.slice_axis == 1
 
 
@@ -304,7 +338,7 @@ def test_2d_patches_crop_image_and_mask_alike_and_predict_whole_images(
     crops = [trainer.dataset[i] for i in range(len(trainer.dataset))]
     assert {tuple(c["image"].shape[-2:]) for c in crops} == {(32, 32)}
     for case, crop in zip(trainer.train_cases, crops, strict=True):
-        image, label = torch.as_tensor(case["image"]), torch.as_tensor(case["label"])
+        image, label = torch.as_tensor(case.image), torch.as_tensor(case.label)
         [(top, left)] = [  # where the image crop came from: its mask must come from there too
             (y, x)
             for y in range(33)

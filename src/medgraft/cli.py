@@ -9,13 +9,14 @@ Heavy modules (torch, MONAI) are imported inside the commands, so ``--help`` sta
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import logging
 import sys
 import typing
 import warnings
 from collections.abc import Callable
-from dataclasses import MISSING, Field, fields, is_dataclass
+from dataclasses import MISSING, Field, dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -101,24 +102,60 @@ def _cli_fields(cls: type, prefix: str = "") -> list[tuple[str, Field, Any]]:
 
 
 def _parameter(name: str, f: Field, hint: Any) -> inspect.Parameter:
-    """A keyword parameter typer reads as ``--flag`` with help text and the schema's default."""
+    """A keyword parameter typer reads as ``--flag`` with help text and the schema's default;
+    an option with ``choices`` lists them and refuses any other value while parsing."""
     base = next(t for t in typing.get_args(hint) or (hint,) if t is not type(None))
     if f.metadata.get("path"):
         base = Path
     flag = "--" + f.metadata.get("flag", f.name.replace("_", "-"))
     declarations = [f"{flag}/--no-{flag[2:]}"] if base is bool else [flag]
     help_text = f.metadata.get("help", "")
+    parser = None
+    if "choices" in f.metadata:
+        choice = Choice(flag, f.metadata["choices"], several=f.metadata.get("several", False))
+        help_text += f" {'Any of' if choice.several else 'One of'}: {', '.join(choice.names())}."
+        parser = choice.parse
     if f.default not in (MISSING, None):
         # the schema's default, shown: the parameter's own default is None ("not given")
         shown = (flag if f.default else f"--no-{flag[2:]}") if base is bool else f.default
         help_text += f" [default: {shown}]"
-    option = typer.Option(*declarations, help=help_text, min=f.metadata.get("min"))
+    option = typer.Option(*declarations, help=help_text, min=f.metadata.get("min"), parser=parser)
     return inspect.Parameter(
         name,
         inspect.Parameter.KEYWORD_ONLY,
         default=None,
         annotation=Annotated[base | None, option],
     )
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The valid values of an option: a fixed tuple, or the names in a registry given as
+    ``"module:NAME"`` (light modules: listing them imports no torch)."""
+
+    flag: str
+    choices: tuple[str, ...] | str
+    several: bool = False
+
+    def names(self) -> list[str]:
+        if isinstance(self.choices, str):
+            module, _, attribute = self.choices.partition(":")
+            return getattr(importlib.import_module(module), attribute).names()
+        return list(self.choices)
+
+    def parse(self, value: str) -> str:
+        """``value`` if valid (each part, for a list), else one line naming the valid ones;
+        raised while parsing, before any file is read."""
+        valid = self.names()
+        parts = [p.strip() for p in value.split(",")] if self.several else [value]
+        wrong = [p for p in parts if p not in valid]
+        if wrong or not any(parts):
+            raise MedgraftError(
+                f"{self.flag} '{value}' is not valid; choose "
+                f"{'from' if self.several else 'one of'} {', '.join(valid)}"
+                + (" (several, comma-separated)" if self.several else "")
+            )
+        return value
 
 
 def given(options: dict[str, Any]) -> dict[str, Any]:
@@ -171,7 +208,7 @@ def train(
 ) -> None:
     """Fine-tune a U-Net with a pretrained encoder on a labelled dataset."""
     from medgraft.config.resolve import train_configs
-    from medgraft.training.trainer import train as run_training
+    from medgraft.training.trainer import run_training
 
     for run in train_configs(given(options), recipe=recipe, config_file=config, fold=fold):
         result = run_training(run)

@@ -24,7 +24,7 @@ from medgraft.errors import MedgraftError
 from medgraft.evaluation.evaluate import Evaluation, evaluate_and_report
 from medgraft.inference.batch import run_batch
 from medgraft.runtime import stdout
-from medgraft.training.trainer import train
+from medgraft.training.trainer import run_training
 
 
 def run_demo(options: DemoOptions, output: Path | None = None) -> Evaluation:
@@ -43,7 +43,7 @@ def run_demo(options: DemoOptions, output: Path | None = None) -> Evaluation:
         "val_fraction": options.val_fraction,
         "device": options.device,
     }
-    result = train(TrainConfig(**resolve_options([DEMO_TRAINING, this_run])))
+    result = run_training(TrainConfig(**resolve_options([DEMO_TRAINING, this_run])))
     held_out = [Path(r["image"]) for r in result.val_cases]
     predict = PredictOptions(device=options.device, tta=False)  # trained without flips
     # the last epoch's model, not best.pt: the held-out cases are scored, so they must not

@@ -1,7 +1,7 @@
 """The transfer study: does ImageNet (or an earlier run) beat scratch, and with how few labels?
 
 Every init x label fraction x seed is an ordinary training run
-(:func:`medgraft.training.trainer.train`, no second loop) on a split fixed for the whole study:
+(:func:`medgraft.training.trainer.run_training`, no second loop) on a split fixed for the whole study:
 one validation set, and a training pool in a fixed random order of which fraction ``f`` takes
 the first cases, so 10% ⊂ 25% ⊂ … ⊂ 100%.
 Resumable: a run that finished left a ``result.json`` and is skipped; one that was interrupted
@@ -44,7 +44,7 @@ from medgraft.evaluation.stats import (
     mean_interval,
 )
 from medgraft.files import atomic_write, atomic_write_text
-from medgraft.training.trainer import train
+from medgraft.training.trainer import run_training
 
 SCRATCH = "none"
 IMAGENET = "imagenet"
@@ -170,10 +170,10 @@ def fraction_cases(pool: list[str], fraction: float) -> list[str]:
 def run_study(
     plan: StudyPlan, trainer: Callable[[TrainConfig], object] | None = None
 ) -> list[dict]:
-    """Train every missing combination (with ``trainer``, default :func:`train`), then write
+    """Train every missing combination (with ``trainer``, default :func:`run_training`), then write
     results, summary and plots."""
     plan.check()
-    trainer = trainer or train
+    trainer = trainer or run_training
     output = Path(plan.output)
     spec = discover_dataset(plan.data)
     split = study_split(spec.training, plan)

@@ -122,6 +122,9 @@ ADDED_LATER = {
     "slice_axis": "axial",
     "deep_supervision": 0,
     "patch_size": 0,
+    "trainer": "default",
+    "val_metrics": None,
+    "cpu_budget_minutes": None,
 }
 """Options added after runs were fingerprinted, with the value that reproduces what those runs
 did: at that value an option is left out of the fingerprint, so adding it does not make every

@@ -30,7 +30,7 @@ def train_configs(
     """One ``TrainConfig`` per fold to train: a single one, or each fold for ``fold='all'``;
     with ``views``, one per fold and view, each view a run of its own in ``<output>/<view>``.
 
-    ``flags`` holds only the options the user gave (nested ones as ``{"augment": {...}}``).
+    ``flags`` holds only the options the user typed (nested ones as ``{"augment": {...}}``).
     """
     layers: list[dict[str, Any]] = []
     if recipe:
@@ -60,24 +60,24 @@ def train_configs(
             for view in base.view_list
         ]
     if base.resume:
-        given = overlay_options(layers)
+        requested = overlay_options(layers)
         began = [(run_folder(c) / "config.yaml").is_file() for c in configs]
         if not any(began):  # nothing to continue: the trainer reports the missing last.pt
-            return [resumed_config(c, given) for c in configs]
+            return [resumed_config(c, requested) for c in configs]
         # several runs (folds, views) continue where the set stopped: the ones never started
         # start now, with the options of one that did
         template = run_folder(configs[began.index(True)]) / "config.yaml"
         return [
-            resumed_config(c, given) if b else unstarted_config(c, given, template)
+            resumed_config(c, requested) if b else unstarted_config(c, requested, template)
             for c, b in zip(configs, began, strict=True)
         ]
     return configs
 
 
-def unstarted_config(config: TrainConfig, given: dict[str, Any], template: Path) -> TrainConfig:
+def unstarted_config(config: TrainConfig, requested: dict[str, Any], template: Path) -> TrainConfig:
     """A run of a resumed set that never started: the saved options of a run that did
     (``template``), in this run's own view, fold and folder."""
-    sibling = resumed_config(config, given, template)
+    sibling = resumed_config(config, requested, template)
     return replace(
         sibling, slice_axis=config.slice_axis, fold=config.fold, output=config.output, resume=False
     )
@@ -97,7 +97,7 @@ which other views' runs sit beside a run (a view's run trained alone joins a ``-
 
 
 def resumed_config(
-    config: TrainConfig, given: dict[str, Any], saved_file: Path | None = None
+    config: TrainConfig, requested: dict[str, Any], saved_file: Path | None = None
 ) -> TrainConfig:
     """The run's saved options (its ``config.yaml``, or ``saved_file``), with the epochs
     raised when given.
@@ -110,16 +110,24 @@ def resumed_config(
         return config
     saved = resolve_options([load_saved_config(saved_file)])
     saved_plain, current = asdict(TrainConfig(**saved)), asdict(config)
-    for name in sorted(set(given) - RESUME_MAY_CHANGE):
+    for name in sorted(set(requested) - RESUME_MAY_CHANGE):
         if current[name] != saved_plain[name]:
             raise MedgraftError(
                 f"{saved_file}: --resume continues the run as it was started, but {name} "
                 f"differs (saved {saved_plain[name]!r}, given {current[name]!r}); start a new "
                 "run from this one instead (--init-from RUN --init-part all)"
             )
-    changeable = {k: current[k] for k in RESUME_MAY_CHANGE - {"epochs"}}
-    epochs = {"epochs": config.epochs} if "epochs" in given else {}
-    return TrainConfig(**{**saved, **changeable, **epochs, "fold": config.fold})
+    return resumed_options(saved, config, new_epochs="epochs" in requested)
+
+
+def resumed_options(
+    saved: dict[str, Any], current: TrainConfig, *, new_epochs: bool
+) -> TrainConfig:
+    """The options a resumed run continues with: the saved run's (``saved``, as
+    :func:`~medgraft.config.loading.resolve_options` returns them) with what ``--resume`` may set
+    anew (``RESUME_MAY_CHANGE``) taken from ``current``, the epochs only when ``new_epochs``."""
+    changeable = {k: getattr(current, k) for k in RESUME_MAY_CHANGE if new_epochs or k != "epochs"}
+    return TrainConfig(**{**saved, **changeable, "fold": current.fold})
 
 
 def folds_to_run(fold: str, folds: int) -> list[int]:

@@ -7,7 +7,10 @@ bug. It imports nothing heavy (no torch), so reading options stays fast.
 
 Field metadata (see :func:`option`): ``help`` for ``--help`` and the docs, ``cli`` False for
 options only a config file sets, ``flag`` to spell a nested option's flag, ``path`` for
-options the CLI takes as paths, ``min`` for a lower bound checked while parsing. Options of
+options the CLI takes as paths, ``min`` for a lower bound checked while parsing, ``choices``
+for the valid values (a tuple, or a registry as ``"module:NAME"``, which the CLI reads while
+parsing and lists in ``--help``; a config file's values are checked by the trainer before any
+data is read) and ``several`` for a comma-separated list of them. Options of
 several commands that mean the same thing (``--device``, ``--epochs``…) take their default
 from ``TrainConfig``'s, so each is still written once.
 """
@@ -25,6 +28,9 @@ DEFAULT_ENCODER = "tu-tf_efficientnet_lite0"
 
 SLICE_VIEWS = {"sagittal": "LR", "coronal": "PA", "axial": "IS"}
 """The views 2.5D slices can be cut in, each with the axis codes its slices are stacked along."""
+
+AMP_MODES = ("auto", "off", "fp16", "bf16")
+"""Mixed-precision modes (``runtime.amp_dtype`` maps them to dtypes)."""
 
 MAX_AUGMENT_STRENGTH = 2.0
 """A chosen cap: beyond it warps and intensity shifts stop resembling plausible scans."""
@@ -118,10 +124,14 @@ class TrainConfig:
     batch_size: int = option(32, "Samples per training step.", min=1)
     lr: float = option(2e-3, "Peak learning rate (AdamW).")
     weight_decay: float = option(1e-4, "AdamW weight decay.", cli=False)
-    schedule: str = option("poly", "poly | cosine (after warm-up).")
+    schedule: str = option(
+        "poly",
+        "Learning-rate decay after warm-up.",
+        choices="medgraft.training.schedules:SCHEDULES",
+    )
     warmup_epochs: int = option(0, "Linear LR warm-up epochs.", min=0)
     grad_clip: float = option(12.0, "Gradient norm clip (0: off).", min=0.0)
-    loss: str = option("dice_ce", "dice_ce | dice_ce_batch | dice_focal (see training/losses.py).")
+    loss: str = option("dice_ce", "Training loss.", choices="medgraft.training.losses:LOSSES")
     deep_supervision: int = option(
         0,
         "Deep supervision as nnU-Net: this many decoder stages above the output get a loss of "
@@ -177,7 +187,7 @@ class TrainConfig:
     cache_dir: str | None = option(
         None, "Keep decoded cases on disk here for later runs.", path=True
     )
-    amp: str = option("auto", "auto | fp16 | bf16 | off")
+    amp: str = option("auto", "Mixed precision: auto (fp16 on CUDA).", choices=AMP_MODES)
     channels_last: bool = option(False, "channels_last memory format.")
     device: str = option("auto", "auto | cpu | cuda")
     num_workers: int = option(0, "DataLoader worker processes.", min=0)
@@ -192,7 +202,26 @@ class TrainConfig:
         None, "Start from an earlier medgraft run folder or checkpoint.", path=True
     )
     init_part: str = option(
-        "encoder", "With --init-from: 'encoder' or 'all' (head kept if classes match)."
+        "encoder",
+        "With --init-from: the encoder, or all (the head too when the classes match).",
+        choices=("encoder", "all"),
+    )
+    trainer: str = option(
+        "default",
+        "Trainer variant (nnU-Net's -tr); prediction never needs it.",
+        choices="medgraft.training.trainers:TRAINERS",
+    )
+    val_metrics: str | None = option(
+        None,
+        "Metrics every epoch's validation computes, comma-separated. Not given: those that "
+        "declare themselves per-epoch (Dice, HD95; NSD only when asked).",
+        choices="medgraft.evaluation.metrics:METRICS",
+        several=True,
+    )
+    cpu_budget_minutes: str | None = option(
+        None,
+        "With --trainer cpu-budget: CPU-minute points, comma-separated; a snapshot of the model "
+        "at each, and training stops at the last.",
     )
 
     def __post_init__(self) -> None:
@@ -242,7 +271,7 @@ class PredictOptions:
     overlays: bool = option(False, "Write a PNG montage per case for QA.")
     overwrite: bool = option(False, "Redo cases whose mask exists (default: skip them).")
     device: str = option(TrainConfig.device, "auto | cpu | cuda")
-    amp: str = option(TrainConfig.amp, "auto | fp16 | bf16 | off")
+    amp: str = option(TrainConfig.amp, "Mixed precision: auto (fp16 on CUDA).", choices=AMP_MODES)
     output_format: str = option(
         "nifti",
         "nifti (NIfTI masks; PNG for 2D images) | dicom-seg (a DICOM Segmentation object per "

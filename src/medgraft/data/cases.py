@@ -1,6 +1,12 @@
-"""Decoding whole cases once, up front (in memory, and on disk with ``--cache-dir``)."""
+"""Decoding whole cases once, up front (in memory, and on disk with ``--cache-dir``).
+
+A :class:`LoadedCase` is what training and validation hold of a case: its voxels on the
+planned grid, its voxel size, and the record it was read from.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from monai.data import PersistentDataset
@@ -12,11 +18,36 @@ from medgraft.errors import MedgraftError, first_line, root_cause
 from medgraft.runtime import progress
 
 
+@dataclass
+class LoadedCase:
+    """One decoded case: channel-first image and label on the planned grid (plain tensors:
+    MONAI metadata on every slice and through the network costs more per sample than
+    augmenting it, measured in bench_train.py), and where it came from."""
+
+    record: dict[str, str]
+    """The dataset's record of the case: ``case_id``, ``image``, ``label`` (and ``roi``)."""
+    image: torch.Tensor
+    label: torch.Tensor
+    spacing: list[float]
+    """Voxel size in mm (1 per pixel for 2D images), in the image's axis order."""
+    roi: torch.Tensor | None = None
+    """Region of interest (1 inside): pixels outside it are ignored by the loss and scoring."""
+
+    @property
+    def case_id(self) -> str:
+        return self.record["case_id"]
+
+    def voxels(self) -> dict[str, torch.Tensor]:
+        """Image, label and ROI by key, as MONAI's dictionary transforms take them."""
+        found = {"image": self.image, "label": self.label}
+        return found if self.roi is None else {**found, "roi": self.roi}
+
+
 def load_cases(
     records: list[dict],
     geometry: Compose,
     cache_dir: str | None = None,
-) -> list[dict]:
+) -> list[LoadedCase]:
     """Load every case once, up front: a bad file stops training before it starts.
 
     With ``cache_dir`` the loaded geometry is also kept on disk (MONAI ``PersistentDataset``),
@@ -41,19 +72,15 @@ def load_cases(
                         f"{record['image']}: cannot load ({first_line(cause)})"
                     ) from exc
             _check_pair(loaded, record)
-            if "roi" in loaded:  # pixels outside it are ignored by the loss and validation
-                loaded["roi"] = convert_to_tensor(loaded["roi"], track_meta=False)
+            roi = loaded.get("roi")
             cases.append(
-                {
-                    **({"roi": loaded["roi"]} if "roi" in loaded else {}),
-                    # plain tensors: MONAI metadata on every slice and through the network
-                    # costs more per sample than augmenting it (measured in bench_train.py)
-                    "image": convert_to_tensor(loaded["image"], track_meta=False),
-                    "label": convert_to_tensor(loaded["label"], track_meta=False),
-                    "spacing": [float(v) for v in loaded["spacing"]],
-                    "case_id": record["case_id"],
-                    "record": record,
-                }
+                LoadedCase(
+                    record=record,
+                    image=convert_to_tensor(loaded["image"], track_meta=False),
+                    label=convert_to_tensor(loaded["label"], track_meta=False),
+                    spacing=[float(v) for v in loaded["spacing"]],
+                    roi=None if roi is None else convert_to_tensor(roi, track_meta=False),
+                )
             )
     return cases
 
@@ -75,10 +102,8 @@ def _check_pair(loaded: dict, record: dict) -> None:
         raise MedgraftError(f"{record['image']}: image contains NaN or infinite values")
 
 
-def apply_intensity(cases: list[dict], prep: Preprocessing) -> None:
+def apply_intensity(cases: list[LoadedCase], prep: Preprocessing) -> None:
     """Scale every loaded case's image to the encoder's [0, 1] input range, in place."""
     intensity = intensity_transforms(prep)
     for case in cases:
-        case["image"] = convert_to_tensor(
-            intensity({"image": case["image"]})["image"], track_meta=False
-        )
+        case.image = convert_to_tensor(intensity({"image": case.image})["image"], track_meta=False)

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from medgraft.config.schema import TrainConfig
+from medgraft.data.cases import LoadedCase
 from medgraft.data.discovery import DatasetSpec
 from medgraft.data.io import read_geometry
 from medgraft.data.transforms import Preprocessing, ct_channels
@@ -36,7 +37,7 @@ def plan_preprocessing(
     )
 
 
-def with_ct_window(prep: Preprocessing, train_cases: list[dict]) -> Preprocessing:
+def with_ct_window(prep: Preprocessing, train_cases: list[LoadedCase]) -> Preprocessing:
     """``prep`` with its CT window measured on the training cases (unchanged for MRI)."""
     if prep.intensity != "window":
         return prep
@@ -76,13 +77,13 @@ def target_spacing(spec: DatasetSpec, records: list[dict], setting: str, orienta
     return (round(float(median[0]), 4), round(float(median[1]), 4), 0.0)
 
 
-def ct_window(cases: list[dict], channel: int = 0) -> tuple[float, float]:
+def ct_window(cases: list[LoadedCase], channel: int = 0) -> tuple[float, float]:
     """nnU-Net's CT normalisation: 0.5-99.5th percentiles of foreground intensities (of the
     CT ``channel``)."""
     generator = torch.Generator().manual_seed(0)
     samples = []
     for case in cases:
-        values = case["image"][channel][case["label"][0] > 0]
+        values = case.image[channel][case.label[0] > 0]
         if values.numel() > 100_000:
             values = values[torch.randperm(values.numel(), generator=generator)[:100_000]]
         samples.append(values)

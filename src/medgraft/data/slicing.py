@@ -17,8 +17,8 @@ from monai.transforms import Compose
 from torch.utils.data import Dataset
 
 from medgraft.config.schema import SLICE_VIEWS
+from medgraft.data.cases import LoadedCase
 
-VOXEL_KEYS = ("image", "label", "roi")
 
 
 def slice_axis_index(view: str, orientation: str | None) -> int:
@@ -69,13 +69,10 @@ class SliceStackDataset(Dataset):
     sample ``{image: (C·k,H,W), label: (1,H,W)}``."""
 
     def __init__(
-        self, cases: list[dict], k: int, transform: Compose | None = None, axis: int = 2
+        self, cases: list[LoadedCase], k: int, transform: Compose | None = None, axis: int = 2
     ) -> None:
         self.cases = [
-            {
-                key: move_slice_axis_last(value, axis) if key in VOXEL_KEYS else value
-                for key, value in case.items()
-            }
+            {key: move_slice_axis_last(value, axis) for key, value in case.voxels().items()}
             for case in cases
         ]
         self.k = k

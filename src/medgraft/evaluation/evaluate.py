@@ -1,6 +1,7 @@
 """Compare predicted masks with ground truth, per case and per class.
 
-Metrics (MONAI): Dice, HD95 in mm and normalized surface Dice (NSD) within a tolerance in mm.
+Metrics: every one registered in ``evaluation.metrics.METRICS`` (MONAI's Dice, HD95 in mm and
+normalized surface Dice (NSD) within a tolerance in mm, and any added there).
 Distances use the ground truth's voxel spacing (NIfTI header) for volumes, 1 per pixel for 2D
 images, so HD95 and NSD mean the same thing across scanners.
 
@@ -40,19 +41,16 @@ from medgraft.data.io import (
 )
 from medgraft.errors import MedgraftError
 from medgraft.evaluation.metrics import (
-    dice_per_class,
+    METRICS,
+    ScoringContext,
     error_bands_per_class,
-    hd95_per_class,
-    nsd_per_class,
+    score_case,
 )
 from medgraft.files import atomic_write
 from medgraft.runtime import console, stdout
 
-METRICS = ("dice", "hd95", "nsd")
-"""Metric keys, in column order: rows and CSV columns are ``<metric>_<class name>``."""
 DEFAULT_NSD_TOLERANCE = EvaluateOptions().nsd_tolerance
 """NSD tolerance in mm for classes not given one."""
-_TITLES = {"dice": "Dice", "hd95": "HD95", "nsd": "NSD"}
 
 
 @dataclass(frozen=True)
@@ -81,7 +79,7 @@ class MetricSummary:
 class Evaluation:
     label_names: dict[int, str]
     rows: list[dict] = field(default_factory=list)
-    """One dict per case: ``case_id``, ``<metric>_<class>`` for each of ``METRICS`` and
+    """One dict per case: ``case_id``, ``<metric>_<class>`` for each registered metric and
     ``mean_dice``."""
     missing: list[str] = field(default_factory=list)
     """Cases with ground truth but no prediction."""
@@ -93,11 +91,11 @@ class Evaluation:
     """Mask file -> voxels of unknown label values counted as background (when asked to)."""
 
     def values(self, metric: str, name: str) -> list[float]:
-        """Per-case values of ``metric`` (one of ``METRICS``) for the class called ``name``."""
+        """Per-case values of ``metric`` (a registered one) for the class called ``name``."""
         return [row[f"{metric}_{name}"] for row in self.rows]
 
     def summary(self) -> dict[str, dict[str, MetricSummary]]:
-        """``summary()[metric][class name]`` for every metric in ``METRICS`` and every class."""
+        """``summary()[metric][class name]`` for every registered metric and every class."""
         return {
             metric: {
                 name: MetricSummary.of(self.values(metric, name))
@@ -154,7 +152,7 @@ class Evaluation:
             else ", ".join(f"{self.label_names[v]} {t:g}" for v, t in self.nsd_tolerance.items())
         )
         table = Table(
-            title="Dice, HD95 and NSD per case",
+            title=", ".join(METRICS.get(m).title for m in METRICS) + " per case",
             caption=(
                 f"HD95 and NSD tolerance ({within}) in mm, pixels for 2D images. '-': class absent "
                 "from the truth; 'inf': class missed by the prediction, left out of the HD95 mean "
@@ -166,7 +164,7 @@ class Evaluation:
         table.add_column("case", no_wrap=True, min_width=longest)
         for metric in METRICS:
             for name in names:
-                table.add_column(f"{_TITLES[metric]} {name}", justify="right")
+                table.add_column(f"{METRICS.get(metric).title} {name}", justify="right")
         table.add_column("mean Dice", justify="right")
         for row in self.rows:
             table.add_row(
@@ -191,7 +189,7 @@ def _cell(metric: str, value: float) -> str:
         return "-"
     if math.isinf(value):
         return "inf"
-    return f"{value:.2f}" if metric == "hd95" else f"{value:.3f}"
+    return f"{value:.{METRICS.get(metric).decimals}f}"
 
 
 def _mean_std(metric: str, summary: MetricSummary) -> str:
@@ -357,11 +355,8 @@ def evaluate_folders(
         if rois is not None:
             pred, truth = _inside(rois[case], pred, truth)
         spacing = _spacing(truths[case], truth.ndim)
-        scores = {
-            "dice": dice_per_class(pred, truth, num_classes),
-            "hd95": hd95_per_class(pred, truth, num_classes, spacing),
-            "nsd": nsd_per_class(pred, truth, num_classes, spacing, class_tolerances),
-        }
+        context = ScoringContext(num_classes, spacing, class_tolerances)
+        scores = score_case(pred, truth, context, METRICS.names())
         row: dict = {"case_id": case}
         for metric, values in scores.items():
             row.update({f"{metric}_{name}": values[v - 1] for v, name in label_names.items()})

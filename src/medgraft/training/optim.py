@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-
 import torch
 from torch import nn
 
 from medgraft.config.schema import TrainConfig
-from medgraft.errors import MedgraftError
 from medgraft.models.unet import Segmenter
+from medgraft.training.schedules import lr_factor
 
 
 def parameter_groups(model: nn.Module, lr: float, encoder_lr_mult: float) -> list[dict]:
@@ -36,29 +33,13 @@ def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimi
 def build_scheduler(
     optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
-    """Per-step schedule over the whole run: warm-up, then poly or cosine decay."""
-    factor = lr_schedule(
+    """Per-step schedule over the whole run: warm-up, then the ``--schedule`` decay."""
+    factor = lr_factor(
         config.schedule,
         config.warmup_epochs * steps_per_epoch,
         config.epochs * steps_per_epoch,
     )
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def lr_schedule(kind: str, warmup_steps: int, total_steps: int) -> Callable[[int], float]:
-    """LR factor per step: linear warm-up, then nnU-Net's poly decay (power 0.9) or cosine."""
-    if kind not in {"poly", "cosine"}:
-        raise MedgraftError(f"--schedule must be poly or cosine, not '{kind}'")
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        if kind == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-        return (1.0 - progress) ** 0.9
-
-    return factor
 
 
 def set_encoder_frozen(model: Segmenter, frozen: bool) -> None:

@@ -1,16 +1,18 @@
-"""What a training run leaves for its researcher: config, metrics.csv, TensorBoard, curves.png.
+"""What a training run leaves for its researcher: config, run.log, metrics.csv, val_cases.csv,
+TensorBoard and curves.png.
 
-Only the main process writes (``enabled``); the others get a silent log.
+:class:`RunLog` (config and the run's event lines) belongs to the trainer; :class:`MetricsLogger`
+is the handler that writes each epoch's scores. Only the main process writes (``enabled``).
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 import numpy as np
@@ -21,29 +23,36 @@ from torch.utils.tensorboard import SummaryWriter
 
 from medgraft.config.loading import save_config
 from medgraft.config.schema import TrainConfig
-from medgraft.files import atomic_write, atomic_write_text
+from medgraft.files import append_csv, atomic_write, atomic_write_text, read_csv, write_csv
+from medgraft.training.events import Event
+
+if TYPE_CHECKING:
+    from medgraft.training.trainer import Trainer
 
 
 @dataclass
 class ValidationScores:
-    """Dice and HD95 (mm) per validation case (rows) and foreground class (columns)."""
+    """Per validation case (rows) and foreground class (columns), each metric computed."""
 
-    case_ids: list[str]
-    dice: list[list[float]]
-    hd95: list[list[float]]
+    metrics: list[str]
+    case_ids: list[str] = field(default_factory=list)
+    values: dict[str, list[list[float]]] = field(default_factory=dict)
 
-    def class_means(self, num_foreground: int) -> tuple[list[float], list[float]]:
-        """Mean Dice and HD95 per class; HD95 leaves out missed classes (no distance), which
-        Dice already counts as 0. NaN without cases."""
+    def add(self, case_id: str, scores: dict[str, list[float]]) -> None:
+        self.case_ids.append(case_id)
+        for metric in self.metrics:
+            self.values.setdefault(metric, []).append(scores[metric])
+
+    def class_means(self, metric: str, num_foreground: int) -> list[float]:
+        """Mean per class over the cases, non-finite values left out (a missed class has no
+        HD95, which its Dice of 0 already counts); NaN without cases."""
         if not self.case_ids:
-            nan = [float("nan")] * num_foreground
-            return nan, nan
-        hd = np.array(self.hd95, dtype=float)
-        hd[~np.isfinite(hd)] = np.nan
+            return [math.nan] * num_foreground
+        values = np.array(self.values[metric], dtype=float)
+        values[~np.isfinite(values)] = np.nan
         with warnings.catch_warnings():  # a class missed in every case: NaN, as intended
             warnings.simplefilter("ignore", RuntimeWarning)
-            dice = np.nanmean(np.array(self.dice, dtype=float), axis=0)
-            return [float(v) for v in dice], [float(v) for v in np.nanmean(hd, axis=0)]
+            return [float(v) for v in np.nanmean(values, axis=0)]
 
 
 @dataclass
@@ -55,32 +64,27 @@ class EpochResult:
     samples_per_s: float
     seconds: float
     num_foreground: int
-    scores: ValidationScores = field(default_factory=lambda: ValidationScores([], [], []))
+    scores: ValidationScores = field(default_factory=lambda: ValidationScores(["dice"]))
+
+    def class_means(self, metric: str) -> list[float]:
+        return self.scores.class_means(metric, self.num_foreground)
 
     @property
     def dice(self) -> list[float]:
-        return self.scores.class_means(self.num_foreground)[0]
-
-    @property
-    def hd95(self) -> list[float]:
-        return self.scores.class_means(self.num_foreground)[1]
+        return self.class_means("dice")
 
     @property
     def mean_dice(self) -> float:
         finite = [d for d in self.dice if not math.isnan(d)]
-        return float(np.mean(finite)) if finite else float("nan")
-
-
-CASE_COLUMNS = ["epoch", "case", "class", "dice", "hd95"]
+        return float(np.mean(finite)) if finite else math.nan
 
 
 class RunLog:
+    """The run's configuration files and ``run.log``, the line-per-event record of a run."""
+
     def __init__(self, run_dir: Path, enabled: bool = True) -> None:
         self.run_dir = run_dir
         self.enabled = enabled
-        self.columns: list[str] = []
-        self.class_names: list[str] = []
-        self.writer: SummaryWriter | None = None
 
     def write_config(self, config: TrainConfig, resolved: dict) -> None:
         """The resolved configuration: ``config.json`` (all) and ``config.yaml`` (the options)."""
@@ -95,64 +99,79 @@ class RunLog:
             with (self.run_dir / "run.log").open("a") as handle:
                 handle.write(message + "\n")
 
-    def start_metrics(self, class_names: list[str], keep_epochs: int = 0) -> None:
-        """Start ``metrics.csv`` and ``val_cases.csv``, keeping the first ``keep_epochs`` epochs
-        when resuming."""
-        if not self.enabled:
+
+class MetricsLogger:
+    """Handler: a row of ``metrics.csv`` and of ``val_cases.csv`` per epoch, TensorBoard
+    scalars and ``curves.png``; a resumed run keeps the rows of the epochs it keeps."""
+
+    def __init__(self) -> None:
+        self.columns: list[str] = []
+        self.metrics: list[str] = []
+        self.class_names: list[str] = []
+        self.run_dir: Path | None = None
+        self.writer: SummaryWriter | None = None
+
+    def attach(self, trainer: Trainer) -> None:
+        if not trainer.main:
             return
+        trainer.add_event_handler(Event.FIT_STARTED, self.start)
+        trainer.add_event_handler(Event.EPOCH_COMPLETED, self.epoch_completed)
+        trainer.add_event_handler(Event.FIT_COMPLETED, self.close)
+        trainer.add_event_handler(Event.EXCEPTION_RAISED, self.close)
+
+    def start(self, trainer: Trainer) -> None:
+        self.run_dir, self.metrics = trainer.run_dir, trainer.val_metrics
+        self.class_names = trainer.class_names
         self.columns = [
             "epoch",
             "train_loss",
             "val_mean_dice",
-            *[f"val_dice_{n}" for n in class_names],
-            *[f"val_hd95_{n}" for n in class_names],
+            *[f"val_{m}_{n}" for m in self.metrics for n in self.class_names],
             "lr",
             "seconds",
             "samples_per_s",
         ]
-        _restart_csv(self.run_dir / "metrics.csv", self.columns, keep_epochs)
-        _restart_csv(self.run_dir / "val_cases.csv", CASE_COLUMNS, keep_epochs)
-        self.class_names = class_names
-        self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=keep_epochs + 1)
+        kept = trainer.state.first_epoch - 1
+        _restart_csv(self.run_dir / "metrics.csv", self.columns, kept)
+        case_columns = ["epoch", "case", "class", *self.metrics]
+        _restart_csv(self.run_dir / "val_cases.csv", case_columns, kept)
+        self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=kept + 1)
 
-    def epoch(self, result: EpochResult, lr: float) -> None:
-        """One row of ``metrics.csv`` and TensorBoard scalars; ``curves.png`` redrawn."""
-        if not self.enabled:
-            return
-        values = [
-            result.epoch,
-            result.loss,
-            result.mean_dice,
-            *result.dice,
-            *result.hd95,
-            lr,
-            result.seconds,
-            result.samples_per_s,
-        ]
-        with (self.run_dir / "metrics.csv").open("a", newline="") as handle:
-            csv.writer(handle).writerow([_fmt(v) for v in values])
-        self._write_case_scores(result)
+    def epoch_completed(self, trainer: Trainer, result: EpochResult) -> None:
+        """One row of each CSV and TensorBoard scalars; ``curves.png`` redrawn."""
+        means = [v for m in self.metrics for v in result.class_means(m)]
+        lr = trainer.scheduler.get_last_lr()[-1]
+        values = [result.epoch, result.loss, result.mean_dice, *means, lr]
+        values += [result.seconds, result.samples_per_s]
+        row = dict(zip(self.columns, map(_fmt, values), strict=True))
+        append_csv(self.run_dir / "metrics.csv", [row])
+        append_csv(self.run_dir / "val_cases.csv", self._case_rows(result))
         for name, value in zip(self.columns[1:], values[1:], strict=True):
             if not math.isnan(value):
                 self.writer.add_scalar(name, value, result.epoch)
         self.writer.flush()
         self._plot()
 
-    def _write_case_scores(self, result: EpochResult) -> None:
+    def _case_rows(self, result: EpochResult) -> list[dict[str, str]]:
         scores = result.scores
-        with (self.run_dir / "val_cases.csv").open("a", newline="") as handle:
-            writer = csv.writer(handle)
-            for case_id, dice, hd95 in zip(scores.case_ids, scores.dice, scores.hd95, strict=True):
-                for name, d, h in zip(self.class_names, dice, hd95, strict=True):
-                    writer.writerow([result.epoch, case_id, name, _fmt(d), _fmt(h)])
+        return [
+            {
+                "epoch": str(result.epoch),
+                "case": case_id,
+                "class": name,
+                **{m: _fmt(scores.values[m][row][column]) for m in self.metrics},
+            }
+            for row, case_id in enumerate(scores.case_ids)
+            for column, name in enumerate(self.class_names)
+        ]
 
-    def close(self) -> None:
+    def close(self, trainer: Trainer, *_: object) -> None:
         if self.writer is not None:
             self.writer.close()
 
     def _plot(self) -> None:
         """``curves.png``: training loss and validation Dice per epoch, redrawn every epoch."""
-        rows = list(csv.DictReader((self.run_dir / "metrics.csv").open()))
+        rows = read_csv(self.run_dir / "metrics.csv")
         epochs = [int(r["epoch"]) for r in rows]
         figure, (loss_axis, dice_axis) = plt.subplots(1, 2, figsize=(10, 4))
         loss_axis.plot(epochs, [float(r["train_loss"]) for r in rows], "-o")
@@ -176,18 +195,9 @@ class RunLog:
 
 def _restart_csv(path: Path, columns: list[str], keep_epochs: int) -> None:
     """Start a per-epoch CSV afresh, keeping the rows of the first ``keep_epochs`` epochs when
-    resuming; written atomically: a crash here must not lose the epochs kept for resume."""
-    kept = []
-    if keep_epochs and path.exists():
-        kept = [r for r in csv.DictReader(path.open()) if int(r["epoch"]) <= keep_epochs]
-
-    def write(tmp: Path) -> None:
-        with tmp.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(kept)
-
-    atomic_write(path, write)
+    resuming (written atomically: a crash here must not lose the epochs kept for resume)."""
+    kept = [r for r in read_csv(path) if int(r["epoch"]) <= keep_epochs] if keep_epochs else []
+    write_csv(path, kept, columns, line_end="\r\n")
 
 
 def _fmt(value: float) -> str:

@@ -1,11 +1,15 @@
 """The training loop: 2.5D/2D fine-tuning with mixed precision, checkpoints and resume.
 
-:class:`Trainer` runs one fold of one experiment. Variants override one hook each, as in
-nnU-Net: :meth:`Trainer.build_loss`, :meth:`~Trainer.build_optimizer`,
-:meth:`~Trainer.build_scheduler`, :meth:`~Trainer.train_step`, :meth:`~Trainer.validate`,
-:meth:`~Trainer.on_epoch_end`. Runs are resumable (``--resume`` continues from ``last.pt``
-exactly as an uninterrupted run would), run under ``torchrun`` as DistributedDataParallel
-(rank 0 alone validates and writes), and record everything needed to reproduce them.
+:class:`Trainer` runs one fold of one experiment. Its state is declared in ``__init__`` and
+built by public hooks, in this order: :meth:`~Trainer.build_data`, :meth:`~Trainer.build_model`,
+:meth:`~Trainer.build_loader`, :meth:`~Trainer.build_optimizer`,
+:meth:`~Trainer.build_scheduler`, :meth:`~Trainer.build_loss`; then every epoch runs
+:meth:`~Trainer.train_step` per batch and :meth:`~Trainer.validate`. Variants override one hook,
+as in nnU-Net, or attach handlers (:mod:`medgraft.training.events`) from :meth:`~Trainer.handlers`;
+they are registered by name in :mod:`medgraft.training.trainers` (``--trainer``). Runs are
+resumable (``--resume`` continues from ``last.pt`` exactly as an uninterrupted run would), run
+under ``torchrun`` as DistributedDataParallel (rank 0 alone validates and writes), and record
+everything needed to reproduce them.
 """
 
 from __future__ import annotations
@@ -25,18 +29,18 @@ from monai.transforms import Compose, RandSpatialCropd
 from monai.utils import set_determinism
 
 from medgraft.config.loading import options_sha256, resolve_options
-from medgraft.config.resolve import RESUME_MAY_CHANGE, run_folder
-from medgraft.config.schema import TrainConfig
+from medgraft.config.resolve import resumed_options, run_folder
+from medgraft.config.schema import AMP_MODES, AugmentOptions, TrainConfig
 from medgraft.data.augment import Augment2Dd
-from medgraft.data.cases import apply_intensity, load_cases
+from medgraft.data.cases import LoadedCase, apply_intensity, load_cases
 from medgraft.data.discovery import DatasetSpec, discover_dataset
 from medgraft.data.planning import plan_preprocessing, with_ct_window
 from medgraft.data.sampling import BalancedSampler
 from medgraft.data.slicing import SliceStackDataset, slice_axis_index
 from medgraft.data.splits import explicit_split, fold_split, split_cases
-from medgraft.data.transforms import collate_padded, geometry_transforms
+from medgraft.data.transforms import Preprocessing, collate_padded, geometry_transforms
 from medgraft.errors import MedgraftError
-from medgraft.evaluation.metrics import dice_per_class, hd95_per_class
+from medgraft.evaluation.metrics import METRICS, per_epoch_metrics
 from medgraft.files import atomic_write_text, sha256_of
 from medgraft.inference.predictor import Predictor
 from medgraft.models.checkpoint import (
@@ -45,7 +49,6 @@ from medgraft.models.checkpoint import (
     load_checkpoint,
     load_model,
     resolve_checkpoint_path,
-    save_checkpoint,
 )
 from medgraft.models.registry import EncoderSpec, get_encoder
 from medgraft.models.unet import (
@@ -66,10 +69,15 @@ from medgraft.runtime import (
     select_device,
     set_rng_state,
 )
-from medgraft.training.deep_supervision import DeepSupervised, deeply_supervised
-from medgraft.training.losses import build_loss, ignore_outside
+from medgraft.training.events import Event, EventEmitter, Handler
+from medgraft.training.handlers import CheckpointSaver, DeepSupervision, EpochReporter
+from medgraft.training.losses import LOSSES, build_loss
 from medgraft.training.optim import build_optimizer, build_scheduler, set_encoder_frozen
-from medgraft.training.run_log import EpochResult, RunLog, ValidationScores
+from medgraft.training.regions import ignore_outside
+from medgraft.training.run_log import EpochResult, MetricsLogger, RunLog, ValidationScores
+from medgraft.training.schedules import SCHEDULES
+from medgraft.training.trainers import TRAINERS
+from medgraft.training.validation import score_validation_cases
 
 
 @dataclass
@@ -81,31 +89,187 @@ class TrainResult:
     seconds: float
 
 
-def train(config: TrainConfig) -> TrainResult:
-    """Run one training job (one fold) and return where its best model is."""
-    return Trainer(config).fit()
+@dataclass
+class FitState:
+    """Where the loop is: what handlers read (and ``terminated``, which they may set)."""
+
+    epoch: int = 0
+    first_epoch: int = 1
+    iteration: int = 0
+    """Optimisation steps this process took in this call (not counted across a resume)."""
+    loss: float = math.nan
+    """The last step's loss."""
+    best_dice: float = -math.inf
+    best_epoch: int = 0
+    improved: bool = False
+    """Whether the epoch just validated is the best so far (then ``best.pt`` is written)."""
+    in_batches: bool = False
+    terminated: bool = False
 
 
-class Trainer:
-    """One training run; the ``build_*`` hooks and the step/validate/epoch-end methods are the
-    places a variant overrides."""
+def run_training(config: TrainConfig) -> TrainResult:
+    """Train one run (one fold, one view) with the trainer ``config.trainer`` names."""
+    return TRAINERS.get(config.trainer)(config).fit()
+
+
+def check_choices(config: TrainConfig) -> None:
+    """Names a config file or recipe may hold wrongly, refused before any data is read."""
+    LOSSES.check(config.loss)
+    SCHEDULES.check(config.schedule)
+    TRAINERS.check(config.trainer)
+    for metric in (config.val_metrics or "").split(","):
+        if metric.strip():
+            METRICS.check(metric.strip())
+    if config.amp not in AMP_MODES:
+        raise MedgraftError(f"--amp must be one of {', '.join(AMP_MODES)}, not '{config.amp}'")
+
+
+class Trainer(EventEmitter):
+    """One training run: the ``build_*`` hooks, :meth:`train_step` and :meth:`validate` are the
+    places a variant overrides; :meth:`handlers` the place it adds behaviour to events."""
 
     def __init__(self, config: TrainConfig) -> None:
+        super().__init__()
+        check_choices(config)
         self.config = config
-        self.extended_from: int | None = None
         self.rank, self.world_size, self.local_rank = distributed_setup(config.device)
         self.main = self.rank == 0
+        self.state = FitState()
+        # build_data: cases, run folder, preprocessing and labels
+        self.run_dir: Path = run_folder(config)
+        self.log = RunLog(self.run_dir, enabled=self.main)
+        self.resume_state: Checkpoint | None = None
+        self.extended_from: int | None = None
+        """The epochs a resumed run was planned for, when ``--epochs`` raised them."""
+        self.volumetric = False
+        self.modality = "unknown"
+        self.train_cases: list[LoadedCase] = []
+        self.val_cases: list[LoadedCase] = []
+        self.prep: Preprocessing | None = None
+        self.label_names: dict[int, str] = {}
+        self.num_classes = 0
+        self.class_names: list[str] = []
+        self.val_metrics: list[str] = validation_metrics(config)
+        self.device: torch.device | None = None
+        self.dtype: torch.dtype | None = None
+        self.augment: AugmentOptions = config.augment
+        # build_model: the saved U-Net, what the optimiser trains, what runs forward
+        self.arch: Architecture | None = None
+        self.weights_record: dict = {}
+        self.inputs: ModelInputs | None = None
+        self.model: Segmenter | None = None
+        self.training_model: torch.nn.Module | None = None
+        """The model plus training-only parts (deep supervision's heads): what is optimised."""
+        self.parallel_model: torch.nn.Module | None = None
+        """``training_model``, wrapped in DistributedDataParallel under torchrun."""
+        self.training_state_parts: dict[str, torch.nn.Module] = {}
+        """Training-only modules saved for ``--resume`` but not in the model, by name."""
+        # build_loader, the optimisation, validation
+        self.sample_transform: Compose | None = None
+        self.dataset: torch.utils.data.Dataset | None = None
+        self.sampler: BalancedSampler | None = None
+        self.loader: DataLoader | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+        self.scaler: torch.amp.GradScaler | None = None
+        self.loss_function: torch.nn.Module | None = None
+        self.predictor: Predictor | None = None
+        self.resolved: dict = {}
+        for handler in self.handlers():
+            handler.attach(self)
 
     # -- hooks -----------------------------------------------------------------------------
 
+    def handlers(self) -> list[Handler]:
+        """What attaches to this run's events: the run log, checkpoints, the console line,
+        deep supervision when asked for."""
+        found: list[Handler] = [MetricsLogger(), CheckpointSaver(), EpochReporter()]
+        if self.config.deep_supervision:
+            found.append(DeepSupervision(self.config.deep_supervision))
+        return found
+
+    def select_cases(self, spec: DatasetSpec) -> tuple[list[dict], list[dict]]:
+        """Training and validation records: the split file, the fold, or a seeded split."""
+        config = self.config
+        if config.split_file:
+            return explicit_split(spec.training, Path(config.split_file))
+        if config.folds:
+            root = Path(config.output)
+            return fold_split(spec.training, root, config.folds, config.fold, config.seed)
+        return split_cases(spec.training, config.val_fraction, config.seed)
+
+    def build_data(self) -> None:
+        """The cases, decoded once and checked, the run folder, and the label set."""
+        spec = discover_dataset(self.config.data, self.config.labels_dir, self.config.roi_dir)
+        self._check_dataset_kind(spec)
+        train_records, val_records = self.select_cases(spec)
+        self.resume_state = self._prepare_run_dir()
+        self._record_split(train_records, val_records)
+        if self.resume_state is not None:
+            self.config = self._resumed_options(self.resume_state)
+        set_determinism(seed=self.config.seed)
+        self.device = select_device(self.config.device, self.local_rank)
+        self.dtype = amp_dtype(self.config.amp, self.device)
+        self._load_cases(spec, train_records, val_records)
+        self.augment = self.config.augment.for_data(self.volumetric)
+        self.resolved = self._resolved_config(train_records, val_records)
+
+    def build_model(self) -> None:
+        """The U-Net on its pretrained (or earlier-run) encoder, on the device."""
+        encoder = get_encoder(self.config.encoder)
+        # volumes: k slices of each channel (modality); 2D images: RGB, or their named channels
+        named = len(self.prep.channels)
+        in_channels = max(named, 1) * self.config.slices if self.volumetric else (named or 3)
+        self.arch = architecture(encoder, in_channels, self.num_classes)
+        model, self.weights_record = initial_model(self.config, encoder, self.arch)
+        self.resolved["weights_record"] = self.weights_record
+        self.model = model.to(self.device)
+        if self.config.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.training_model = self.model
+
+    def build_loader(self) -> None:
+        """Samples (2.5D stacks or 2D images), augmented, drawn with a foreground share."""
+        config = self.config
+        masks = ["label", "roi"] if config.roi_dir is not None else ["label"]
+        steps = [Augment2Dd(["image", *masks], self.augment)]
+        if config.patch_size:  # after augmenting, so rotations fill the crop with image
+            size = (config.patch_size, config.patch_size)
+            steps.append(RandSpatialCropd(["image", *masks], roi_size=size, random_size=False))
+        self.sample_transform = Compose(steps)
+        if self.volumetric:
+            self.dataset = SliceStackDataset(
+                self.train_cases, config.slices, self.sample_transform, self.inputs.slice_axis
+            )
+            foreground = self.dataset.foreground()
+        else:
+            voxels = [case.voxels() for case in self.train_cases]
+            self.dataset = Dataset(voxels, self.sample_transform)
+            foreground = [bool((case.label > 0).any()) for case in self.train_cases]
+        self.sampler = BalancedSampler(
+            foreground,
+            config.foreground_ratio,
+            config.seed,
+            self.rank,
+            self.world_size,
+            config.samples_per_epoch,
+        )
+        self.loader = DataLoader(
+            self.dataset,
+            batch_size=config.batch_size,
+            sampler=self.sampler,
+            num_workers=config.num_workers,
+            drop_last=len(self.sampler) > config.batch_size,
+            # cases of different in-plane sizes meet in one batch: pad to the largest
+            collate_fn=partial(collate_padded, divisor=self.model.output_stride),
+        )
+
     def build_loss(self) -> torch.nn.Module:
-        """The loss ``--loss`` names (``training.losses``), over every decoder stage with
-        ``--deep-supervision``."""
-        loss = build_loss(self.config)
-        return deeply_supervised(loss) if self.config.deep_supervision else loss
+        """The loss ``--loss`` names (``training.losses``)."""
+        return build_loss(self.config)
 
     def build_optimizer(self) -> torch.optim.Optimizer:
-        return build_optimizer(self.trained, self.config)
+        return build_optimizer(self.training_model, self.config)
 
     def build_scheduler(self, steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
         return build_scheduler(self.optimizer, self.config, steps_per_epoch)
@@ -120,71 +284,77 @@ class Trainer:
         with torch.autocast(
             self.device.type, dtype=self.dtype or torch.float32, enabled=self.dtype is not None
         ):
-            logits = self.network(images)  # a list, finest first, with deep supervision
+            logits = self.parallel_model(images)  # a list, finest first, with deep supervision
             if roi is not None:
                 logits = (
                     [ignore_outside(scale, targets, roi) for scale in logits]
                     if isinstance(logits, list)
                     else ignore_outside(logits, targets, roi)
                 )
-            loss = self.loss_fn(logits, targets)
+            loss = self.loss_function(logits, targets)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.config.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.trained.parameters(), self.config.grad_clip)
+            torch.nn.utils.clip_grad_norm_(self.training_model.parameters(), self.config.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
         return float(loss.detach().item())
 
     def validate(self) -> ValidationScores:
-        """Dice and HD95 (mm) per validation case and foreground class."""
-        return validate(self.predictor, self.val_cases, self.num_classes)
-
-    def on_epoch_end(self, result: EpochResult) -> None:
-        """Log the epoch, save ``last.pt`` (and ``best.pt`` when it improved), report it."""
-        improved = not self.val_cases or result.mean_dice > self.best_dice
-        if improved:
-            self.best_dice, self.best_epoch = result.mean_dice, result.epoch
-        checkpoint = self.checkpoint(result.epoch, result.mean_dice)
-        # metrics first: a crash between the two repeats the epoch, whose row resume drops
-        self.log.epoch(result, self.scheduler.get_last_lr()[-1])
-        save_checkpoint(checkpoint, self.run_dir / "last.pt")
-        if improved:
-            save_checkpoint(checkpoint, self.run_dir / "best.pt")
-        console.print(
-            f"epoch {result.epoch}: loss {result.loss:.4f}, {self._scores_text(result, improved)}"
-            f" {result.seconds:.0f}s"
+        """The validation metrics (``--val-metrics``) per validation case and class."""
+        return score_validation_cases(
+            self.predictor, self.val_cases, self.num_classes, self.val_metrics
         )
 
-    def _scores_text(self, result: EpochResult, improved: bool) -> str:
-        """The epoch's validation Dice, or that there is none (then every epoch is the best)."""
-        if not self.val_cases:
-            return "no validation cases (best.pt is the last epoch)"
-        dice_text = ", ".join(
-            f"{n} {d:.3f}" for n, d in zip(self.class_names, result.dice, strict=True)
-        )
-        best = " *best*" if improved else ""
-        return f"val Dice {result.mean_dice:.3f} ({dice_text}){best}"
+    def terminate(self) -> None:
+        """Stop after the current step (a handler's budget is spent); the epoch is not
+        validated or saved, and the run ends as completed."""
+        self.state.terminated = True
 
     # -- the run ---------------------------------------------------------------------------
 
     def fit(self) -> TrainResult:
-        """Set everything up, train the remaining epochs, return where the best model is."""
+        """Build everything, train the remaining epochs, return where the models are."""
         started = time.perf_counter()
-        resume_from = self._setup()
+        self.setup()
         try:
-            self._train_epochs(resume_from)
-        finally:
-            self.log.close()
+            self._train_epochs()
+        except BaseException as error:
+            self.fire(Event.EXCEPTION_RAISED, error)
+            raise
+        self.fire(Event.FIT_COMPLETED)
         return TrainResult(
             self.run_dir,
-            self.best_dice,
-            self.best_epoch,
-            [c["record"] for c in self.val_cases],
+            self.state.best_dice,
+            self.state.best_epoch,
+            [case.record for case in self.val_cases],
             time.perf_counter() - started,
         )
+
+    def setup(self) -> None:
+        """Every ``build_*`` hook in turn, then the state of a resumed run."""
+        self.build_data()
+        self.build_model()
+        self.fire(Event.MODEL_BUILT)
+        self.inputs = self._model_inputs()
+        self.log.write_config(self.config, self.resolved)
+        self.parallel_model = self._parallel(self.training_model)
+        self.build_loader()
+        self.optimizer = self.build_optimizer()
+        self.scheduler = self.build_scheduler(len(self.loader))
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
+        self.loss_function = self.build_loss()
+        self.predictor = Predictor(
+            self.model,
+            self.inputs,
+            device=self.device,
+            batch_size=self.config.batch_size,
+            amp_dtype=self.dtype,
+        )
+        if self.resume_state is not None:
+            self.state.first_epoch = self._restore(self.resume_state)
 
     def checkpoint(self, completed_epoch: int, val_dice: float) -> Checkpoint:
         """Everything ``--resume`` and ``medgraft predict`` need, as plain values."""
@@ -196,26 +366,18 @@ class Trainer:
             train_config=asdict(self.config),
             epoch=completed_epoch,
             val_dice=val_dice,
-            best_dice=self.best_dice,
-            best_epoch=self.best_epoch,
+            best_dice=self.state.best_dice,
+            best_epoch=self.state.best_epoch,
             training_state={
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(),
                 "rng": rng_state(),
-                **self._training_only_state(),
+                **{name: part.state_dict() for name, part in self.training_state_parts.items()},
             },
         )
 
-    def _training_only_state(self) -> dict:
-        """Weights that train but are not the saved model (deep supervision's heads)."""
-        if isinstance(self.trained, DeepSupervised):
-            return {"deep_supervision_heads": self.trained.heads.state_dict()}
-        return {}
-
-    def _setup(self) -> Checkpoint | None:
-        """Cases, run folder, data, model, loader and optimiser; returns the state to resume."""
-        spec = discover_dataset(self.config.data, self.config.labels_dir, self.config.roi_dir)
+    def _check_dataset_kind(self, spec: DatasetSpec) -> None:
         if self.config.views and not spec.is_volumetric:
             raise MedgraftError(
                 f"{self.config.data}: views {self.config.views!r} (from --views, the recipe or "
@@ -226,58 +388,9 @@ class Trainer:
                 f"{self.config.data}: --patch-size crops 2D images; volumes train on whole "
                 "2.5D slices"
             )
-        train_records, val_records = self._select_cases(spec)
-        resume_state = self._prepare_run_dir()
-        self._record_split(train_records, val_records)
-        if resume_state is not None:
-            self.config = self._resumed_options(resume_state)
-        set_determinism(seed=self.config.seed)
-        self.device = select_device(self.config.device, self.local_rank)
-        self.dtype = amp_dtype(self.config.amp, self.device)
-        self.log = RunLog(self.run_dir, enabled=self.main)
-        self._load_data(spec, train_records, val_records)
-        self._build_model()
-        self.augment = self.config.augment.for_data(self.volumetric)
-        self.inputs = ModelInputs(
-            preprocessing=self.prep,
-            slices=self.config.slices,
-            labels={str(k): v for k, v in self.label_names.items()},
-            modality=spec.modality,
-            # mirroring TTA may only use flips the model was trained with
-            mirror_axes=[-2, -1] if self.augment.active and self.augment.flips else [],
-            # what `medgraft predict` does with this model unless told otherwise
-            inference=self.config.inference,
-            slice_axis=slice_axis_index(self.config.slice_axis, self.prep.orientation),
-        )
-        self.resolved = self._resolved_config(train_records, val_records)
-        self.log.write_config(self.config, self.resolved)
-        self._build_loader()
-        self.optimizer = self.build_optimizer()
-        self.scheduler = self.build_scheduler(len(self.loader))
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
-        self.loss_fn = self.build_loss()
-        self.predictor = Predictor(
-            self.model,
-            self.inputs,
-            device=self.device,
-            batch_size=self.config.batch_size,
-            amp_dtype=self.dtype,
-        )
-        self.best_dice, self.best_epoch = -math.inf, 0
-        return resume_state
-
-    def _select_cases(self, spec: DatasetSpec) -> tuple[list[dict], list[dict]]:
-        """Training and validation cases (split file, fold, or seeded split) and the run folder."""
-        config, root = self.config, Path(self.config.output)
-        self.run_dir = run_folder(config)
-        if config.split_file:
-            return explicit_split(spec.training, Path(config.split_file))
-        if config.folds:
-            return fold_split(spec.training, root, config.folds, config.fold, config.seed)
-        return split_cases(spec.training, config.val_fraction, config.seed)
 
     def _prepare_run_dir(self) -> Checkpoint | None:
-        """Check the run folder and record the split; with ``resume``, return the state."""
+        """Check the run folder; with ``resume``, return the state to continue from."""
         run_dir, config = self.run_dir, self.config
         if run_dir.exists() and not run_dir.is_dir():
             raise MedgraftError(f"{run_dir}: exists and is not a folder")
@@ -299,11 +412,9 @@ class Trainer:
         return None
 
     def _resumed_options(self, state: Checkpoint) -> TrainConfig:
-        """The saved run's options; the given config may set the epochs (raise them to train
-        longer), the hardware and where files are (``RESUME_MAY_CHANGE``)."""
+        """The saved run's options; ``--epochs`` may raise them to train longer."""
         saved = resolve_options([state.train_config])
-        given = {k: getattr(self.config, k) for k in RESUME_MAY_CHANGE}
-        config = TrainConfig(**{**saved, **given, "resume": True})
+        config = resumed_options(saved, self.config, new_epochs=True)
         if config.epochs < state.epoch:
             raise MedgraftError(
                 f"{self.run_dir}: already trained {state.epoch} epochs; --epochs must be at "
@@ -328,9 +439,9 @@ class Trainer:
         }
         atomic_write_text(self.run_dir / "splits.json", json.dumps(split, indent=1))
 
-    def _load_data(self, spec: DatasetSpec, train_records: list, val_records: list) -> None:
+    def _load_cases(self, spec: DatasetSpec, train_records: list, val_records: list) -> None:
         """Decode every case once, checked, and scale intensities; decide the label set."""
-        self.volumetric = spec.is_volumetric
+        self.volumetric, self.modality = spec.is_volumetric, spec.modality
         declared = sorted(spec.labels) if spec.labels else None
         # 2D masks without a dataset.json are taken as binary (0/1 or 0/255).
         allowed = declared or (None if self.volumetric else [0, 1])
@@ -350,7 +461,7 @@ class Trainer:
         apply_intensity(self.train_cases + self.val_cases, self.prep)
         cases = self.train_cases + self.val_cases
         labels = declared or sorted(
-            {int(v) for c in cases for v in torch.unique(c["label"]).tolist()} | {0}
+            {int(v) for c in cases for v in torch.unique(c.label).tolist()} | {0}
         )
         self.label_names = spec.labels or {v: f"label_{v}" for v in labels}
         self.num_classes = max(labels) + 1
@@ -358,29 +469,28 @@ class Trainer:
             self.label_names.get(v, f"label_{v}") for v in range(1, self.num_classes)
         ]
 
-    def _build_model(self) -> None:
-        """The U-Net on its pretrained (or earlier-run) encoder, on the device."""
-        encoder = get_encoder(self.config.encoder)
-        # volumes: k slices of each channel (modality); 2D images: RGB, or their named channels
-        named = len(self.prep.channels)
-        in_channels = max(named, 1) * self.config.slices if self.volumetric else (named or 3)
-        self.arch = architecture(encoder, in_channels, self.num_classes)
-        model, self.weights_record = initial_model(self.config, encoder, self.arch)
-        self.model = model.to(self.device)
-        if self.config.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        # what the optimiser trains: the model, plus training-only heads with deep supervision
-        self.trained: torch.nn.Module = self.model
-        if self.config.deep_supervision:
-            self.trained = DeepSupervised(self.model, self.config.deep_supervision)
-            self.trained.to(self.device)
-        self.network: torch.nn.Module = self.trained
-        if self.world_size > 1:
-            self.network = torch.nn.parallel.DistributedDataParallel(
-                self.trained,
-                device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=self.config.freeze_encoder_epochs > 0,
-            )
+    def _model_inputs(self) -> ModelInputs:
+        """How scans reach the model, saved with it for ``medgraft predict``."""
+        return ModelInputs(
+            preprocessing=self.prep,
+            slices=self.config.slices,
+            labels={str(k): v for k, v in self.label_names.items()},
+            modality=self.modality,
+            # mirroring TTA may only use flips the model was trained with
+            mirror_axes=[-2, -1] if self.augment.active and self.augment.flips else [],
+            # what `medgraft predict` does with this model unless told otherwise
+            inference=self.config.inference,
+            slice_axis=slice_axis_index(self.config.slice_axis, self.prep.orientation),
+        )
+
+    def _parallel(self, module: torch.nn.Module) -> torch.nn.Module:
+        if self.world_size == 1:
+            return module
+        return torch.nn.parallel.DistributedDataParallel(
+            module,
+            device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            find_unused_parameters=self.config.freeze_encoder_epochs > 0,
+        )
 
     def _resolved_config(self, train_records: list, val_records: list) -> dict:
         """``config.json``: the options and everything decided from them and the data."""
@@ -398,55 +508,17 @@ class Trainer:
             "val_cases": [r["case_id"] for r in val_records],
         }
 
-    def _build_loader(self) -> None:
-        """Samples (2.5D stacks or 2D images), augmented, drawn with a foreground share."""
-        config = self.config
-        masks = ["label", "roi"] if self.config.roi_dir is not None else ["label"]
-        steps = [Augment2Dd(["image", *masks], self.augment)]
-        if config.patch_size:  # after augmenting, so rotations fill the crop with image
-            size = (config.patch_size, config.patch_size)
-            steps.append(RandSpatialCropd(["image", *masks], roi_size=size, random_size=False))
-        self.sample_transform = Compose(steps)
-        if self.volumetric:
-            self.dataset = SliceStackDataset(
-                self.train_cases, config.slices, self.sample_transform, self.inputs.slice_axis
-            )
-            foreground = self.dataset.foreground()
-        else:
-            self.dataset = Dataset(
-                [{k: c[k] for k in ("image", *masks)} for c in self.train_cases],
-                self.sample_transform,
-            )
-            foreground = [bool((c["label"] > 0).any()) for c in self.train_cases]
-        self.sampler = BalancedSampler(
-            foreground,
-            config.foreground_ratio,
-            config.seed,
-            self.rank,
-            self.world_size,
-            config.samples_per_epoch,
-        )
-        self.loader = DataLoader(
-            self.dataset,
-            batch_size=config.batch_size,
-            sampler=self.sampler,
-            num_workers=config.num_workers,
-            drop_last=len(self.sampler) > config.batch_size,
-            # cases of different in-plane sizes meet in one batch: pad to the largest
-            collate_fn=partial(collate_padded, divisor=self.model.output_stride),
-        )
-
     def _restore(self, state: Checkpoint) -> int:
         """Load model, optimiser, scheduler, scaler and RNG states; returns the next epoch."""
         self.model.load_state_dict(state.model_state)
         training = state.training_state
-        if isinstance(self.trained, DeepSupervised):
-            self.trained.heads.load_state_dict(training["deep_supervision_heads"])
+        for name, part in self.training_state_parts.items():
+            part.load_state_dict(training[name])
         self.optimizer.load_state_dict(training["optimizer"])
         self.scheduler.load_state_dict(training["scheduler"])
         self.scaler.load_state_dict(training["scaler"])
         set_rng_state(training["rng"])
-        self.best_dice, self.best_epoch = state.best_dice, state.best_epoch
+        self.state.best_dice, self.state.best_epoch = state.best_dice, state.best_epoch
         self.log.event(f"resumed from {self.run_dir / 'last.pt'} after epoch {state.epoch}")
         if self.extended_from is not None:
             message = (
@@ -462,10 +534,9 @@ class Trainer:
             )
         return state.epoch + 1
 
-    def _train_epochs(self, resume_from: Checkpoint | None) -> None:
-        """Every remaining epoch; Ctrl-C mid-epoch keeps that epoch's progress in last.pt."""
-        first_epoch = self._restore(resume_from) if resume_from is not None else 1
-        self.log.start_metrics(self.class_names, keep_epochs=first_epoch - 1)
+    def _train_epochs(self) -> None:
+        """Every remaining epoch, each validated on the main process."""
+        self.fire(Event.FIT_STARTED)
         if self.main:
             console.print(
                 f"[bold]training[/] {len(self.train_cases)} cases ({len(self.dataset)} "
@@ -473,29 +544,26 @@ class Trainer:
                 f"weights {self.weights_record['encoder']['origin']}, device {self.device}"
                 + (f" x {self.world_size} processes" if self.world_size > 1 else "")
             )
-        epoch, in_batches = first_epoch - 1, False
-        try:
-            for epoch in range(first_epoch, self.config.epochs + 1):
-                started = time.perf_counter()
-                in_batches = True
-                result = self._train_one_epoch(epoch)
-                in_batches = False
-                if self.main:
-                    result.scores = self.validate()
-                    result.seconds = time.perf_counter() - started  # training and validation
-                    self.on_epoch_end(result)
-                if self.world_size > 1:
-                    dist.barrier()
-        except KeyboardInterrupt:
-            if self.main and in_batches:
-                # keep what this epoch learned; --resume then re-runs the epoch
-                state = self.checkpoint(epoch - 1, float("nan"))
-                state.interrupted_in_epoch = epoch
-                save_checkpoint(state, self.run_dir / "last.pt")
-                self.log.event(f"interrupted during epoch {epoch}; saved last.pt")
+        for epoch in range(self.state.first_epoch, self.config.epochs + 1):
+            started = time.perf_counter()
+            self.state.epoch = epoch
+            self.fire(Event.EPOCH_STARTED)
+            result = self._train_one_epoch(epoch)
+            if self.state.terminated:
+                return
             if self.main:
-                console.print(f"interrupted; continue with --resume ({self.run_dir / 'last.pt'})")
-            raise
+                result.scores = self.validate()
+                result.seconds = time.perf_counter() - started  # training and validation
+                self._track_best(result)
+                self.fire(Event.EPOCH_COMPLETED, result)
+            if self.world_size > 1:
+                dist.barrier()
+
+    def _track_best(self, result: EpochResult) -> None:
+        improved = not self.val_cases or result.mean_dice > self.state.best_dice
+        if improved:
+            self.state.best_dice, self.state.best_epoch = result.mean_dice, result.epoch
+        self.state.improved = improved
 
     def _train_one_epoch(self, epoch: int) -> EpochResult:
         """The batches of one epoch (scores are filled in by validation)."""
@@ -503,24 +571,25 @@ class Trainer:
         config = self.config
         self.sampler.set_epoch(epoch)
         self.sample_transform.set_random_state(seed=(config.seed * 1_000 + epoch) * 64 + self.rank)
-        self.network.train()
+        self.parallel_model.train()
         set_encoder_frozen(self.model, epoch <= config.freeze_encoder_epochs)
         self.log.event(f"epoch {epoch} started")
         losses, samples = [], 0
+        self.state.in_batches = True
         with progress(enabled=self.main) as bar:
             task = bar.add_task(f"epoch {epoch}/{config.epochs}", total=len(self.loader))
             for batch in self.loader:
                 losses.append(self.train_step(batch))
                 samples += len(batch["image"])
+                self.state.iteration += 1
+                self.state.loss = losses[-1]
+                self.fire(Event.ITERATION_COMPLETED)
+                if self.state.terminated:
+                    break
                 speed = samples / (time.perf_counter() - started)
-                bar.update(
-                    task,
-                    advance=1,
-                    description=(
-                        f"epoch {epoch}/{config.epochs} loss {np.mean(losses):.3f} "
-                        f"{speed:.0f} samples/s"
-                    ),
-                )
+                description = f"epoch {epoch}/{config.epochs} loss {np.mean(losses):.3f}"
+                bar.update(task, advance=1, description=f"{description} {speed:.0f} samples/s")
+        self.state.in_batches = False
         train_seconds = time.perf_counter() - started
         return EpochResult(
             epoch=epoch,
@@ -528,7 +597,16 @@ class Trainer:
             samples_per_s=samples * self.world_size / train_seconds,
             seconds=train_seconds,
             num_foreground=self.num_classes - 1,
+            scores=ValidationScores(self.val_metrics),
         )
+
+
+def validation_metrics(config: TrainConfig) -> list[str]:
+    """The metrics every epoch computes: ``--val-metrics``, else those declared per-epoch;
+    Dice always (it decides ``best.pt``), first."""
+    named = [m.strip() for m in (config.val_metrics or "").split(",") if m.strip()]
+    chosen = named or per_epoch_metrics()
+    return ["dice", *[m for m in chosen if m != "dice"]]
 
 
 def initial_model(
@@ -557,18 +635,3 @@ def initial_model(
         "source_run_weights": source.config.get("weights_record"),
     }
     return model, {"encoder": record, "decoder": record if "decoder" in copied else "random"}
-
-
-def validate(predictor: Predictor, cases: list[dict], num_classes: int) -> ValidationScores:
-    """Dice and HD95 (mm) per case and foreground class over whole cases (volumes reassembled)."""
-    scores = ValidationScores([], [], [])
-    for case in cases:
-        pred = predictor.segment(case["image"]).labels
-        truth = case["label"][0]
-        if "roi" in case:  # scored inside the region of interest only
-            inside = case["roi"][0] > 0
-            pred, truth = pred * inside, truth * inside
-        scores.case_ids.append(case["record"]["case_id"])
-        scores.dice.append(dice_per_class(pred, truth, num_classes))
-        scores.hd95.append(hd95_per_class(pred, truth, num_classes, case["spacing"][: truth.ndim]))
-    return scores
