@@ -16,6 +16,7 @@ from medgraft.cli import app, given
 from medgraft.config.schema import (
     DemoOptions,
     EvaluateOptions,
+    ExportOptions,
     PredictOptions,
     StudyOptions,
     TrainConfig,
@@ -27,6 +28,7 @@ SCHEMAS = {
     "evaluate": EvaluateOptions,
     "study": StudyOptions,
     "demo": DemoOptions,
+    "export": ExportOptions,
 }
 
 
