@@ -85,6 +85,16 @@ def test_typed_flag_equal_to_the_default_still_beats_the_config_file(
     assert (seen[0].augment.strength, seen[0].augment.flips) == (0.5, False)
 
 
+def test_train_ends_by_naming_the_file_predict_will_use(runner, tmp_path, monkeypatch) -> None:
+    fields = {"best_dice": 0.5, "best_epoch": 2, "run_dir": tmp_path / "run", "seconds": 3}
+    monkeypatch.setattr("medgraft.training.trainer.train", lambda config: type("R", (), fields))
+    result = invoke(runner, "train", "--data", "d", "--output", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    assert f"predict --model {tmp_path / 'run'} uses {tmp_path / 'run' / 'last.pt'}" in (
+        result.output.replace("\n", "")
+    )
+
+
 @pytest.mark.parametrize("name", ["train", "predict", "evaluate", "study", "demo", "export"])
 def test_help_shows_every_option_name_in_full_at_80_columns(name: str, runner) -> None:
     result = runner.invoke(app, [name, "--help"], env={"COLUMNS": "80"}, terminal_width=80)
