@@ -16,7 +16,7 @@ from test_qa_page import Page
 from medgraft.inference.batch import safe_case_id, shard
 from medgraft.inference.postprocess import keep_largest_component, remove_small_objects
 from medgraft.inference.predictor import Predictor
-from medgraft.models.checkpoint import load_checkpoint
+from medgraft.models.checkpoint import load_checkpoint, save_checkpoint
 
 ORIENTATIONS = {
     "oblique": np.array(
@@ -144,20 +144,28 @@ def test_ensemble_averages_member_probabilities(mri_run: Path, tiny_msd: Path, t
 
 
 def test_ensemble_from_the_command_line(mri_run: Path, scans: Path, runner, tmp_path: Path):
-    result = invoke(
-        runner,
-        "predict",
-        "--model",
-        mri_run / "best.pt",
-        "--model",
-        mri_run / "last.pt",
-        "-i",
-        scans / "plain.nii",
-        "-o",
-        tmp_path / "ens",
-    )
-    assert result.exit_code == 0, result.output
-    assert (tmp_path / "ens" / "plain.nii.gz").is_file()
+    """Each --model counts: the ensemble's probabilities are the mean of each model's alone
+    (within float16 storage), and differ from either."""
+    other = load_checkpoint(mri_run)
+    head = "unet.segmentation_head.0.bias"
+    shifted = other.model_state[head] + torch.tensor([0.0, 1.0, -1.0])
+    other.model_state = {**other.model_state, head: shifted}
+    save_checkpoint(other, tmp_path / "other.pt")
+
+    def probabilities(name: str, *models: Path) -> np.ndarray:
+        flags = [word for model in models for word in ("--model", model)]
+        out = tmp_path / name
+        result = invoke(
+            runner, "predict", *flags, "-i", scans / "plain.nii", "-o", out,
+            "--save-probabilities", "--no-tta",
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        return np.asarray(nib.load(str(out / "plain_probabilities.nii.gz")).dataobj, np.float32)
+
+    first, second = probabilities("first", mri_run), probabilities("second", tmp_path / "other.pt")
+    both = probabilities("both", mri_run, tmp_path / "other.pt")
+    np.testing.assert_allclose(both, (first + second) / 2, atol=1e-3, rtol=0)
+    assert np.abs(both - first).max() > 0.05 and np.abs(both - second).max() > 0.05
 
 
 def test_tta_averages_the_four_mirrorings(mri_run: Path):

@@ -1,18 +1,28 @@
 """The typed checkpoint: runs saved by earlier medgraft versions still load, predict and resume;
-a round trip keeps every part; bad files name themselves."""
+a round trip keeps every part; bad files name themselves; a run folder means its final model."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 import torch
+from conftest import invoke, write_nifti
 
 from medgraft.config.loading import resolve_options
 from medgraft.config.schema import InferenceOptions, TrainConfig
+from medgraft.data.transforms import Preprocessing
 from medgraft.errors import MedgraftError
 from medgraft.inference.predictor import Predictor
-from medgraft.models.checkpoint import load_checkpoint, load_model, save_checkpoint
+from medgraft.models.checkpoint import (
+    Checkpoint,
+    ModelInputs,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+)
 from medgraft.models.registry import get_encoder
 from medgraft.models.unet import architecture, build_segmenter
 
@@ -123,3 +133,98 @@ def test_bad_checkpoints_name_the_file(model, tmp_path: Path, change: dict, mess
     with pytest.raises(MedgraftError, match=message) as error:
         load_checkpoint(path)
     assert str(error.value).startswith(str(path))
+
+
+HEAD_BIAS = "unet.segmentation_head.0.bias"
+LABELS = {"0": "background", "1": "a", "2": "b"}
+
+
+def checkpoint_predicting(model, label: int, **extra) -> Checkpoint:
+    """``model``'s checkpoint with a head bias so large that every voxel gets ``label``: which
+    checkpoint predicted a mask is then read off the mask."""
+    state = {key: value.clone() for key, value in model.state_dict().items()}
+    state[HEAD_BIAS][label] += 100.0
+    inputs = ModelInputs(Preprocessing(volumetric=True), slices=3, labels=LABELS)
+    return Checkpoint(architecture(SPEC, 3, 3), inputs, state, **extra)
+
+
+@pytest.fixture
+def run_whose_best_and_last_differ(model, tmp_path: Path) -> Path:
+    """A run folder whose ``last.pt`` (with the optimizer state ``--resume`` needs, which
+    prediction ignores) segments everything as label 1, and whose ``best.pt`` as label 2."""
+    run = tmp_path / "run"
+    run.mkdir()
+    resume_state = {"optimizer": {"state": {}, "param_groups": []}, "rng": {}}
+    save_checkpoint(checkpoint_predicting(model, 2, epoch=2), run / "best.pt")
+    save_checkpoint(
+        checkpoint_predicting(model, 1, epoch=3, training_state=resume_state), run / "last.pt"
+    )
+    return run
+
+
+@pytest.fixture(scope="module")
+def scan_folder(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("scans")
+    write_nifti(folder / "scan.nii.gz", np.random.default_rng(0).random((32, 32, 4), "float32"))
+    return folder
+
+
+def predicted_labels(runner, run: Path, scans: Path, output: Path, *flags: str) -> set[int]:
+    """The label values ``medgraft predict`` writes for ``scans`` with model ``run``."""
+    result = invoke(runner, "predict", "--model", run, "-i", scans, "-o", output, *flags)
+    assert result.exit_code == 0, result.output
+    return set(np.unique(np.asarray(nib.load(str(output / "scan.nii.gz")).dataobj)).tolist())
+
+
+def test_a_run_folder_predicts_with_its_last_checkpoint_unless_told(
+    run_whose_best_and_last_differ: Path, scan_folder: Path, runner, tmp_path: Path
+):
+    run = run_whose_best_and_last_differ
+    assert predicted_labels(runner, run, scan_folder, tmp_path / "default") == {1}
+    for choice, label in (("last", 1), ("best", 2)):
+        flags = ("--checkpoint", choice)
+        assert predicted_labels(runner, run, scan_folder, tmp_path / choice, *flags) == {label}
+
+
+def test_checkpoint_may_name_a_file_inside_the_run(
+    model, run_whose_best_and_last_differ: Path, scan_folder: Path, runner, tmp_path: Path
+):
+    run = run_whose_best_and_last_differ
+    (run / "snapshots").mkdir()
+    save_checkpoint(checkpoint_predicting(model, 0), run / "snapshots" / "early.pt")
+    flags = ("--checkpoint", "snapshots/early.pt")
+    assert predicted_labels(runner, run, scan_folder, tmp_path / "early", *flags) == {0}
+    missing = invoke(
+        runner, "predict", "--model", run, "-i", scan_folder, "-o", tmp_path / "none",
+        "--checkpoint", "snapshots/later.pt",
+    )  # fmt: skip
+    assert missing.exit_code == 1
+    assert str(missing.exception) == (
+        f"{run}: checkpoint not found (no snapshots/later.pt, nor fold_N/ or view folders "
+        "holding one)"
+    )
+
+
+def test_a_run_interrupted_mid_epoch_is_not_predicted_from(
+    model, run_whose_best_and_last_differ: Path, scan_folder: Path, runner, tmp_path: Path
+):
+    run = run_whose_best_and_last_differ
+    save_checkpoint(checkpoint_predicting(model, 1, interrupted_in_epoch=4), run / "last.pt")
+    result = invoke(runner, "predict", "--model", run, "-i", scan_folder, "-o", tmp_path / "out")
+    assert result.exit_code == 1 and isinstance(result.exception, MedgraftError)
+    message = str(result.exception)
+    assert message.startswith(f"{run / 'last.pt'}: the run was interrupted during epoch 4")
+    assert "--resume" in message and "--checkpoint best" in message and "\n" not in message
+    assert not (tmp_path / "out").exists()
+    best = predicted_labels(runner, run, scan_folder, tmp_path / "best", "--checkpoint", "best")
+    assert best == {2}
+
+
+def test_init_from_a_run_folder_takes_its_last_checkpoint(
+    run_whose_best_and_last_differ: Path,
+):
+    """``--init-from RUN`` loads ``load_checkpoint(RUN)``: the final model, as predict does."""
+    last = load_checkpoint(run_whose_best_and_last_differ / "last.pt")
+    source = load_checkpoint(run_whose_best_and_last_differ)
+    assert source.epoch == last.epoch == 3
+    torch.testing.assert_close(source.model_state, last.model_state)

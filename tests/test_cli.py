@@ -16,6 +16,7 @@ from medgraft.cli import app, given
 from medgraft.config.schema import (
     DemoOptions,
     EvaluateOptions,
+    ExportOptions,
     PredictOptions,
     StudyOptions,
     TrainConfig,
@@ -27,6 +28,7 @@ SCHEMAS = {
     "evaluate": EvaluateOptions,
     "study": StudyOptions,
     "demo": DemoOptions,
+    "export": ExportOptions,
 }
 
 
@@ -81,6 +83,16 @@ def test_typed_flag_equal_to_the_default_still_beats_the_config_file(
     assert invoke(runner, *args, "--epochs", "8", "--no-flips").exit_code == 0
     assert (seen[0].epochs, seen[0].batch_size) == (8, 16)
     assert (seen[0].augment.strength, seen[0].augment.flips) == (0.5, False)
+
+
+def test_train_ends_by_naming_the_file_predict_will_use(runner, tmp_path, monkeypatch) -> None:
+    fields = {"best_dice": 0.5, "best_epoch": 2, "run_dir": tmp_path / "run", "seconds": 3}
+    monkeypatch.setattr("medgraft.training.trainer.train", lambda config: type("R", (), fields))
+    result = invoke(runner, "train", "--data", "d", "--output", tmp_path / "run")
+    assert result.exit_code == 0, result.output
+    assert f"predict --model {tmp_path / 'run'} uses {tmp_path / 'run' / 'last.pt'}" in (
+        result.output.replace("\n", "")
+    )
 
 
 @pytest.mark.parametrize("name", ["train", "predict", "evaluate", "study", "demo", "export"])

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 import torch
 from conftest import invoke
@@ -9,7 +11,7 @@ from test_trainer import FAST, _train_until
 
 from medgraft.config.schema import TrainConfig
 from medgraft.errors import MedgraftError
-from medgraft.models.checkpoint import load_checkpoint
+from medgraft.models.checkpoint import Checkpoint, load_checkpoint, load_model, save_checkpoint
 from medgraft.models.registry import get_encoder
 from medgraft.models.unet import architecture, build_segmenter
 from medgraft.training.deep_supervision import DeepSupervised, deeply_supervised
@@ -120,15 +122,24 @@ def test_a_deeply_supervised_run_resumes_exactly_and_saves_the_plain_model(
 def test_predict_takes_a_deeply_supervised_model_as_it_is(
     deep_run: Path, micro_msd: Path, runner, tmp_path: Path
 ):
-    result = invoke(
-        runner,
-        "predict",
-        "--model",
-        deep_run / "last.pt",
-        "--input",
-        micro_msd / "imagesTr",
-        "--output",
-        tmp_path / "predictions",
-    )
-    assert result.exit_code == 0, result.output
-    assert len(list((tmp_path / "predictions").glob("*.nii.gz"))) == 4
+    """Its masks and probabilities are those of the plain U-Net it saved: the same checkpoint
+    rebuilt without the deep-supervision heads (nor their option, nor the resume state)."""
+    deep = load_checkpoint(deep_run / "last.pt")
+    assert "deep_supervision_heads" in deep.training_state
+    plain = Checkpoint(deep.architecture, deep.inputs, load_model(deep).state_dict())
+    save_checkpoint(plain, tmp_path / "plain.pt")
+    outputs = {}
+    for name, model in (("deep", deep_run), ("plain", tmp_path / "plain.pt")):
+        result = invoke(
+            runner, "predict", "--model", model, "--input", micro_msd / "imagesTr",
+            "--output", tmp_path / name, "--save-probabilities",
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        outputs[name] = {
+            path.name: np.asarray(nib.load(str(path)).dataobj)
+            for path in sorted((tmp_path / name).glob("*.nii.gz"))
+        }
+    assert len(outputs["deep"]) == 8  # 4 masks and 4 probability maps
+    assert outputs["deep"].keys() == outputs["plain"].keys()
+    for name, array in outputs["deep"].items():
+        np.testing.assert_array_equal(array, outputs["plain"][name], err_msg=name)

@@ -319,4 +319,5 @@ def test_init_from_cli_trains_a_2d_task_from_an_mri_run(
     assert result.exit_code == 0, result.output
     record = load_checkpoint(run).config["weights_record"]
     assert record["encoder"]["origin"] == "init-from" and record["decoder"] == "random"
-    assert record["encoder"]["path"] == str((mri_run / "best.pt").resolve())
+    # a run folder means its final model, as for predict
+    assert record["encoder"]["path"] == str((mri_run / "last.pt").resolve())

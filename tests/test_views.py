@@ -97,11 +97,12 @@ def test_a_folder_of_views_and_folds_means_all_their_models(tmp_path: Path):
         (tmp_path / part).mkdir(parents=True)
     for part in ("axial/fold_0", "axial/fold_1", "coronal/fold_0", "runs-old"):
         (tmp_path / part / "best.pt").touch()
-    assert ensemble_checkpoints(tmp_path) == [
-        tmp_path / p / "best.pt" for p in ("axial/fold_0", "axial/fold_1", "coronal/fold_0")
-    ]
+        (tmp_path / part / "last.pt").touch()
+    members = ("axial/fold_0", "axial/fold_1", "coronal/fold_0")
+    assert ensemble_checkpoints(tmp_path) == [tmp_path / p / "last.pt" for p in members]
+    assert ensemble_checkpoints(tmp_path, "best") == [tmp_path / p / "best.pt" for p in members]
     assert ensemble_checkpoints(tmp_path / "axial" / "fold_1") == [
-        tmp_path / "axial/fold_1/best.pt"
+        tmp_path / "axial/fold_1/last.pt"
     ]
     with pytest.raises(MedgraftError, match="notes: checkpoint not found"):
         ensemble_checkpoints(tmp_path / "notes")
@@ -113,7 +114,7 @@ def test_a_folder_of_views_and_folds_means_all_their_models(tmp_path: Path):
 def test_folds_are_ensembled_in_numeric_order(tmp_path: Path):
     for fold in (10, 2, 0):
         (tmp_path / f"fold_{fold}").mkdir()
-        (tmp_path / f"fold_{fold}" / "best.pt").touch()
+        (tmp_path / f"fold_{fold}" / "last.pt").touch()
     assert [p.parent.name for p in ensemble_checkpoints(tmp_path)] == [
         "fold_0", "fold_2", "fold_10"
     ]  # fmt: skip

@@ -29,6 +29,7 @@ from medgraft.config.schema import (
     QUICK_STUDY,
     DemoOptions,
     EvaluateOptions,
+    ExportOptions,
     FetchOptions,
     PredictOptions,
     StudyOptions,
@@ -208,13 +209,16 @@ def train(
 ) -> None:
     """Fine-tune a U-Net with a pretrained encoder on a labelled dataset."""
     from medgraft.config.resolve import train_configs
+    from medgraft.models.checkpoint import checkpoint_in_run
     from medgraft.training.trainer import run_training
 
     for run in train_configs(given(options), recipe=recipe, config_file=config, fold=fold):
         result = run_training(run)
+        shipped = checkpoint_in_run(result.run_dir, PredictOptions.checkpoint)
         console.print(
-            f"best validation Dice {result.best_dice:.3f} at epoch {result.best_epoch}; "
-            f"model: {result.run_dir / 'best.pt'} ({result.seconds:.0f}s)"
+            f"trained in {result.seconds:.0f}s; predict --model {result.run_dir} uses {shipped} "
+            f"(the last epoch's model); best validation Dice {result.best_dice:.3f} at epoch "
+            f"{result.best_epoch} (best.pt)"
         )
 
 
@@ -257,8 +261,8 @@ def predict(
     model: Annotated[
         list[Path],
         typer.Option(
-            help="Run folder (its best.pt, or those of its fold_N/ and view folders) or "
-            "checkpoint; repeat to ensemble."
+            help="Run folder (its last.pt unless --checkpoint says otherwise, or those of its "
+            "fold_N/ and view folders) or checkpoint file; repeat to ensemble."
         ),
     ],
     input: Annotated[
@@ -313,15 +317,20 @@ def demo(
 
 
 @app.command()
+@schema_options(ExportOptions)
 def export(
-    model: Annotated[Path, typer.Option(help="Run folder (uses best.pt) or checkpoint file.")],
+    model: Annotated[
+        Path,
+        typer.Option(help="Run folder (its last.pt unless --checkpoint says) or checkpoint file."),
+    ],
     format: Annotated[str, typer.Option("--format", help="onnx | torchscript")],
     output: Annotated[Path, typer.Option(help="File to write (a .json sidecar goes beside it).")],
+    **options: Any,
 ) -> None:
     """Export a trained model to ONNX or TorchScript (normalisation included)."""
     from medgraft.inference.export import export_model
 
-    path = export_model(model, format, output)
+    path = export_model(model, format, output, ExportOptions(**given(options)).checkpoint)
     console.print(f"wrote {path} and {path.with_name(path.name + '.json')}")
 
 

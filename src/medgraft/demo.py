@@ -46,9 +46,9 @@ def run_demo(options: DemoOptions, output: Path | None = None) -> Evaluation:
     result = run_training(TrainConfig(**resolve_options([DEMO_TRAINING, this_run])))
     held_out = [Path(r["image"]) for r in result.val_cases]
     predict = PredictOptions(device=options.device, tta=False)  # trained without flips
-    # the last epoch's model, not best.pt: the held-out cases are scored, so they must not
-    # also choose the checkpoint
-    model = output / "model" / "last.pt"
+    # the run folder means its last epoch's model (not best.pt): the held-out cases are
+    # scored, so they must not also choose the checkpoint
+    model = output / "model"
     reports = [run_batch([model], held_out, output / "predictions", predict)]
     spec = discover_dataset(data)
     if spec.test:

@@ -246,6 +246,12 @@ class TrainConfig:
 
 OUTPUT_FORMATS = ("nifti", "dicom-seg", "both")
 
+CHECKPOINT_HELP = (
+    "Which model of a run folder: last (the final epoch's, the one every reported score comes "
+    "from) | best (the best validation Dice) | PATH of a checkpoint file inside the run folder "
+    "(e.g. snapshots/cpu_010min.pt). A checkpoint file given as --model is used as it is."
+)
+
 
 @dataclass
 class PredictOptions:
@@ -277,6 +283,7 @@ class PredictOptions:
         "nifti (NIfTI masks; PNG for 2D images) | dicom-seg (a DICOM Segmentation object per "
         "DICOM series input, <case>_seg.dcm) | both.",
     )
+    checkpoint: str = option("last", CHECKPOINT_HELP)
 
     def __post_init__(self) -> None:
         if self.output_format not in OUTPUT_FORMATS:
@@ -375,6 +382,13 @@ class DemoOptions:
     epochs: int = option(TrainConfig.epochs, "Training epochs.", min=1)
     device: str = option(TrainConfig.device, "auto | cpu | cuda")
     val_fraction: float = option(0.25, "Share of the cases held out and scored.", cli=False)
+
+
+@dataclass
+class ExportOptions:
+    """``medgraft export``: which model of a run to export."""
+
+    checkpoint: str = option(PredictOptions.checkpoint, CHECKPOINT_HELP)
 
 
 @dataclass

@@ -20,7 +20,6 @@ from medgraft.config.schema import SLICE_VIEWS
 from medgraft.data.cases import LoadedCase
 
 
-
 def slice_axis_index(view: str, orientation: str | None) -> int:
     """The spatial array axis (0-2) that ``view``'s slices are stacked along, for volumes
     reoriented to ``orientation`` (e.g. ``RAS``: sagittal 0, coronal 1, axial 2); volumes

@@ -37,7 +37,7 @@ from medgraft.inference.postprocess import (
 )
 from medgraft.inference.predictor import Predictor
 from medgraft.inference.qa_page import PageRow, render_page, thumbnail_png
-from medgraft.models.checkpoint import ensemble_checkpoints, load_checkpoint
+from medgraft.models.checkpoint import ensemble_checkpoints, load_finished_checkpoint
 from medgraft.runtime import amp_dtype, console, progress, rank_and_world, select_device
 
 SAFE_CHARACTERS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
@@ -130,9 +130,13 @@ def check_output_location(inputs: list[Path], output_dir: Path) -> None:
 
 
 def load_predictor(models: list[Path], options: PredictOptions) -> Predictor:
-    """The (ensembled) models, a folder of folds or views counting as all of them;
-    ``options`` left unset follow the first model's defaults."""
-    checkpoints = [load_checkpoint(c) for m in models for c in ensemble_checkpoints(m)]
+    """The (ensembled) models, a run folder meaning its ``options.checkpoint`` and a folder of
+    folds or views all of theirs; ``options`` left unset follow the first model's defaults."""
+    checkpoints = [
+        load_finished_checkpoint(member)
+        for model in models
+        for member in ensemble_checkpoints(model, options.checkpoint)
+    ]
     device = select_device(options.device)
     return Predictor.from_checkpoints(
         checkpoints,
@@ -216,7 +220,9 @@ def run_batch(
     """Segment this process's share of ``inputs`` with a progress bar; write ``summary.csv``."""
     rank, world = rank_and_world()
     share = shard(inputs, rank, world)
-    members = [checkpoint for model in models for checkpoint in ensemble_checkpoints(model)]
+    members = [
+        member for model in models for member in ensemble_checkpoints(model, options.checkpoint)
+    ]
     predictor = load_predictor(members, options)
     if len(members) > 1:
         names = ", ".join(str(member) for member in members)

@@ -10,11 +10,12 @@ from pathlib import Path
 import torch
 
 from medgraft import __version__
+from medgraft.config.schema import ExportOptions
 from medgraft.errors import MedgraftError
 from medgraft.files import atomic_write, atomic_write_text
 from medgraft.models.checkpoint import (
     Checkpoint,
-    load_checkpoint,
+    load_finished_checkpoint,
     load_model,
     resolve_checkpoint_path,
 )
@@ -26,8 +27,11 @@ TRACE_SIZE = 64  # any multiple of the encoder's output stride traces the same g
 ONNX_OPSET = 17
 
 
-def export_model(model: str | Path, fmt: str, output: Path) -> Path:
-    """Export the checkpoint ``model`` (a run folder means its best.pt) as ``fmt`` to ``output``.
+def export_model(
+    model: str | Path, fmt: str, output: Path, checkpoint: str = ExportOptions.checkpoint
+) -> Path:
+    """Export the checkpoint ``model`` as ``fmt`` to ``output``; a run folder means the one
+    ``checkpoint`` names in it (``last``, ``best`` or a file inside it).
 
     Also writes ``<output>.json`` describing inputs, outputs and labels, since the exported file
     alone does not say how to prepare an image or read the logits. Both files are written under
@@ -42,10 +46,11 @@ def export_model(model: str | Path, fmt: str, output: Path) -> Path:
     for path in (output, sidecar):
         if path.exists():
             raise MedgraftError(f"{path}: already exists, not overwriting")
-    checkpoint = load_checkpoint(model)
-    segmenter = load_model(checkpoint)
-    example = torch.rand(1, checkpoint.architecture.in_channels, TRACE_SIZE, TRACE_SIZE)
-    info = _sidecar(checkpoint, segmenter, fmt, resolve_checkpoint_path(model))
+    source = resolve_checkpoint_path(model, checkpoint)
+    loaded = load_finished_checkpoint(source)
+    segmenter = load_model(loaded)
+    example = torch.rand(1, loaded.architecture.in_channels, TRACE_SIZE, TRACE_SIZE)
+    info = _sidecar(loaded, segmenter, fmt, source)
     output.parent.mkdir(parents=True, exist_ok=True)
     # the model first: a sidecar never describes a file that is not there
     writer = _export_torchscript if fmt == "torchscript" else _export_onnx

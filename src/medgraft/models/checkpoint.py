@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from medgraft.config.schema import SLICE_VIEWS, InferenceOptions
+from medgraft.config.schema import SLICE_VIEWS, InferenceOptions, PredictOptions
 from medgraft.data.transforms import Preprocessing
 from medgraft.errors import MedgraftError, first_line
 from medgraft.files import atomic_write
@@ -156,23 +156,38 @@ def save_checkpoint(checkpoint: Checkpoint, path: Path) -> None:
     atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
 
 
-def resolve_checkpoint_path(model: str | Path) -> Path:
-    """A run folder means its ``best.pt``; anything else must be a checkpoint file."""
+RUN_CHECKPOINTS = {"last": "last.pt", "best": "best.pt"}
+"""What ``--checkpoint`` names in a run folder: the final epoch's model, the one every reported
+score comes from and so the default (as nnU-Net predicts with its final checkpoint), or the
+one with the best validation Dice."""
+
+
+def checkpoint_in_run(run_dir: Path, checkpoint: str) -> Path:
+    """The file ``checkpoint`` names in ``run_dir``: ``last``, ``best``, or a path inside it."""
+    return run_dir / RUN_CHECKPOINTS.get(checkpoint, checkpoint)
+
+
+def resolve_checkpoint_path(model: str | Path, checkpoint: str = PredictOptions.checkpoint) -> Path:
+    """A run folder means the checkpoint ``checkpoint`` names in it (its final model unless told
+    otherwise); anything else must be a checkpoint file, used as it is."""
     path = Path(model)
     if path.is_dir():
-        path = path / "best.pt"
+        path = checkpoint_in_run(path, checkpoint)
     if not path.is_file():
         raise MedgraftError(f"{path}: checkpoint not found")
     return path
 
 
-def ensemble_checkpoints(model: str | Path) -> list[Path]:
-    """The models ``--model`` names: a checkpoint file, a run folder's ``best.pt``, or else
-    those of the folder's folds (``fold_N/``) and views (``axial/``…, from ``--views``), so a
-    cross-validation or multi-view run is ensembled whole."""
+def ensemble_checkpoints(
+    model: str | Path, checkpoint: str = PredictOptions.checkpoint
+) -> list[Path]:
+    """The models ``--model`` names: a checkpoint file, a run folder's chosen checkpoint
+    (``last.pt`` unless told otherwise), or else those of the folder's folds (``fold_N/``) and
+    views (``axial/``…, from ``--views``), so a cross-validation or multi-view run is ensembled
+    whole."""
     path = Path(model)
-    if not path.is_dir() or (path / "best.pt").is_file():
-        return [resolve_checkpoint_path(path)]
+    if not path.is_dir() or checkpoint_in_run(path, checkpoint).is_file():
+        return [resolve_checkpoint_path(path, checkpoint)]
     folders = [part for part in path.iterdir() if part.is_dir()]
     views = sorted(part for part in folders if part.name in SLICE_VIEWS)
     folds = sorted(
@@ -184,16 +199,18 @@ def ensemble_checkpoints(model: str | Path) -> list[Path]:
             f"{path}: holds both fold_N/ and view folders; name the models to ensemble "
             "(--model FOLDER/VIEW or FOLDER/fold_N)"
         )
-    found = [checkpoint for part in views + folds for checkpoint in ensemble_checkpoints(part)]
+    found = [member for part in views + folds for member in ensemble_checkpoints(part, checkpoint)]
     if not found:
+        name = RUN_CHECKPOINTS.get(checkpoint, checkpoint)
         raise MedgraftError(
-            f"{path}: checkpoint not found (no best.pt, nor fold_N/ or view folders holding one)"
+            f"{path}: checkpoint not found (no {name}, nor fold_N/ or view folders holding one)"
         )
     return found
 
 
 def load_checkpoint(model: str | Path) -> Checkpoint:
-    """Load with ``weights_only=True``: a crafted pickle cannot run code here."""
+    """Load with ``weights_only=True``: a crafted pickle cannot run code here. A run folder
+    means its ``last.pt``."""
     path = resolve_checkpoint_path(model)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -205,6 +222,19 @@ def load_checkpoint(model: str | Path) -> Checkpoint:
         return Checkpoint.from_dict(payload)
     except (AttributeError, KeyError, TypeError, ValueError, MedgraftError) as exc:
         raise MedgraftError(f"{path}: invalid medgraft checkpoint ({first_line(exc)})") from exc
+
+
+def load_finished_checkpoint(path: Path) -> Checkpoint:
+    """A checkpoint to predict with or export: one that Ctrl-C saved mid-epoch is refused, its
+    model being part-way through an epoch (``--resume`` alone should read it)."""
+    checkpoint = load_checkpoint(path)
+    if checkpoint.interrupted_in_epoch is not None:
+        raise MedgraftError(
+            f"{path}: the run was interrupted during epoch {checkpoint.interrupted_in_epoch}, "
+            "so this model is half-trained; finish the run (its train command again with "
+            "--resume) or choose --checkpoint best"
+        )
+    return checkpoint
 
 
 def load_model(checkpoint: Checkpoint) -> Segmenter:
