@@ -15,8 +15,10 @@ import argparse
 from pathlib import Path
 
 import torch
-from bench_train import model_only
-from provenance import ROOT, Measurement, append_row
+
+from medgraft.lab import CHECKOUT
+from medgraft.lab.bench import model_only
+from medgraft.lab.provenance import Measurement, append_row
 
 SHAPES = {
     # recipe: (batch, height, width, classes), as the recipe trains
@@ -38,7 +40,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="runs per recipe and precision")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per run (after 2)")
-    parser.add_argument("--csv", type=Path, default=ROOT / "docs/results/bench/amp_cpu.csv")
+    parser.add_argument("--csv", type=Path, default=CHECKOUT / "docs/results/bench/amp_cpu.csv")
     args = parser.parse_args()
     for _ in range(args.repeats):
         for recipe, (batch, height, width, classes) in SHAPES.items():

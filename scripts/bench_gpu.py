@@ -33,11 +33,12 @@ import tempfile
 from pathlib import Path
 
 import torch
-from accuracy_cv import DATASETS, evaluate_fold, fold_folder, fold_runs, train
-from bench_train import model_only
-from provenance import ROOT, Measurement, append_row
-from shared_subsets import SHARED
 
+from medgraft.lab import CHECKOUT
+from medgraft.lab.accuracy_cv import DATASETS, evaluate_fold, fold_folder, fold_runs, train
+from medgraft.lab.bench import model_only
+from medgraft.lab.provenance import Measurement, append_row
+from medgraft.lab.shared_subsets import SHARED
 from medgraft.runtime import amp_dtype
 
 DATASET = "hippocampus"
@@ -79,7 +80,7 @@ def model_speed(results: Path, repeats: int) -> None:
 
 def cpu_fold_cases() -> set[str]:
     """The validation cases of the CPU CV's fold, from the committed per-case scores."""
-    with (ROOT / "docs/results/accuracy/cases.csv").open() as handle:
+    with (CHECKOUT / "docs/results/accuracy/cases.csv").open() as handle:
         return {
             row["case"]
             for row in csv.DictReader(handle)
@@ -146,7 +147,7 @@ def predict_speed(work: Path, results: Path, repeats: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("runs/gpu"))
-    parser.add_argument("--results", type=Path, default=ROOT / "docs/results/bench")
+    parser.add_argument("--results", type=Path, default=CHECKOUT / "docs/results/bench")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
         "--amp", choices=["auto", "fp16", "bf16", "off"], default="auto",
@@ -159,7 +160,7 @@ def main() -> None:
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("bench_gpu.py needs a CUDA GPU")
-    os.chdir(ROOT)
+    os.chdir(CHECKOUT)
     work, results = args.work.resolve(), args.results.resolve()
     print(f"GPU: {torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
     parts = args.part or ["model", "fold", "predict"]

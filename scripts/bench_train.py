@@ -18,62 +18,16 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
-from monai.losses import DiceCELoss
-from provenance import ROOT, Measurement, append_row
-from shared_subsets import hippocampus_subset
 
 from medgraft.config.schema import AugmentOptions, TrainConfig
-from medgraft.models.registry import DEFAULT_ENCODER, get_encoder
-from medgraft.models.unet import architecture, build_segmenter
+from medgraft.lab import CHECKOUT
+from medgraft.lab.bench import model_only
+from medgraft.lab.provenance import Measurement, append_row
+from medgraft.lab.shared_subsets import hippocampus_subset
 from medgraft.training.trainer import train
-
-
-def model_only(
-    batch_size: int,
-    steps: int,
-    shape: tuple[int, int],
-    classes: int,
-    autocast: torch.dtype | None = None,
-    device: str = "cpu",
-) -> float:
-    """Samples/s of forward + backward + step on in-memory tensors (the ceiling); with
-    ``autocast``, under autocast to that dtype as ``--amp`` trains. On CUDA the tensors sit on
-    the GPU, the model is channels_last and fp16 goes through a gradient scaler, as the
-    trainer does there; the clock waits for the GPU to finish."""
-    spec = get_encoder(DEFAULT_ENCODER)
-    model = build_segmenter(architecture(spec, 3, classes), spec).train().to(device)
-    cuda = device.startswith("cuda")
-    if cuda:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    scaler = torch.amp.GradScaler(device, enabled=autocast == torch.float16)
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
-    images = torch.rand(batch_size, 3, *shape, device=device)
-    if cuda:
-        images = images.contiguous(memory_format=torch.channels_last)
-    labels = torch.randint(0, classes, (batch_size, 1, *shape), device=device)
-    for step in range(steps + 2):
-        if step == 2:  # after warm-up
-            if cuda:
-                torch.cuda.synchronize()
-            started = time.perf_counter()
-        with torch.autocast(
-            torch.device(device).type, dtype=autocast or torch.float32, enabled=bool(autocast)
-        ):
-            loss = loss_fn(model(images), labels)  # as the trainer's step does
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 12.0)
-        scaler.step(optimizer)
-        scaler.update()
-    if cuda:
-        torch.cuda.synchronize()
-    return steps * batch_size / (time.perf_counter() - started)
 
 
 def measure(args: argparse.Namespace, augment: bool) -> dict[str, str]:
@@ -123,7 +77,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3, help="runs per augmentation setting")
-    parser.add_argument("--csv", type=Path, default=ROOT / "docs/results/bench/train.csv")
+    parser.add_argument("--csv", type=Path, default=CHECKOUT / "docs/results/bench/train.csv")
     parser.add_argument("--single", choices=["on", "off"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.epochs < 2:

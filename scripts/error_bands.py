@@ -16,11 +16,18 @@ import argparse
 import csv
 from pathlib import Path
 
-from accuracy_cv import DATASETS, FOLDS, ROOT, dataset_folder, fold_cases, fold_folder, fold_runs
-
 from medgraft.data.discovery import discover_dataset
 from medgraft.evaluation.evaluate import evaluate_folders
 from medgraft.evaluation.metrics import ERROR_BANDS
+from medgraft.lab import CHECKOUT
+from medgraft.lab.accuracy_cv import (
+    DATASETS,
+    FOLDS,
+    dataset_folder,
+    fold_cases,
+    fold_folder,
+    fold_runs,
+)
 
 COLUMNS = ["dataset", "recipe", "fold", "case", "class", *ERROR_BANDS]
 
@@ -59,8 +66,8 @@ def fold_rows(name: str, output: Path, fold: int) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=sorted(DATASETS), action="append", required=True)
-    parser.add_argument("--work", type=Path, default=ROOT / "runs/accuracy")
-    parser.add_argument("--results", type=Path, default=ROOT / "docs/results")
+    parser.add_argument("--work", type=Path, default=CHECKOUT / "runs/accuracy")
+    parser.add_argument("--results", type=Path, default=CHECKOUT / "docs/results")
     args = parser.parse_args()
     path = args.results / "accuracy" / "error_bands.csv"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 
     python scripts/time_command.py --label demo --csv docs/results/demo/runs.csv -- medgraft demo
 
-The row holds the wall time, the cores other jobs used meanwhile (``scripts/provenance.py``),
+The row holds the wall time, the cores other jobs used meanwhile (``medgraft/lab/provenance.py``),
 the CPU, versions, commit and date; ``scripts/report.py`` quotes the median of the rows.
 """
 
@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from provenance import Measurement, append_row
+from medgraft.lab.provenance import Measurement, append_row
 
 
 def main() -> None:

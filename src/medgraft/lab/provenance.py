@@ -24,7 +24,8 @@ import time
 from contextlib import suppress
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from medgraft.lab import CHECKOUT
+
 SHARED_ABOVE = 0.25
 """Cores' worth of other jobs above which a measurement is marked as sharing the machine."""
 
@@ -78,9 +79,13 @@ def machine() -> dict[str, str]:
     commit = os.environ.get("MEDGRAFT_COMMIT", "")
     if not commit:
         with suppress(FileNotFoundError):  # no git there
-            commit = subprocess.run(
-                ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-            ).stdout.strip()
+            found = subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"],
+                cwd=CHECKOUT,
+                capture_output=True,
+                text=True,
+            )
+            commit = found.stdout.strip()
     return {
         "date": datetime.date.today().isoformat(),
         "commit": commit,
