@@ -184,6 +184,51 @@ def _accuracy_sources(root: Path) -> tuple[list[dict], list[dict]]:
     return read_csv(folder / "cases.csv"), read_csv(folder / "folds.csv")
 
 
+ACCURACY_METHOD = [
+    "## How it was measured",
+    "",
+    "```bash",
+    "python scripts/accuracy_cv.py train --dataset hippocampus   # medgraft train --recipe R "
+    "--folds 5 --fold k",
+    "python scripts/accuracy_cv.py report --dataset hippocampus  # medgraft predict + "
+    "evaluation, per case",
+    "python scripts/accuracy_cv.py ablate                        # each change in ABLATIONS",
+    "python scripts/report.py                                    # this page, from the CSVs",
+    "```",
+    "",
+    "- **Folds**: 5 folds over all labelled cases, shuffled with seed 0; every case is "
+    "validated once. Each fold trains with `medgraft train --recipe R --folds 5 --fold k` "
+    "and nothing else changed, except `--stray-labels-to-background` for hippocampus "
+    "(`labelsTr/hippocampus_243.nii.gz` holds one voxel of value -2).",
+    "- **Checkpoint**: each fold's **last-epoch** model (`last.pt`); a recipe that trains "
+    "several views (`mri-2.5d`: axial, coronal, sagittal) has one per view, and the fold's "
+    "cases are segmented by their average. The number of epochs and "
+    "the post-processing are fixed by the recipe, so a fold's scored cases chose neither its "
+    "checkpoint nor its clean-up. The recipes' settings themselves were chosen in earlier "
+    "rounds from cross-validation on these same cases: these are development figures. The "
+    "datasets' other cases are kept apart for independent evaluation.",
+    "- **Recipe identity**: every fold's `config.json` holds the fingerprint of its resolved "
+    "options (`options_sha256` in [folds.csv](accuracy/folds.csv)); "
+    "`accuracy_cv.py` refuses to reuse a fold whose fingerprint differs from what the "
+    "shipped recipe asks for now.",
+    "- **Scoring**: `medgraft predict` with the recipe's prediction defaults segments each "
+    "fold's validation cases at each image's own resolution; medgraft's evaluation (MONAI "
+    "Dice, HD95, NSD) scores them against the original masks. HD95 is in mm for volumes and "
+    "pixels for 2D images.",
+    "- **Statistics**: means over every validation case of every fold; 95% intervals are "
+    f"percentile bootstraps over cases ({RESAMPLES} draws, seed 0). A class the truth holds "
+    "but the prediction misses scores Dice 0; its HD95 is infinite, so the HD95 mean leaves "
+    "it out and counts it as *missed*.",
+    "- **Wall time** is the training of one fold (all its views' runs, data loading "
+    "included), the median over "
+    "folds; `shared` counts folds during which other jobs used the cores (measured from "
+    "`/proc/stat`, see `scripts/provenance.py`).",
+    "",
+]
+"""How the accuracy page's figures were measured: the steps, folds, checkpoint, scoring and
+statistics."""
+
+
 def accuracy_page(root: Path) -> str:
     cases, folds = _accuracy_sources(root)
     machines = sorted({f"{f['cpu']}, {f['cores']} cores, GPU {f['gpu']}" for f in folds})
@@ -198,45 +243,7 @@ def accuracy_page(root: Path) -> str:
         "copies in `../shared/data`; their official test cases are not among them, so these "
         "are cross-validation figures, not test-set figures.",
         "",
-        "## How it was measured",
-        "",
-        "```bash",
-        "python scripts/accuracy_cv.py train --dataset hippocampus   # medgraft train --recipe R "
-        "--folds 5 --fold k",
-        "python scripts/accuracy_cv.py report --dataset hippocampus  # medgraft predict + "
-        "evaluation, per case",
-        "python scripts/accuracy_cv.py ablate                        # each change in ABLATIONS",
-        "python scripts/report.py                                    # this page, from the CSVs",
-        "```",
-        "",
-        "- **Folds**: 5 folds over all labelled cases, shuffled with seed 0; every case is "
-        "validated once. Each fold trains with `medgraft train --recipe R --folds 5 --fold k` "
-        "and nothing else changed, except `--stray-labels-to-background` for hippocampus "
-        "(`labelsTr/hippocampus_243.nii.gz` holds one voxel of value -2).",
-        "- **Checkpoint**: each fold's **last-epoch** model (`last.pt`); a recipe that trains "
-        "several views (`mri-2.5d`: axial, coronal, sagittal) has one per view, and the fold's "
-        "cases are segmented by their average. The number of epochs and "
-        "the post-processing are fixed by the recipe, so a fold's scored cases chose neither its "
-        "checkpoint nor its clean-up. The recipes' settings themselves were chosen in earlier "
-        "rounds from cross-validation on these same cases: these are development figures. The "
-        "datasets' other cases are kept apart for independent evaluation.",
-        "- **Recipe identity**: every fold's `config.json` holds the fingerprint of its resolved "
-        "options (`options_sha256` in [folds.csv](accuracy/folds.csv)); "
-        "`accuracy_cv.py` refuses to reuse a fold whose fingerprint differs from what the "
-        "shipped recipe asks for now.",
-        "- **Scoring**: `medgraft predict` with the recipe's prediction defaults segments each "
-        "fold's validation cases at each image's own resolution; medgraft's evaluation (MONAI "
-        "Dice, HD95, NSD) scores them against the original masks. HD95 is in mm for volumes and "
-        "pixels for 2D images.",
-        "- **Statistics**: means over every validation case of every fold; 95% intervals are "
-        f"percentile bootstraps over cases ({RESAMPLES} draws, seed 0). A class the truth holds "
-        "but the prediction misses scores Dice 0; its HD95 is infinite, so the HD95 mean leaves "
-        "it out and counts it as *missed*.",
-        "- **Wall time** is the training of one fold (all its views' runs, data loading "
-        "included), the median over "
-        "folds; `shared` counts folds during which other jobs used the cores (measured from "
-        "`/proc/stat`, see `scripts/provenance.py`).",
-        "",
+        *ACCURACY_METHOD,
         "## Results",
         "",
     ]
@@ -1152,10 +1159,25 @@ def _pace_text(speed: LearningSpeed) -> str:
 
 
 def learning_speed_page(root: Path) -> str:
+    """``learning_speed.md``: Dice against CPU-minutes with its claims, per class, the runs, the
+    calibration, inference times and how to reproduce them."""
     speed = LearningSpeed.read(root)
     assert speed is not None
-    points = speed.point_minutes
     lines = [
+        *_learning_speed_intro(speed),
+        *_learning_speed_per_class(speed),
+        *_learning_speed_runs(speed),
+        *(_learning_speed_calibration(speed) if speed.calibration else []),
+        *(_learning_speed_inference(speed) if speed.inference else []),
+        *LEARNING_SPEED_REPRODUCE,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _learning_speed_intro(speed: LearningSpeed) -> list[str]:
+    """What is compared and how it is clocked, the mean foreground Dice, its claims, the figure
+    and the per-seed table."""
+    return [
         "# Learning speed: medgraft against nnU-Net on CPU time",
         "",
         "<!-- generated by scripts/report.py from learning_speed.csv, learning_speed_points.csv, "
@@ -1195,6 +1217,12 @@ def learning_speed_page(root: Path) -> str:
         "![Dice against CPU-minutes](learning_speed.png)",
         "",
         *_per_seed_table(speed),
+    ]
+
+
+def _learning_speed_per_class(speed: LearningSpeed) -> list[str]:
+    points = speed.point_minutes
+    lines = [
         "## Per class",
         "",
         "| method | class | " + " | ".join(f"{p} CPU-min" for p in points) + " |",
@@ -1210,10 +1238,19 @@ def learning_speed_page(root: Path) -> str:
                 text = f"{dice.mean:.3f}, HD95 {distance} ({misses} missed)" if dice else "-"
                 cells.append(text)
             lines.append(f"| {METHODS[method]} | {class_name} | " + " | ".join(cells) + " |")
-    lines += [
+    return [
+        *lines,
         "",
         "Dice mean over cases; HD95 mean over the cases where the class was found, with the "
         "count of cases where it was not.",
+    ]
+
+
+def _learning_speed_runs(speed: LearningSpeed) -> list[str]:
+    """Each run's progress at each point, the machines that ran the seeds, and what differs
+    from each tool's defaults."""
+    points = speed.point_minutes
+    lines = [
         "",
         "## The runs",
         "",
@@ -1235,21 +1272,10 @@ def learning_speed_page(root: Path) -> str:
                     f"{taken['iterations_per_epoch']} | {taken['batch_size']} "
                     f"({taken['stock_batch_size']}) |"
                 )
-    machines: dict[tuple[str, ...], set[str]] = {}  # a seed's runs may be redone later
-    for p in speed.points:
-        key = (p["seed"], p["date"], p["commit"], p["cpu"], p["cores"], p["python"], p["torch"],
-               p["medgraft"])  # fmt: skip
-        machines.setdefault(key, set()).add(p["method"])
-    lines += [
+    return [
+        *lines,
         "",
-        *[
-            f"Seed {seed} ({'; '.join(METHODS[m] for m in METHODS if m in methods)}): {cpu}, "
-            f"{cores} cores, Python {python}, torch {torch}, medgraft {version} (commit "
-            f"{commit}), scored {date}."
-            for (seed, date, commit, cpu, cores, python, torch, version), methods in sorted(
-                machines.items(), key=lambda item: (int(item[0][0]), item[0][1:])
-            )
-        ],
+        *_seed_machines(speed),
         "",
         "The runs of a seed shared the 2 cores (one thread each), which the CPU clock does not "
         "count. Each run's learning-rate schedule (poly for both tools) was sized by a short "
@@ -1268,84 +1294,112 @@ def learning_speed_page(root: Path) -> str:
         "clean-up; nnU-Net's are its raw predictions (its post-processing is chosen by a "
         "cross-validation this budget has no room for).",
     ]
-    if speed.calibration:
-        budget = points[-1] * 60
-        lines += [
-            "",
-            "## Calibration",
-            "",
-            "| method | CPU seconds per iteration | iterations timed | planned epochs x "
-            "iterations | batch (stock) | trained |",
-            "| --- | --- | --- | --- | --- | --- |",
-        ]
-        for row in speed.calibration:
-            lines.append(
-                f"| {METHODS[row['method']]} | {row['cpu_seconds_per_iteration']} | "
-                f"{row['calibration_iterations']} | {row['planned_epochs']} x "
-                f"{row['iterations_per_epoch']} | {row['batch_size']} ({row['stock_batch_size']}) "
-                f"| {row['trained']} |"
-            )
-        lines += [
-            "",
-            "One thread, timed on the CPU clock before the runs (the other calibrations and runs "
-            "may have shared the cores). The planned epochs make each schedule end at "
-            f"{points[-1]} CPU-minutes at the calibrated speed; the runs' actual progress is in "
-            "the table above.",
-        ]
-        for row in speed.calibration:
-            if row["trained"] == "no":
-                iterations = budget / float(row["cpu_seconds_per_iteration"])
-                lines.append("")
-                lines.append(
-                    f"{METHODS[row['method']]} was not trained: {points[-1]} CPU-minutes hold "
-                    f"about {iterations:.0f} of its iterations (nnU-Net's stock schedule is "
-                    "1000 epochs x 250)."
-                )
-    if speed.inference:
-        lines += [
-            "",
-            "## Inference",
-            "",
-            "| method | TTA | seconds per case (median) | calls used, of all |",
-            "| --- | --- | --- | --- |",
-        ]
-        groups: dict[tuple[str, str], list[dict]] = {}
-        for row in speed.inference:
-            groups.setdefault((row["method"], row["tta"]), []).append(row)
-        for (method, tta), rows in groups.items():
-            alone = [r for r in rows if r["shared"] == "no"]
-            used = alone or rows
-            seconds = median([float(r["seconds_per_case"]) for r in used])
-            kind = "alone" if alone else "**all shared the cores**"
-            lines.append(
-                f"| {METHODS[method]} | {tta} | {seconds:.2f} | {len(used)} of {len(rows)}, "
-                f"{kind} |"
-            )
-        lines += [
-            "",
-            "Wall seconds per validation case of each prediction call (every snapshot is one "
-            "call; nnU-Net with its mirroring TTA once, at the last point), both cores, "
-            "including start-up. The median uses the calls that had the cores alone (other "
-            "jobs below a quarter of a core), or all calls, marked, when none did.",
-        ]
+
+
+def _seed_machines(speed: LearningSpeed) -> list[str]:
+    """A line per seed and machine that scored its runs (a seed's runs may be redone later)."""
+    machines: dict[tuple[str, ...], set[str]] = {}
+    for p in speed.points:
+        key = (p["seed"], p["date"], p["commit"], p["cpu"], p["cores"], p["python"], p["torch"],
+               p["medgraft"])  # fmt: skip
+        machines.setdefault(key, set()).add(p["method"])
+    return [
+        f"Seed {seed} ({'; '.join(METHODS[m] for m in METHODS if m in methods)}): {cpu}, "
+        f"{cores} cores, Python {python}, torch {torch}, medgraft {version} (commit "
+        f"{commit}), scored {date}."
+        for (seed, date, commit, cpu, cores, python, torch, version), methods in sorted(
+            machines.items(), key=lambda item: (int(item[0][0]), item[0][1:])
+        )
+    ]
+
+
+def _learning_speed_calibration(speed: LearningSpeed) -> list[str]:
+    """The calibrated pace and planned schedule of each method, and what an untrained one's
+    budget would have held."""
+    points = speed.point_minutes
+    budget = points[-1] * 60
+    lines = [
+        "",
+        "## Calibration",
+        "",
+        "| method | CPU seconds per iteration | iterations timed | planned epochs x "
+        "iterations | batch (stock) | trained |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in speed.calibration:
+        lines.append(
+            f"| {METHODS[row['method']]} | {row['cpu_seconds_per_iteration']} | "
+            f"{row['calibration_iterations']} | {row['planned_epochs']} x "
+            f"{row['iterations_per_epoch']} | {row['batch_size']} ({row['stock_batch_size']}) "
+            f"| {row['trained']} |"
+        )
     lines += [
         "",
-        "## Reproduce",
-        "",
-        "```bash",
-        "python3 -m venv .venv-nnunet && .venv-nnunet/bin/pip install torch nnunetv2",
-        "python scripts/learning_speed.py prepare",
-        "python scripts/learning_speed.py calibrate",
-        "for s in 0 1 2; do   # seeds: a session each on 2 cores",
-        "  for m in medgraft-imagenet medgraft-scratch nnunet-2d; do",
-        "    python scripts/learning_speed.py train --method $m --seed $s &   # resumable",
-        "  done; wait",
-        "  python scripts/learning_speed.py score --seed $s   # replaces its runs' rows",
-        "done",
-        "python scripts/report.py",
-        "```",
+        "One thread, timed on the CPU clock before the runs (the other calibrations and runs "
+        "may have shared the cores). The planned epochs make each schedule end at "
+        f"{points[-1]} CPU-minutes at the calibrated speed; the runs' actual progress is in "
+        "the table above.",
     ]
-    return "\n".join(lines) + "\n"
+    for row in speed.calibration:
+        if row["trained"] == "no":
+            iterations = budget / float(row["cpu_seconds_per_iteration"])
+            lines.append("")
+            lines.append(
+                f"{METHODS[row['method']]} was not trained: {points[-1]} CPU-minutes hold "
+                f"about {iterations:.0f} of its iterations (nnU-Net's stock schedule is "
+                "1000 epochs x 250)."
+            )
+    return lines
+
+
+def _learning_speed_inference(speed: LearningSpeed) -> list[str]:
+    """Seconds per case of each method's prediction calls, from the calls that had the cores
+    alone where there are any."""
+    lines = [
+        "",
+        "## Inference",
+        "",
+        "| method | TTA | seconds per case (median) | calls used, of all |",
+        "| --- | --- | --- | --- |",
+    ]
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for row in speed.inference:
+        groups.setdefault((row["method"], row["tta"]), []).append(row)
+    for (method, tta), rows in groups.items():
+        alone = [r for r in rows if r["shared"] == "no"]
+        used = alone or rows
+        seconds = median([float(r["seconds_per_case"]) for r in used])
+        kind = "alone" if alone else "**all shared the cores**"
+        lines.append(
+            f"| {METHODS[method]} | {tta} | {seconds:.2f} | {len(used)} of {len(rows)}, {kind} |"
+        )
+    lines += [
+        "",
+        "Wall seconds per validation case of each prediction call (every snapshot is one "
+        "call; nnU-Net with its mirroring TTA once, at the last point), both cores, "
+        "including start-up. The median uses the calls that had the cores alone (other "
+        "jobs below a quarter of a core), or all calls, marked, when none did.",
+    ]
+    return lines
+
+
+LEARNING_SPEED_REPRODUCE = [
+    "",
+    "## Reproduce",
+    "",
+    "```bash",
+    "python3 -m venv .venv-nnunet && .venv-nnunet/bin/pip install torch nnunetv2",
+    "python scripts/learning_speed.py prepare",
+    "python scripts/learning_speed.py calibrate",
+    "for s in 0 1 2; do   # seeds: a session each on 2 cores",
+    "  for m in medgraft-imagenet medgraft-scratch nnunet-2d; do",
+    "    python scripts/learning_speed.py train --method $m --seed $s &   # resumable",
+    "  done; wait",
+    "  python scripts/learning_speed.py score --seed $s   # replaces its runs' rows",
+    "done",
+    "python scripts/report.py",
+    "```",
+]
 
 
 def learning_speed_plot(root: Path) -> None:
