@@ -16,9 +16,10 @@ from pathlib import Path
 
 import torch
 
+from medgraft.files import append_csv
 from medgraft.lab import CHECKOUT
 from medgraft.lab.bench import model_only
-from medgraft.lab.provenance import Measurement, append_row
+from medgraft.lab.provenance import Measurement
 
 SHAPES = {
     # recipe: (batch, height, width, classes), as the recipe trains
@@ -47,21 +48,19 @@ def main() -> None:
             for precision, dtype in DTYPES.items():
                 with Measurement() as measured:
                     speed = model_only(batch, args.steps, (height, width), classes, dtype)
-                append_row(
-                    args.csv,
-                    {
-                        **measured.record(),
-                        "recipe": recipe,
-                        "precision": precision,
-                        "batch_size": str(batch),
-                        "image_size": f"{height}x{width}",
-                        "steps": str(args.steps),
-                        "samples_per_s": f"{speed:.2f}",
-                        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                        "cpu_bf16_flags": cpu_flags() or "none",
-                        "torch_threads": str(torch.get_num_threads()),
-                    },
-                )
+                row = {
+                    **measured.record(),
+                    "recipe": recipe,
+                    "precision": precision,
+                    "batch_size": str(batch),
+                    "image_size": f"{height}x{width}",
+                    "steps": str(args.steps),
+                    "samples_per_s": f"{speed:.2f}",
+                    "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                    "cpu_bf16_flags": cpu_flags() or "none",
+                    "torch_threads": str(torch.get_num_threads()),
+                }
+                append_csv(args.csv, [row])
                 print(f"{recipe} {precision}: {speed:.2f} samples/s", flush=True)
 
 

@@ -29,9 +29,10 @@ import torch
 from medgraft.config.schema import PredictOptions
 from medgraft.data.scans import read_scan_for_model
 from medgraft.data.slicing import volume_to_stacks
+from medgraft.files import append_csv
 from medgraft.inference.batch import load_predictor, predict_cases
 from medgraft.lab import CHECKOUT
-from medgraft.lab.provenance import Measurement, append_row
+from medgraft.lab.provenance import Measurement
 from medgraft.lab.shared_subsets import SHARED
 
 
@@ -130,7 +131,7 @@ def main() -> None:
             "large_volume_seconds": f"{large['seconds']:.1f}",
             "large_volume_peak_rss_gb": f"{large['peak_rss_gb']:.3f}",
         }
-        append_row(args.csv, row)
+        append_csv(args.csv, [row])
     print(f"appended {args.repeats} rows to {args.csv}")
 
 

@@ -12,7 +12,6 @@ appends a row (with the machine and the load) to ``docs/results/bench/train.csv`
 from __future__ import annotations
 
 import argparse
-import csv
 import resource
 import statistics
 import subprocess
@@ -23,9 +22,10 @@ from pathlib import Path
 import torch
 
 from medgraft.config.schema import AugmentOptions, TrainConfig
+from medgraft.files import append_csv, read_csv
 from medgraft.lab import CHECKOUT
 from medgraft.lab.bench import model_only
-from medgraft.lab.provenance import Measurement, append_row
+from medgraft.lab.provenance import Measurement
 from medgraft.lab.shared_subsets import hippocampus_subset
 from medgraft.training.trainer import train
 
@@ -51,7 +51,7 @@ def measure(args: argparse.Namespace, augment: bool) -> dict[str, str]:
                     num_workers=args.num_workers,
                 )
             )
-            rows = list(csv.DictReader((result.run_dir / "metrics.csv").open()))
+            rows = read_csv(result.run_dir / "metrics.csv")
         ceilings.append(model_only(args.batch_size, steps, (64, 64), 3))
     pipeline = statistics.mean(float(r["samples_per_s"]) for r in rows[1:])
     ceiling = max(ceilings)
@@ -83,7 +83,7 @@ def main() -> None:
     if args.epochs < 2:
         parser.error("--epochs must be at least 2: the first epoch is warm-up")
     if args.single:  # one run in this fresh process, so its peak RSS is its own
-        append_row(args.csv, measure(args, args.single == "on"))
+        append_csv(args.csv, [measure(args, args.single == "on")])
         return
     for _ in range(args.repeats):
         for augment in ("off", "on"):
@@ -91,8 +91,7 @@ def main() -> None:
             own += ["--batch-size", str(args.batch_size), "--num-workers", str(args.num_workers)]
             command = [sys.executable, __file__, *own, "--csv", str(args.csv), "--single", augment]
             subprocess.run(command, check=True)
-            with args.csv.open() as handle:
-                row = list(csv.DictReader(handle))[-1]
+            row = read_csv(args.csv)[-1]
             print(
                 f"augmentation {row['augment']}: loop {row['pipeline_slices_per_s']} slices/s, "
                 f"model-only {row['model_only_slices_per_s']}, ratio {row['ratio']}, peak RSS "

@@ -43,7 +43,7 @@ from medgraft.evaluation.stats import (
     difference_interval,
     mean_interval,
 )
-from medgraft.files import atomic_write, atomic_write_text
+from medgraft.files import atomic_write, atomic_write_text, write_csv
 from medgraft.training.trainer import train
 
 SCRATCH = "none"
@@ -277,16 +277,6 @@ def _record_run(config: TrainConfig, init: str, fraction: float, train_cases: in
     return row
 
 
-def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
-    def write(tmp: Path) -> None:
-        with tmp.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
-
-    atomic_write(path, write)
-
-
 def write_results(rows: list[dict], plan: StudyPlan, output: Path) -> None:
     """The study's sources (``plan.json``, ``results.csv`` per run, ``cases.csv`` per run, case
     and class, ``curves.csv`` per epoch), then what is derived from them alone."""
@@ -299,16 +289,16 @@ def write_results(rows: list[dict], plan: StudyPlan, output: Path) -> None:
         "hardware": f"{platform.machine()}, {os.cpu_count()} cores",
     }
     atomic_write_text(output / "plan.json", json.dumps(plan_record, indent=1) + "\n")
-    _write_csv(output / "results.csv", [k for k in rows[0] if k not in ("curve", "cases")], rows)
+    write_csv(output / "results.csv", rows, [k for k in rows[0] if k not in ("curve", "cases")])
     keys = ("init", "fraction", "seed")
     case_rows = [{**{k: r[k] for k in keys}, **case} for r in rows for case in r["cases"]]
-    _write_csv(output / "cases.csv", [*keys, "case", "class", "dice", "hd95"], case_rows)
+    write_csv(output / "cases.csv", case_rows, [*keys, "case", "class", "dice", "hd95"])
     curve_rows = [
         {**{k: r[k] for k in keys}, "epoch": epoch, "val_mean_dice": dice}
         for r in rows
         for epoch, dice in enumerate(r["curve"], start=1)
     ]
-    _write_csv(output / "curves.csv", [*keys, "epoch", "val_mean_dice"], curve_rows)
+    write_csv(output / "curves.csv", curve_rows, [*keys, "epoch", "val_mean_dice"])
     write_summary(output)
 
 

@@ -7,7 +7,6 @@ what each step does), and what ``bench_gpu.py``, ``error_bands.py`` and the test
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import shutil
@@ -15,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from medgraft.files import read_csv, write_csv
 from medgraft.lab import CHECKOUT
 from medgraft.lab.provenance import SHARED_ABOVE, Heartbeat, Measurement, machine
 from medgraft.lab.shared_subsets import SHARED
@@ -291,8 +291,7 @@ def finished(run: Path, expected_sha256: str, redo_changed: bool) -> bool:
             )
         shutil.rmtree(run)
         return False
-    with metrics.open() as handle:
-        return len(list(csv.DictReader(handle))) >= saved["train_config"]["epochs"]
+    return len(read_csv(metrics)) >= saved["train_config"]["epochs"]
 
 
 def fold_runs(
@@ -589,8 +588,8 @@ def report(work: Path, results: Path, names: list[str], with_raw: bool = True) -
             )
             for variant in variants(name) if with_raw else ["recipe"]:
                 cases.extend(evaluate_fold(name, output, fold, variant, models, folder=folder))
-    _write_rows(target / "cases.csv", CASE_COLUMNS, cases)
-    _write_rows(target / "folds.csv", FOLD_COLUMNS, folds)
+    write_csv(target / "cases.csv", cases, CASE_COLUMNS)
+    write_csv(target / "folds.csv", folds, FOLD_COLUMNS)
     print(f"wrote {target / 'cases.csv'} and {target / 'folds.csv'}; now run scripts/report.py")
 
 
@@ -627,23 +626,13 @@ def ablate(work: Path, results: Path, names: list[str], redo_changed: bool = Fal
             folder = fold_folder(output, fold, runs)
             rows = evaluate_fold(name, output, fold, "recipe", models, flags, folder)
             cases += [tag | row for row in rows]
-    _write_rows(target / "ablations.csv", [*ABLATION_COLUMNS, *CASE_COLUMNS], cases)
-    _write_rows(target / "ablation_folds.csv", [*ABLATION_COLUMNS, *FOLD_COLUMNS], folds)
+    write_csv(target / "ablations.csv", cases, [*ABLATION_COLUMNS, *CASE_COLUMNS])
+    write_csv(target / "ablation_folds.csv", folds, [*ABLATION_COLUMNS, *FOLD_COLUMNS])
     print(f"wrote {target / 'ablations.csv'}; now run scripts/report.py")
 
 
 def _kept_rows(path: Path, replaced: list[str], key: str = "dataset") -> list[dict]:
-    if not path.exists():
-        return []
-    with path.open() as handle:
-        return [row for row in csv.DictReader(handle) if row[key] not in replaced]
-
-
-def _write_rows(path: Path, columns: list[str], rows: list[dict]) -> None:
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    return [row for row in read_csv(path) if row[key] not in replaced]
 
 
 def main() -> None:

@@ -8,7 +8,6 @@ docstring says how the clock, the runs and the scoring work.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -18,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from medgraft.files import append_csv, read_csv, write_csv
 from medgraft.lab import CHECKOUT
 from medgraft.lab.provenance import Measurement, machine
 from medgraft.lab.shared_subsets import SHARED
@@ -286,17 +286,14 @@ def train_nnunet(
 def committed_plans(path: Path) -> dict[str, dict]:
     """The plans of the committed calibration, so that runs of a later seed, on a fresh
     machine, train the very schedule the first seed's runs did."""
-    if not path.exists():
-        return {}
-    with path.open() as handle:
-        return {
-            row["method"]: {
-                "cpu_seconds_per_iteration": float(row["cpu_seconds_per_iteration"]),
-                "iterations_per_epoch": int(row["iterations_per_epoch"]),
-                "epochs": int(row["planned_epochs"]),
-            }
-            for row in csv.DictReader(handle)
+    return {
+        row["method"]: {
+            "cpu_seconds_per_iteration": float(row["cpu_seconds_per_iteration"]),
+            "iterations_per_epoch": int(row["iterations_per_epoch"]),
+            "epochs": int(row["planned_epochs"]),
         }
+        for row in read_csv(path)
+    }
 
 
 def calibrate(paths: Paths) -> None:
@@ -380,7 +377,7 @@ def predict(paths: Paths, method: str, point: int, tta: bool) -> Path | None:
     row = {"method": method, "seed": paths.seed, "point_min": point,
            "tta": "yes" if tta else "no", "cases": cases,
            "seconds_per_case": f"{measured.seconds / cases:.2f}", **measured.record()}  # fmt: skip
-    _append(paths.results / "learning_speed_inference.csv", row)
+    append_csv(paths.results / "learning_speed_inference.csv", [row])
     (output / ".done").write_text("")
     return output
 
@@ -422,8 +419,7 @@ def score(paths: Paths) -> None:
     scored = {row["method"] for row in rows}
     _replace_runs(paths.results / "learning_speed.csv", paths.seed, scored, rows)
     _replace_runs(paths.results / "learning_speed_points.csv", paths.seed, scored, points)
-    with (paths.results / "learning_speed_points.csv").open() as handle:
-        have_runs = {row["method"] for row in csv.DictReader(handle)}
+    have_runs = {row["method"] for row in read_csv(paths.results / "learning_speed_points.csv")}
     calibration = []
     for method, plan in json.loads(paths.calibration.read_text()).items():
         trained = method in have_runs
@@ -435,23 +431,18 @@ def score(paths: Paths) -> None:
             **_setup(paths, method),
         })  # fmt: skip
     if paths.seed == 0:  # the plans every seed trains with
-        _write(paths.results / "learning_speed_calibration.csv", list(calibration[0]), calibration)
+        path = paths.results / "learning_speed_calibration.csv"
+        write_csv(path, calibration, list(calibration[0]), line_end="\n")
 
 
 def _replace_runs(path: Path, seed: int, methods: set[str], rows: list[dict]) -> None:
     """Write ``rows`` as the rows of ``seed``'s runs of ``methods`` in ``path``, keeping every
     other run's rows: a run is scored on its own, so one method can be rerun (after a fix)
     without the other methods' runs, which need not be kept once scored."""
-    kept = []
-    if path.exists():
-        with path.open() as handle:
-            kept = [
-                r for r in csv.DictReader(handle)
-                if int(r["seed"]) != seed or r["method"] not in methods
-            ]  # fmt: skip
+    kept = [r for r in read_csv(path) if int(r["seed"]) != seed or r["method"] not in methods]
     merged = sorted(kept + rows, key=lambda r: (int(r["seed"]), METHODS.index(r["method"])))
     if merged:
-        _write(path, list(merged[0]), merged)
+        write_csv(path, merged, list(merged[0]), line_end="\n")
 
 
 def _setup(paths: Paths, method: str) -> dict[str, object]:
@@ -474,20 +465,6 @@ def _setup(paths: Paths, method: str) -> dict[str, object]:
 def _machine_columns() -> dict[str, str]:
     keep = ("cpu", "cores", "python", "torch", "medgraft", "commit", "date")
     return {k: v for k, v in machine().items() if k in keep}
-
-
-def _append(path: Path, row: dict) -> None:
-    from medgraft.lab.provenance import append_row
-
-    append_row(path, {k: str(v) for k, v in row.items()})
-
-
-def _write(path: Path, columns: list[str], rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def main() -> None:

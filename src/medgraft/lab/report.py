@@ -7,7 +7,6 @@ The code of ``scripts/report.py``; its docstring lists the sources and what is g
 from __future__ import annotations
 
 import argparse
-import csv
 import difflib
 import re
 import statistics
@@ -21,6 +20,7 @@ import numpy as np
 from medgraft.config.recipes import load_recipe
 from medgraft.config.schema import DemoOptions
 from medgraft.evaluation.stats import RESAMPLES, Interval, difference_interval, mean_interval
+from medgraft.files import read_csv
 from medgraft.lab import CHECKOUT
 from medgraft.study import StudyResults, summary_markdown, write_summary
 
@@ -61,11 +61,6 @@ DATASETS = {
         "px",
     ),
 }
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open() as handle:
-        return list(csv.DictReader(handle))
 
 
 def median(values: list[float]) -> float:
@@ -334,8 +329,8 @@ def ablation_section(root: Path, cases: list[dict], folds: list[dict]) -> list[s
     is an ablation too: its CV models scored without it (variant ``raw``), class by class, as
     nnU-Net chooses its post-processing."""
     path = root / RESULTS / "accuracy" / "ablations.csv"
-    changed = read_csv(path) if path.exists() else []
-    changed_folds = read_csv(path.with_name("ablation_folds.csv")) if path.exists() else []
+    changed = read_csv(path)
+    changed_folds = read_csv(path.with_name("ablation_folds.csv"))
     cleaned = [name for name in DATASETS if Accuracy(cases, folds, name, "raw")]
     if not (changed or cleaned):
         return []
@@ -638,8 +633,7 @@ def demo_cases(root: Path) -> int:
 
 
 def demo_runs(root: Path) -> list[dict]:
-    path = root / RESULTS / "demo" / "runs.csv"
-    return read_csv(path) if path.exists() else []
+    return read_csv(root / RESULTS / "demo" / "runs.csv")
 
 
 def demo_timing(runs: list[dict]) -> str:
@@ -700,8 +694,7 @@ def demo_page(root: Path) -> str:
 
 
 def bench_rows(root: Path, name: str) -> list[dict]:
-    path = root / RESULTS / "bench" / f"{name}.csv"
-    return read_csv(path) if path.exists() else []
+    return read_csv(root / RESULTS / "bench" / f"{name}.csv")
 
 
 def bench_train_readme(root: Path) -> str:
@@ -936,17 +929,12 @@ class LearningSpeed:
         if not (root / LEARNING_SPEED).exists():
             return None
         folder = root / RESULTS
-
-        def optional(name: str) -> list[dict]:
-            path = folder / name
-            return read_csv(path) if path.exists() else []
-
         return cls(
             read_csv(root / LEARNING_SPEED),
             read_csv(folder / "learning_speed_points.csv"),
-            optional("learning_speed_inference.csv"),
-            optional("learning_speed_calibration.csv"),
-            optional("learning_speed_discarded.csv"),
+            read_csv(folder / "learning_speed_inference.csv"),  # these three may be absent
+            read_csv(folder / "learning_speed_calibration.csv"),
+            read_csv(folder / "learning_speed_discarded.csv"),
         )
 
     @property
