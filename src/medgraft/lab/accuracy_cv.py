@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from medgraft.config.flags import as_flags
 from medgraft.files import read_csv, write_csv
 from medgraft.lab import CHECKOUT
 from medgraft.lab.provenance import SHARED_ABOVE, Heartbeat, Measurement, machine
@@ -243,32 +244,6 @@ def dataset_folder(name: str) -> Path:
     )
 
 
-def cli_flags(options: dict) -> list[str]:
-    """``--flag`` (true), ``--no-flag`` (false) or ``--flag value`` for each of a dataset's
-    extra options; a section (``{"augment": {"flips": True}}``) by its options' own flags."""
-    from dataclasses import fields
-    from typing import get_type_hints
-
-    from medgraft.config.schema import TrainConfig
-
-    flags = []
-    for key, value in options.items():
-        if isinstance(value, dict):
-            section = {f.name: f for f in fields(get_type_hints(TrainConfig)[key])}
-            for name, nested in value.items():
-                flag = section[name].metadata.get("flag", f"{key}-{name}".replace("_", "-"))
-                flags += _flag(flag, nested)
-        else:
-            flags += _flag(key.replace("_", "-"), value)
-    return flags
-
-
-def _flag(name: str, value: object) -> list[str]:
-    if isinstance(value, bool):
-        return [f"--{name}" if value else f"--no-{name}"]
-    return [f"--{name}", str(value)]
-
-
 def medgraft(*args: str) -> None:
     command = [sys.executable, "-m", "medgraft", *args]
     print("$ medgraft", " ".join(args), flush=True)
@@ -345,7 +320,7 @@ def train(
             medgraft(
                 "train", "--recipe", setup["recipe"], "--data", str(data), "--output",
                 str(output), "--folds", str(FOLDS), "--fold", str(fold), "--offline",
-                *cli_flags(options), *resume,
+                *as_flags(options), *resume,
             )  # fmt: skip
         add_wall_time(timed, fingerprint, measured.seconds, measured.other_jobs_cores)
         split = next(iter(runs)).parent / "splits.json"
