@@ -26,6 +26,7 @@ from medgraft.config.loading import (
     overlay_options,
     resolve_options,
 )
+from medgraft.config.reuse import reuse_finished_run
 from medgraft.config.schema import (
     QUICK_STUDY,
     QUICK_STUDY_TRAINING,
@@ -226,15 +227,11 @@ def _finished_run(config: TrainConfig, redo_changed: bool) -> dict | None:
     if not result.exists():
         return None
     row = json.loads(result.read_text())
-    if row.get("options_sha256") == options_sha256(config):
-        return row
-    if redo_changed:
-        return None
-    raise MedgraftError(
-        f"{result.parent}: finished with other training options than this study asks for now "
-        "(the plan, recipe or config file changed); pass --redo-changed to retrain it, or use "
-        "another --output"
+    trained_with, asked_for = row.get("options_sha256"), options_sha256(config)
+    same = reuse_finished_run(
+        result.parent, trained_with, asked_for, redo_changed=redo_changed, asked_by="this study"
     )
+    return row if same else None
 
 
 def _record_run(config: TrainConfig, init: str, fraction: float, train_cases: int) -> dict:

@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 
 from medgraft.config.flags import as_flags
+from medgraft.config.reuse import reuse_finished_run
+from medgraft.errors import MedgraftError
 from medgraft.files import read_csv, write_csv
 from medgraft.lab import CHECKOUT
 from medgraft.lab.provenance import SHARED_ABOVE, Heartbeat, Measurement, machine
@@ -258,12 +260,10 @@ def finished(run: Path, expected_sha256: str, redo_changed: bool) -> bool:
     if not (metrics.exists() and config.exists()):
         return False
     saved = json.loads(config.read_text())
-    if saved.get("options_sha256") != expected_sha256:
-        if not redo_changed:
-            sys.exit(
-                f"{run}: trained with other options than the recipe asks for now; pass "
-                "--redo-changed to retrain it"
-            )
+    trained_with = saved.get("options_sha256")
+    if not reuse_finished_run(
+        run, trained_with, expected_sha256, redo_changed=redo_changed, asked_by="the recipe"
+    ):
         shutil.rmtree(run)
         return False
     return len(read_csv(metrics)) >= saved["train_config"]["epochs"]
@@ -625,14 +625,13 @@ def main() -> None:
     )
     args = parser.parse_args()
     os.chdir(CHECKOUT)
-    if args.step == "train":
-        for name in args.dataset or list(DATASETS):
-            train(name, args.work / name, list(range(FOLDS)), redo_changed=args.redo_changed)
-    elif args.step == "ablate":
-        ablate(args.work, args.results, args.ablation or list(ABLATIONS), args.redo_changed)
-    else:
-        report(args.work, args.results, args.dataset or list(DATASETS), not args.no_raw)
-
-
-if __name__ == "__main__":
-    main()
+    try:
+        if args.step == "train":
+            for name in args.dataset or list(DATASETS):
+                train(name, args.work / name, list(range(FOLDS)), redo_changed=args.redo_changed)
+        elif args.step == "ablate":
+            ablate(args.work, args.results, args.ablation or list(ABLATIONS), args.redo_changed)
+        else:
+            report(args.work, args.results, args.dataset or list(DATASETS), not args.no_raw)
+    except MedgraftError as refused:  # a fold trained with other options: one line, no trace
+        sys.exit(str(refused))

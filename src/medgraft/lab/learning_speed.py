@@ -498,7 +498,3 @@ def main() -> None:
                 train_medgraft(paths, method, POINTS_MIN)
     else:
         score(paths)
-
-
-if __name__ == "__main__":
-    main()

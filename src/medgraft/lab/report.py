@@ -1515,7 +1515,3 @@ def main() -> None:
     for folder in study_folders(args.root).values():
         write_summary(folder)  # and its plots
     learning_speed_plot(args.root)
-
-
-if __name__ == "__main__":
-    main()
