@@ -15,8 +15,11 @@ import argparse
 from pathlib import Path
 
 import torch
-from bench_train import model_only
-from provenance import ROOT, Measurement, append_row
+
+from medgraft.files import append_csv
+from medgraft.lab import CHECKOUT
+from medgraft.lab.bench import model_only
+from medgraft.lab.provenance import Measurement
 
 SHAPES = {
     # recipe: (batch, height, width, classes), as the recipe trains
@@ -38,28 +41,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="runs per recipe and precision")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per run (after 2)")
-    parser.add_argument("--csv", type=Path, default=ROOT / "docs/results/bench/amp_cpu.csv")
+    parser.add_argument("--csv", type=Path, default=CHECKOUT / "docs/results/bench/amp_cpu.csv")
     args = parser.parse_args()
     for _ in range(args.repeats):
         for recipe, (batch, height, width, classes) in SHAPES.items():
             for precision, dtype in DTYPES.items():
                 with Measurement() as measured:
                     speed = model_only(batch, args.steps, (height, width), classes, dtype)
-                append_row(
-                    args.csv,
-                    {
-                        **measured.record(),
-                        "recipe": recipe,
-                        "precision": precision,
-                        "batch_size": str(batch),
-                        "image_size": f"{height}x{width}",
-                        "steps": str(args.steps),
-                        "samples_per_s": f"{speed:.2f}",
-                        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                        "cpu_bf16_flags": cpu_flags() or "none",
-                        "torch_threads": str(torch.get_num_threads()),
-                    },
-                )
+                row = {
+                    **measured.record(),
+                    "recipe": recipe,
+                    "precision": precision,
+                    "batch_size": str(batch),
+                    "image_size": f"{height}x{width}",
+                    "steps": str(args.steps),
+                    "samples_per_s": f"{speed:.2f}",
+                    "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                    "cpu_bf16_flags": cpu_flags() or "none",
+                    "torch_threads": str(torch.get_num_threads()),
+                }
+                append_csv(args.csv, [row])
                 print(f"{recipe} {precision}: {speed:.2f} samples/s", flush=True)
 
 

@@ -24,7 +24,6 @@ Each part appends rows, with the machine, the versions and the load, to a CSV in
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import statistics
 import subprocess
@@ -33,11 +32,13 @@ import tempfile
 from pathlib import Path
 
 import torch
-from accuracy_cv import DATASETS, evaluate_fold, fold_folder, fold_runs, train
-from bench_train import model_only
-from provenance import ROOT, Measurement, append_row
-from shared_subsets import SHARED
 
+from medgraft.files import append_csv, read_csv
+from medgraft.lab import CHECKOUT
+from medgraft.lab.accuracy_cv import DATASETS, evaluate_fold, fold_folder, fold_runs, train
+from medgraft.lab.bench import model_only
+from medgraft.lab.provenance import Measurement
+from medgraft.lab.shared_subsets import SHARED
 from medgraft.runtime import amp_dtype
 
 DATASET = "hippocampus"
@@ -68,23 +69,22 @@ def model_speed(results: Path, repeats: int) -> None:
                 with Measurement() as measured:
                     speed = model_only(batch, 50, (64, 64), 3, dtype, device="cuda")
                 peak = torch.cuda.max_memory_allocated() / 1024**3
-                append_row(path, {
+                append_csv(path, [{
                     **measured.record(), "precision": precision, "batch_size": str(batch),
                     "image_size": "64x64", "steps": "50", "slices_per_s": f"{speed:.0f}",
                     "peak_gpu_memory_gib": f"{peak:.2f}",
-                })  # fmt: skip
+                }])  # fmt: skip
                 print(f"model alone, {precision}, batch {batch}: {speed:.0f} slices/s, "
                       f"peak {peak:.2f} GiB", flush=True)  # fmt: skip
 
 
 def cpu_fold_cases() -> set[str]:
     """The validation cases of the CPU CV's fold, from the committed per-case scores."""
-    with (ROOT / "docs/results/accuracy/cases.csv").open() as handle:
-        return {
-            row["case"]
-            for row in csv.DictReader(handle)
-            if row["dataset"] == DATASET and row["variant"] == "recipe" and int(row["fold"]) == FOLD
-        }
+    return {
+        row["case"]
+        for row in read_csv(CHECKOUT / "docs/results/accuracy/cases.csv")
+        if row["dataset"] == DATASET and row["variant"] == "recipe" and int(row["fold"]) == FOLD
+    }
 
 
 def train_fold(work: Path, results: Path, amp: str) -> None:
@@ -95,19 +95,17 @@ def train_fold(work: Path, results: Path, amp: str) -> None:
         train(DATASET, output, [FOLD], change=GPU_OPTIONS | {"amp": amp})
     rows = evaluate_fold(DATASET, output, FOLD, "recipe", models, folder=fold_folder(
         output, FOLD, runs))  # fmt: skip
-    for row in rows:
-        append_row(results / "gpu_fold_cases.csv", row)
+    append_csv(results / "gpu_fold_cases.csv", rows)
     speeds = []
     for run in runs:
-        with (run / "metrics.csv").open() as handle:
-            epochs = list(csv.DictReader(handle))
+        epochs = read_csv(run / "metrics.csv")
         speeds += [float(r["samples_per_s"]) for r in epochs[1:] or epochs]  # after warm-up
     cases = {row["case"] for row in rows}
     by_class: dict[str, list[float]] = {}
     for row in rows:
         by_class.setdefault(row["class"], []).append(float(row["dice"]))
     means = {name: statistics.mean(values) for name, values in by_class.items()}
-    append_row(results / "gpu_fold.csv", {
+    append_csv(results / "gpu_fold.csv", [{
         **measured.record(), "recipe": DATASETS[DATASET]["recipe"], "fold": str(FOLD),
         "views": str(len(runs)), "amp": f"auto ({DEFAULT_AMP})" if amp == "auto" else amp,
         "num_workers": str(GPU_OPTIONS["num_workers"]), "cases": str(len(cases)),
@@ -115,7 +113,7 @@ def train_fold(work: Path, results: Path, amp: str) -> None:
         "loop_slices_per_s": f"{statistics.median(speeds):.0f}",
         **{f"dice_{name}": f"{value:.4f}" for name, value in means.items()},
         "mean_dice": f"{statistics.mean(means.values()):.4f}",
-    })  # fmt: skip
+    }])  # fmt: skip
     print(f"fold {FOLD}: {measured.seconds / 60:.1f} min, mean Dice "
           f"{statistics.mean(means.values()):.4f}, loop {statistics.median(speeds):.0f} "
           "slices/s", flush=True)  # fmt: skip
@@ -136,17 +134,17 @@ def predict_speed(work: Path, results: Path, repeats: int) -> None:
                      "--device", GPU_OPTIONS["device"]],
                     check=True,
                 )  # fmt: skip
-            append_row(path, {
+            append_csv(path, [{
                 **measured.record(), "models": f"{len(runs)} (last.pt of each view)", "amp": amp,
                 "cases": str(cases), "seconds_per_case": f"{measured.seconds / cases:.3f}",
-            })  # fmt: skip
+            }])  # fmt: skip
             print(f"predict, amp {amp}: {measured.seconds:.1f} s for {cases} cases", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("runs/gpu"))
-    parser.add_argument("--results", type=Path, default=ROOT / "docs/results/bench")
+    parser.add_argument("--results", type=Path, default=CHECKOUT / "docs/results/bench")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
         "--amp", choices=["auto", "fp16", "bf16", "off"], default="auto",
@@ -159,7 +157,7 @@ def main() -> None:
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("bench_gpu.py needs a CUDA GPU")
-    os.chdir(ROOT)
+    os.chdir(CHECKOUT)
     work, results = args.work.resolve(), args.results.resolve()
     print(f"GPU: {torch.cuda.get_device_name()}, torch {torch.__version__}", flush=True)
     parts = args.part or ["model", "fold", "predict"]

@@ -25,13 +25,15 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
-from provenance import ROOT, Measurement, append_row
-from shared_subsets import SHARED
 
 from medgraft.config.schema import PredictOptions
 from medgraft.data.scans import read_scan_for_model
 from medgraft.data.slicing import volume_to_stacks
+from medgraft.files import append_csv
 from medgraft.inference.batch import load_predictor, predict_cases
+from medgraft.lab import CHECKOUT
+from medgraft.lab.provenance import Measurement
+from medgraft.lab.shared_subsets import SHARED
 
 
 def pipeline_vs_model(model: Path, cases: list[Path], batch_size: int) -> dict[str, float]:
@@ -106,7 +108,7 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3, help="runs; the report takes medians")
-    parser.add_argument("--csv", type=Path, default=ROOT / "docs/results/bench/predict.csv")
+    parser.add_argument("--csv", type=Path, default=CHECKOUT / "docs/results/bench/predict.csv")
     args = parser.parse_args()
     cases = sorted((SHARED / "hippocampus" / "imagesTs").glob("*.nii.gz"))[: args.cases]
     for _ in range(args.repeats):
@@ -129,7 +131,7 @@ def main() -> None:
             "large_volume_seconds": f"{large['seconds']:.1f}",
             "large_volume_peak_rss_gb": f"{large['peak_rss_gb']:.3f}",
         }
-        append_row(args.csv, row)
+        append_csv(args.csv, [row])
     print(f"appended {args.repeats} rows to {args.csv}")
 
 

@@ -12,68 +12,22 @@ appends a row (with the machine and the load) to ``docs/results/bench/train.csv`
 from __future__ import annotations
 
 import argparse
-import csv
 import resource
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
-from monai.losses import DiceCELoss
-from provenance import ROOT, Measurement, append_row
-from shared_subsets import hippocampus_subset
 
 from medgraft.config.schema import AugmentOptions, TrainConfig
-from medgraft.models.registry import DEFAULT_ENCODER, get_encoder
-from medgraft.models.unet import architecture, build_segmenter
+from medgraft.files import append_csv, read_csv
+from medgraft.lab import CHECKOUT
+from medgraft.lab.bench import model_only
+from medgraft.lab.provenance import Measurement
+from medgraft.lab.shared_subsets import hippocampus_subset
 from medgraft.training.trainer import train
-
-
-def model_only(
-    batch_size: int,
-    steps: int,
-    shape: tuple[int, int],
-    classes: int,
-    autocast: torch.dtype | None = None,
-    device: str = "cpu",
-) -> float:
-    """Samples/s of forward + backward + step on in-memory tensors (the ceiling); with
-    ``autocast``, under autocast to that dtype as ``--amp`` trains. On CUDA the tensors sit on
-    the GPU, the model is channels_last and fp16 goes through a gradient scaler, as the
-    trainer does there; the clock waits for the GPU to finish."""
-    spec = get_encoder(DEFAULT_ENCODER)
-    model = build_segmenter(architecture(spec, 3, classes), spec).train().to(device)
-    cuda = device.startswith("cuda")
-    if cuda:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    scaler = torch.amp.GradScaler(device, enabled=autocast == torch.float16)
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
-    images = torch.rand(batch_size, 3, *shape, device=device)
-    if cuda:
-        images = images.contiguous(memory_format=torch.channels_last)
-    labels = torch.randint(0, classes, (batch_size, 1, *shape), device=device)
-    for step in range(steps + 2):
-        if step == 2:  # after warm-up
-            if cuda:
-                torch.cuda.synchronize()
-            started = time.perf_counter()
-        with torch.autocast(
-            torch.device(device).type, dtype=autocast or torch.float32, enabled=bool(autocast)
-        ):
-            loss = loss_fn(model(images), labels)  # as the trainer's step does
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 12.0)
-        scaler.step(optimizer)
-        scaler.update()
-    if cuda:
-        torch.cuda.synchronize()
-    return steps * batch_size / (time.perf_counter() - started)
 
 
 def measure(args: argparse.Namespace, augment: bool) -> dict[str, str]:
@@ -97,7 +51,7 @@ def measure(args: argparse.Namespace, augment: bool) -> dict[str, str]:
                     num_workers=args.num_workers,
                 )
             )
-            rows = list(csv.DictReader((result.run_dir / "metrics.csv").open()))
+            rows = read_csv(result.run_dir / "metrics.csv")
         ceilings.append(model_only(args.batch_size, steps, (64, 64), 3))
     pipeline = statistics.mean(float(r["samples_per_s"]) for r in rows[1:])
     ceiling = max(ceilings)
@@ -123,13 +77,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=3, help="runs per augmentation setting")
-    parser.add_argument("--csv", type=Path, default=ROOT / "docs/results/bench/train.csv")
+    parser.add_argument("--csv", type=Path, default=CHECKOUT / "docs/results/bench/train.csv")
     parser.add_argument("--single", choices=["on", "off"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.epochs < 2:
         parser.error("--epochs must be at least 2: the first epoch is warm-up")
     if args.single:  # one run in this fresh process, so its peak RSS is its own
-        append_row(args.csv, measure(args, args.single == "on"))
+        append_csv(args.csv, [measure(args, args.single == "on")])
         return
     for _ in range(args.repeats):
         for augment in ("off", "on"):
@@ -137,8 +91,7 @@ def main() -> None:
             own += ["--batch-size", str(args.batch_size), "--num-workers", str(args.num_workers)]
             command = [sys.executable, __file__, *own, "--csv", str(args.csv), "--single", augment]
             subprocess.run(command, check=True)
-            with args.csv.open() as handle:
-                row = list(csv.DictReader(handle))[-1]
+            row = read_csv(args.csv)[-1]
             print(
                 f"augmentation {row['augment']}: loop {row['pipeline_slices_per_s']} slices/s, "
                 f"model-only {row['model_only_slices_per_s']}, ratio {row['ratio']}, peak RSS "

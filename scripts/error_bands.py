@@ -13,14 +13,21 @@ them into the "Where the errors lie" table of ``accuracy.md``.
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
-
-from accuracy_cv import DATASETS, FOLDS, ROOT, dataset_folder, fold_cases, fold_folder, fold_runs
 
 from medgraft.data.discovery import discover_dataset
 from medgraft.evaluation.evaluate import evaluate_folders
 from medgraft.evaluation.metrics import ERROR_BANDS
+from medgraft.files import read_csv, write_csv
+from medgraft.lab import CHECKOUT
+from medgraft.lab.accuracy_cv import (
+    DATASETS,
+    FOLDS,
+    dataset_folder,
+    fold_cases,
+    fold_folder,
+    fold_runs,
+)
 
 COLUMNS = ["dataset", "recipe", "fold", "case", "class", *ERROR_BANDS]
 
@@ -59,25 +66,18 @@ def fold_rows(name: str, output: Path, fold: int) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=sorted(DATASETS), action="append", required=True)
-    parser.add_argument("--work", type=Path, default=ROOT / "runs/accuracy")
-    parser.add_argument("--results", type=Path, default=ROOT / "docs/results")
+    parser.add_argument("--work", type=Path, default=CHECKOUT / "runs/accuracy")
+    parser.add_argument("--results", type=Path, default=CHECKOUT / "docs/results")
     args = parser.parse_args()
     path = args.results / "accuracy" / "error_bands.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    kept = []
-    if path.exists():
-        with path.open() as handle:
-            kept = [r for r in csv.DictReader(handle) if r["dataset"] not in args.dataset]
+    kept = [r for r in read_csv(path) if r["dataset"] not in args.dataset]
     rows = kept + [
         row
         for name in args.dataset
         for fold in range(FOLDS)
         for row in fold_rows(name, args.work / name, fold)
     ]
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(path, rows, COLUMNS)
     print(f"wrote {len(rows)} rows to {path}; now run scripts/report.py")
 
 

@@ -18,11 +18,11 @@ import sys
 from pathlib import Path
 
 import yaml
-from shared_subsets import hippocampus_subset, kvasir_subset
 
+from medgraft.lab import CHECKOUT
+from medgraft.lab.shared_subsets import hippocampus_subset, kvasir_subset
 from medgraft.study import write_summary
 
-ROOT = Path(__file__).resolve().parents[1]
 STUDIES = {
     "hippocampus": {
         "subset": lambda target: hippocampus_subset(target, cases=40, seed=0),
@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--fractions", default="0.1,0.25,1.0")
     args = parser.parse_args()
-    os.chdir(ROOT)  # relative paths, so the summaries show commands that work in any checkout
+    os.chdir(CHECKOUT)  # relative paths, so the summaries show commands that work in any checkout
     for name, setup in STUDIES.items():
         if args.only and name != args.only:
             continue

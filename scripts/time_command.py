@@ -2,7 +2,7 @@
 
     python scripts/time_command.py --label demo --csv docs/results/demo/runs.csv -- medgraft demo
 
-The row holds the wall time, the cores other jobs used meanwhile (``scripts/provenance.py``),
+The row holds the wall time, the cores other jobs used meanwhile (``medgraft/lab/provenance.py``),
 the CPU, versions, commit and date; ``scripts/report.py`` quotes the median of the rows.
 """
 
@@ -13,7 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from provenance import Measurement, append_row
+from medgraft.files import append_csv
+from medgraft.lab.provenance import Measurement
 
 
 def main() -> None:
@@ -27,7 +28,7 @@ def main() -> None:
         returncode = subprocess.run(command).returncode
     if returncode != 0:
         sys.exit(f"{' '.join(command)} exited with {returncode}; nothing recorded")
-    append_row(args.csv, {"command": args.label, **measured.record()})
+    append_csv(args.csv, [{"command": args.label, **measured.record()}])
     print(
         f"{args.label}: {measured.seconds:.1f} s, other jobs {measured.other_jobs_cores:.2f} cores"
     )

@@ -7,8 +7,6 @@ here for every test that uses a fixture holding a trained model (``TRAINED_MODEL
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -33,23 +31,6 @@ TRAINED_MODEL_FIXTURES = {
     "model_3d",
 }
 """Fixtures that train a model: a test using one is slow."""
-
-
-@functools.cache
-def load_script(name: str):
-    """Import ``scripts/<name>.py``, which are not a package; they import their helper modules
-    from next to them. Registered in ``sys.modules`` because dataclasses look their module up;
-    cached, so every test module shares one copy instead of executing the script again."""
-    scripts = Path(__file__).resolve().parents[1] / "scripts"
-    sys.path.insert(0, str(scripts))
-    try:
-        spec = importlib.util.spec_from_file_location(name, scripts / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(scripts))
-    return module
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -1,5 +1,6 @@
 """The package's shape: layers import one way, no import cycles, short functions, and the
-predict path stays free of the training stack."""
+predict path stays free of the training stack; the scripts are drivers of the package (short
+functions, no imports of each other, no ``sys.path`` tricks)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "medgraft"
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 MAX_FUNCTION_LINES = 80
 LOWER_LAYERS = {
     # a layer may import itself and the layers listed, nothing above
@@ -23,6 +25,8 @@ LOWER_LAYERS = {
     "models": {"errors", "files", "registry", "runtime", "config", "data"},
     "evaluation": {"errors", "files", "registry", "runtime", "config", "data"},
 }
+TOP_LAYERS = {"lab"}
+"""Layers that may import any other and that no other layer imports."""
 
 
 def module_name(path: Path) -> str:
@@ -85,15 +89,63 @@ def test_lower_layers_never_import_upward(layer: str) -> None:
     assert not upward, upward
 
 
-def test_functions_stay_short() -> None:
+@pytest.mark.parametrize("layer", sorted(TOP_LAYERS))
+def test_no_layer_imports_a_top_layer(layer: str) -> None:
+    downward = sorted(
+        f"{module} imports {target}"
+        for module, targets in GRAPH.items()
+        if layer_of(module) != layer
+        for target in targets
+        if layer_of(target) == layer
+    )
+    assert not downward, downward
+
+
+@pytest.mark.parametrize("folder", [PACKAGE, SCRIPTS], ids=["src", "scripts"])
+def test_functions_stay_short(folder: Path) -> None:
     long = []
-    for path in PACKAGE.rglob("*.py"):
+    for path in folder.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 length = node.end_lineno - node.lineno + 1
                 if length > MAX_FUNCTION_LINES:
-                    long.append(f"{path.relative_to(PACKAGE)}:{node.name} ({length} lines)")
+                    long.append(f"{path.relative_to(folder)}:{node.name} ({length} lines)")
     assert not long, long
+
+
+SCRIPT_FILES = sorted(SCRIPTS.glob("*.py"))
+
+
+def top_level_imports(path: Path) -> set[str]:
+    """The first part of every module ``path`` imports, function bodies included."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Import):
+            found |= {a.name.split(".")[0] for a in node.names}
+    return found
+
+
+@pytest.mark.parametrize("script", SCRIPT_FILES, ids=lambda p: p.name)
+def test_scripts_import_the_package_never_each_other(script: Path) -> None:
+    """Shared code lives in ``medgraft.lab``: a script importing a sibling (or a lab module
+    by its bare name) only works with ``scripts/`` or ``lab/`` on the path."""
+    siblings = {p.stem for p in SCRIPT_FILES} | {p.stem for p in (PACKAGE / "lab").glob("*.py")}
+    assert not top_level_imports(script) & siblings
+
+
+@pytest.mark.parametrize("script", SCRIPT_FILES, ids=lambda p: p.name)
+def test_scripts_leave_the_import_path_alone(script: Path) -> None:
+    touched = [
+        node.lineno
+        for node in ast.walk(ast.parse(script.read_text()))
+        if isinstance(node, ast.Attribute)
+        and node.attr == "path"
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "sys"
+    ]
+    assert not touched, f"{script.name} uses sys.path on lines {touched}"
 
 
 def loaded_modules(code: str) -> set[str]:

@@ -6,9 +6,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from conftest import load_script
-
-learning_speed = load_script("learning_speed")
+from medgraft.lab import learning_speed
 
 
 def _rows(path: Path) -> list[tuple[str, str, str]]:

@@ -1,5 +1,6 @@
 """Every reported figure comes from a committed CSV: README.md and docs/results equal what
-``scripts/report.py`` derives from them, and changing a number makes this suite fail."""
+``scripts/report.py`` (``medgraft.lab.report``) derives from them, and changing a number makes
+this suite fail."""
 
 from __future__ import annotations
 
@@ -10,14 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import load_script
 
 from medgraft.evaluation.stats import difference_interval, mean_interval
+from medgraft.lab import report
+from medgraft.lab.accuracy_cv import ABLATIONS
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-report = load_script("report")
 
 
 def test_readme_and_results_equal_what_their_sources_give():
@@ -28,14 +27,13 @@ def test_readme_and_results_equal_what_their_sources_give():
 def test_committed_ablation_rows_are_the_changes_the_cv_script_defines():
     """Rows are moved by hand when a recipe adopts a change (its ablation runs become the CV,
     the old CV an ablation): each ablation's rows must still say what ``ABLATIONS`` runs."""
-    ablations = load_script("accuracy_cv").ABLATIONS
     folder = REPO / "docs" / "results" / "accuracy"
     for name, by_fold in (
         ("ablations.csv", report.read_csv(folder / "ablations.csv")),
         ("ablation_folds.csv", report.read_csv(folder / "ablation_folds.csv")),
     ):
-        assert {r["ablation"] for r in by_fold} == set(ablations), name
-        for ablation, setup in ablations.items():
+        assert {r["ablation"] for r in by_fold} == set(ABLATIONS), name
+        for ablation, setup in ABLATIONS.items():
             rows = [r for r in by_fold if r["ablation"] == ablation]
             described = {(r["change"], r["baseline"], r["dataset"]) for r in rows}
             assert described == {(setup["summary"], setup.get("baseline", ""), setup["dataset"])}, (

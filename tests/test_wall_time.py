@@ -12,10 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import load_script
 
-provenance = load_script("provenance")
-accuracy_cv = load_script("accuracy_cv")
+from medgraft.lab import accuracy_cv, provenance
 
 
 def _cpu_seconds(pid: int) -> float:

@@ -245,11 +245,12 @@ def study(
     **options: Any,
 ) -> None:
     """Compare initialisations across label fractions and seeds; reruns skip finished runs."""
+    from medgraft.config.flags import as_flags
     from medgraft.study import plan_from_cli, run_study
 
     flags = given(options)
     typed = {"data": data, "output": output, "config": config, "quick": quick or None}
-    command = " ".join(["medgraft study", *_flags_as_typed({**given(typed), **flags})])
+    command = " ".join(["medgraft study", *as_flags({**given(typed), **flags}, StudyOptions)])
     plan = plan_from_cli(output, data, flags, quick=quick, config_file=config, command=command)
     rows = run_study(plan)
     console.print(f"{len(rows)} runs; summary and plots in {output}")
@@ -430,19 +431,6 @@ def fetch_weights(
     console.print(
         f"saved {path}; use it offline with --weights-dir {to} (or MEDGRAFT_WEIGHTS_DIR={to})"
     )
-
-
-def _flags_as_typed(flags: dict[str, Any]) -> list[str]:
-    """The options the user typed, as words of a command to paste: reports say how they were
-    made."""
-    words = []
-    for key, value in flags.items():
-        flag = "--" + key.replace("_", "-")
-        if isinstance(value, bool):
-            words.append(flag if value else flag.replace("--", "--no-", 1))
-        else:
-            words += [flag, str(value)]
-    return words
 
 
 def _short(values: tuple[float, ...]) -> str:

@@ -1,9 +1,9 @@
 """The transfer study: does ImageNet (or an earlier run) beat scratch, and with how few labels?
 
 Every init x label fraction x seed is an ordinary training run
-(:func:`medgraft.training.trainer.run_training`, no second loop) on a split fixed for the whole study:
-one validation set, and a training pool in a fixed random order of which fraction ``f`` takes
-the first cases, so 10% ⊂ 25% ⊂ … ⊂ 100%.
+(:func:`medgraft.training.trainer.run_training`, no second loop) on a split fixed for the whole
+study: one validation set, and a training pool in a fixed random order of which fraction ``f``
+takes the first cases, so 10% ⊂ 25% ⊂ … ⊂ 100%.
 Resumable: a run that finished left a ``result.json`` and is skipped; one that was interrupted
 continues from its ``last.pt``.
 """
@@ -26,6 +26,7 @@ from medgraft.config.loading import (
     overlay_options,
     resolve_options,
 )
+from medgraft.config.reuse import reuse_finished_run
 from medgraft.config.schema import (
     QUICK_STUDY,
     QUICK_STUDY_TRAINING,
@@ -43,7 +44,7 @@ from medgraft.evaluation.stats import (
     difference_interval,
     mean_interval,
 )
-from medgraft.files import atomic_write, atomic_write_text
+from medgraft.files import atomic_write, atomic_write_text, write_csv
 from medgraft.training.trainer import run_training
 
 SCRATCH = "none"
@@ -226,15 +227,11 @@ def _finished_run(config: TrainConfig, redo_changed: bool) -> dict | None:
     if not result.exists():
         return None
     row = json.loads(result.read_text())
-    if row.get("options_sha256") == options_sha256(config):
-        return row
-    if redo_changed:
-        return None
-    raise MedgraftError(
-        f"{result.parent}: finished with other training options than this study asks for now "
-        "(the plan, recipe or config file changed); pass --redo-changed to retrain it, or use "
-        "another --output"
+    trained_with, asked_for = row.get("options_sha256"), options_sha256(config)
+    same = reuse_finished_run(
+        result.parent, trained_with, asked_for, redo_changed=redo_changed, asked_by="this study"
     )
+    return row if same else None
 
 
 def _record_run(config: TrainConfig, init: str, fraction: float, train_cases: int) -> dict:
@@ -277,16 +274,6 @@ def _record_run(config: TrainConfig, init: str, fraction: float, train_cases: in
     return row
 
 
-def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
-    def write(tmp: Path) -> None:
-        with tmp.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(rows)
-
-    atomic_write(path, write)
-
-
 def write_results(rows: list[dict], plan: StudyPlan, output: Path) -> None:
     """The study's sources (``plan.json``, ``results.csv`` per run, ``cases.csv`` per run, case
     and class, ``curves.csv`` per epoch), then what is derived from them alone."""
@@ -299,16 +286,16 @@ def write_results(rows: list[dict], plan: StudyPlan, output: Path) -> None:
         "hardware": f"{platform.machine()}, {os.cpu_count()} cores",
     }
     atomic_write_text(output / "plan.json", json.dumps(plan_record, indent=1) + "\n")
-    _write_csv(output / "results.csv", [k for k in rows[0] if k not in ("curve", "cases")], rows)
+    write_csv(output / "results.csv", rows, [k for k in rows[0] if k not in ("curve", "cases")])
     keys = ("init", "fraction", "seed")
     case_rows = [{**{k: r[k] for k in keys}, **case} for r in rows for case in r["cases"]]
-    _write_csv(output / "cases.csv", [*keys, "case", "class", "dice", "hd95"], case_rows)
+    write_csv(output / "cases.csv", case_rows, [*keys, "case", "class", "dice", "hd95"])
     curve_rows = [
         {**{k: r[k] for k in keys}, "epoch": epoch, "val_mean_dice": dice}
         for r in rows
         for epoch, dice in enumerate(r["curve"], start=1)
     ]
-    _write_csv(output / "curves.csv", [*keys, "epoch", "val_mean_dice"], curve_rows)
+    write_csv(output / "curves.csv", curve_rows, [*keys, "epoch", "val_mean_dice"])
     write_summary(output)
 
 

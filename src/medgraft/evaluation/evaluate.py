@@ -15,7 +15,6 @@ inf) and is counted instead: ``MetricSummary.n_inf``, "(N missed)" in the consol
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -46,7 +45,7 @@ from medgraft.evaluation.metrics import (
     error_bands_per_class,
     score_case,
 )
-from medgraft.files import atomic_write
+from medgraft.files import write_csv
 from medgraft.runtime import console, stdout
 
 DEFAULT_NSD_TOLERANCE = EvaluateOptions().nsd_tolerance
@@ -123,24 +122,21 @@ class Evaluation:
         Per-case cells keep ``nan`` and ``inf``; the summary rows skip them (see
         ``MetricSummary``). Under ``mean_dice`` the STD row holds the std of the per-case mean Dice.
         """
-        names = list(self.label_names.values())
-        columns = [f"{metric}_{name}" for metric in METRICS for name in names]
-        summaries = [s for per_class in self.summary().values() for s in per_class.values()]
+        summaries = {
+            f"{metric}_{name}": summary
+            for metric, per_class in self.summary().items()
+            for name, summary in per_class.items()
+        }
+        columns = [*summaries, "mean_dice"]
+        cases = [
+            {"case_id": row["case_id"], **{c: f"{row[c]:.5f}" for c in columns}}
+            for row in self.rows
+        ]
         per_case = MetricSummary.of([row["mean_dice"] for row in self.rows])
-        std_row = ["STD", *[f"{s.std:.5f}" for s in summaries], f"{per_case.std:.5f}"]
-        mean_row = ["MEAN", *[f"{s.mean:.5f}" for s in summaries], f"{self.mean_dice():.5f}"]
-
-        def write(tmp: Path) -> None:
-            with tmp.open("w", newline="") as handle:
-                writer = csv.writer(handle)
-                writer.writerow(["case_id", *columns, "mean_dice"])
-                for row in self.rows:
-                    writer.writerow(
-                        [row["case_id"], *[f"{row[c]:.5f}" for c in [*columns, "mean_dice"]]]
-                    )
-                writer.writerows([std_row, mean_row])
-
-        atomic_write(path, write)
+        std = {"case_id": "STD", **{c: f"{s.std:.5f}" for c, s in summaries.items()}}
+        mean = {"case_id": "MEAN", **{c: f"{s.mean:.5f}" for c, s in summaries.items()}}
+        std["mean_dice"], mean["mean_dice"] = f"{per_case.std:.5f}", f"{self.mean_dice():.5f}"
+        write_csv(path, [*cases, std, mean], ["case_id", *columns])
 
     def table(self) -> Table:
         """Per-case rows and a bold mean ± std row, for ``console.print``."""

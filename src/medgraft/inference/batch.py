@@ -11,7 +11,6 @@ share of the cases.
 
 from __future__ import annotations
 
-import csv
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from medgraft.data.dicom_seg import SEG_SUFFIX, write_dicom_seg
 from medgraft.data.io import FORMATS, case_id_of, find_format, list_scans, supported_kinds
 from medgraft.data.scans import read_scan_for_model
 from medgraft.errors import MedgraftError
-from medgraft.files import atomic_write, remove_stale_temporaries
+from medgraft.files import atomic_write, remove_stale_temporaries, write_csv
 from medgraft.inference.postprocess import (
     keep_largest_component,
     label_sizes,
@@ -275,15 +274,20 @@ def write_summary(
     """One row per case: status, seconds, slices and size of each label (mL, or pixels in 2D)."""
     unit = "ml" if volumetric else "pixels"
     names = foreground_names(label_names)
-    header = ["case_id", "status", "seconds", "slices", *[f"{n}_{unit}" for n in names]]
-
-    def write(tmp: Path) -> None:
-        with tmp.open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow([*header, "input", "output", "message"])
-            for r in results:
-                sizes = [f"{s:.4g}" for s in r.sizes] or [""] * len(names)
-                row = [r.case_id, r.status, f"{r.seconds:.2f}", r.slices, *sizes]
-                writer.writerow([*row, r.input, r.output or "", r.message])
-
-    atomic_write(path, write)
+    size_columns = [f"{n}_{unit}" for n in names]
+    rows = [
+        {
+            "case_id": r.case_id,
+            "status": r.status,
+            "seconds": f"{r.seconds:.2f}",
+            "slices": r.slices,
+            # sizes are empty for a case skipped or failed: its cells stay empty
+            **{c: f"{s:.4g}" for c, s in zip(size_columns, r.sizes, strict=False)},
+            "input": r.input,
+            "output": r.output or "",
+            "message": r.message,
+        }
+        for r in results
+    ]
+    columns = ["case_id", "status", "seconds", "slices", *size_columns, "input", "output"]
+    write_csv(path, rows, [*columns, "message"])

@@ -3,7 +3,7 @@ commit, the date, and whether other jobs shared the cores while it was measured.
 
     with Measurement() as measured:
         ...                                  # the work, in this process or its children
-    append_row(csv_path, {**measured.record(), "slices_per_s": speed})
+    append_csv(csv_path, [{**measured.record(), "slices_per_s": speed}])  # medgraft.files
 
 "Other jobs" is measured, not remembered: the CPU time the whole machine spent busy (from
 ``/proc/stat``) minus what this process and its waited-for children used, per second of wall
@@ -12,7 +12,6 @@ time. ``other_jobs_cores`` near 0 means the cores were ours alone.
 
 from __future__ import annotations
 
-import csv
 import datetime
 import json
 import os
@@ -24,7 +23,8 @@ import time
 from contextlib import suppress
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from medgraft.lab import CHECKOUT
+
 SHARED_ABOVE = 0.25
 """Cores' worth of other jobs above which a measurement is marked as sharing the machine."""
 
@@ -78,9 +78,13 @@ def machine() -> dict[str, str]:
     commit = os.environ.get("MEDGRAFT_COMMIT", "")
     if not commit:
         with suppress(FileNotFoundError):  # no git there
-            commit = subprocess.run(
-                ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-            ).stdout.strip()
+            found = subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"],
+                cwd=CHECKOUT,
+                capture_output=True,
+                text=True,
+            )
+            commit = found.stdout.strip()
     return {
         "date": datetime.date.today().isoformat(),
         "commit": commit,
@@ -159,14 +163,3 @@ class Heartbeat:
             self.path.unlink(missing_ok=True)
         else:
             self.write()
-
-
-def append_row(path: Path, row: dict[str, str]) -> None:
-    """Add ``row`` to the CSV at ``path`` (header written with the first row)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    new = not path.exists()
-    with path.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(row))
-        if new:
-            writer.writeheader()
-        writer.writerow(row)

@@ -11,10 +11,9 @@ import os
 import random
 from pathlib import Path
 
-SHARED = Path(
-    os.environ.get("MEDGRAFT_SHARED_DATA")
-    or Path(__file__).resolve().parents[1].parent / "shared" / "data"
-)
+from medgraft.lab import CHECKOUT
+
+SHARED = Path(os.environ.get("MEDGRAFT_SHARED_DATA") or CHECKOUT.parent / "shared" / "data")
 """The shared data, ``../shared/data`` beside the checkout; ``MEDGRAFT_SHARED_DATA`` names
 another copy (a GPU machine that gets the data carried in)."""
 
