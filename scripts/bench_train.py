@@ -27,7 +27,7 @@ from medgraft.lab import CHECKOUT
 from medgraft.lab.bench import model_only
 from medgraft.lab.provenance import Measurement
 from medgraft.lab.shared_subsets import hippocampus_subset
-from medgraft.training.trainer import train
+from medgraft.training.trainer import run_training
 
 
 def measure(args: argparse.Namespace, augment: bool) -> dict[str, str]:
@@ -39,7 +39,7 @@ def measure(args: argparse.Namespace, augment: bool) -> dict[str, str]:
         ceilings = [model_only(args.batch_size, steps, (64, 64), 3)]
         with tempfile.TemporaryDirectory() as tmp:
             data = hippocampus_subset(Path(tmp), args.cases, seed=0)
-            result = train(
+            result = run_training(
                 TrainConfig(
                     data=str(data),
                     output=str(Path(tmp) / "run"),

@@ -17,6 +17,7 @@ from pathlib import Path
 from medgraft.config.flags import as_flags
 from medgraft.config.reuse import reuse_finished_run
 from medgraft.errors import MedgraftError
+from medgraft.evaluation.metrics import METRICS
 from medgraft.files import read_csv, write_csv
 from medgraft.lab import CHECKOUT
 from medgraft.lab.provenance import SHARED_ABOVE, Heartbeat, Measurement, machine
@@ -393,7 +394,7 @@ def fold_cases(output: Path, fold: int) -> list[str]:
     return splits["folds"][fold]["val"]
 
 
-CASE_COLUMNS = ["dataset", "recipe", "variant", "fold", "case", "class", "dice", "hd95", "nsd"]
+CASE_COLUMNS = ["dataset", "recipe", "variant", "fold", "case", "class", *METRICS.names()]
 FOLD_COLUMNS = [
     "dataset", "recipe", "fold", "cases", "epochs", "checkpoint", "options_sha256", "seconds",
     "calls", "other_jobs_cores", "shared", "cpu", "cores", "gpu", "python", "torch", "medgraft",
@@ -471,9 +472,7 @@ def evaluate_fold(
             "fold": fold,
             "case": row["case_id"],
             "class": class_name,
-            **{
-                metric: f"{row[f'{metric}_{class_name}']:.5f}" for metric in ("dice", "hd95", "nsd")
-            },
+            **{metric: f"{row[f'{metric}_{class_name}']:.5f}" for metric in METRICS},
         }
         for row in evaluation.rows
         for class_name in evaluation.label_names.values()

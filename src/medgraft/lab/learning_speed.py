@@ -14,9 +14,9 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+from medgraft.evaluation.metrics import METRICS
 from medgraft.files import append_csv, read_csv, write_csv
 from medgraft.lab import CHECKOUT
 from medgraft.lab.provenance import Measurement, machine
@@ -34,7 +34,7 @@ NNUNET_DATASET = "Dataset004_Hippocampus"
 NNUNET_BATCH = {"2d": 32}  # set in nnUNetPlans.json; 3d_fullres keeps its stock batch
 NNUNET_ITERATIONS_PER_EPOCH = 50
 CALIBRATION_ITERATIONS = {"medgraft": 12, "2d": 12, "3d_fullres": 4}
-CASE_COLUMNS = ["method", "seed", "point_min", "case", "class", "dice", "hd95", "nsd"]
+CASE_COLUMNS = ["method", "seed", "point_min", "case", "class", *METRICS.names()]
 
 
 class Paths:
@@ -156,70 +156,17 @@ def _nnunet_site(paths: Paths) -> Path:
 # -- medgraft's runs -------------------------------------------------------------------------
 
 
-class BudgetSpent(Exception):
-    """The last CPU-minute point is reached."""
+def clock_record(run: Path) -> dict[str, float]:
+    """The CPU seconds and iterations the cpu-budget trainer recorded at its last epoch's end."""
+    return json.loads((run / f"fold_{FOLD}" / "snapshots" / "clock.json").read_text())
 
 
-def medgraft_trainer(config, points_min: list[int]):
-    """medgraft's ``Trainer`` with the CPU clock and snapshots (the fold's validation cases are
-    left out of training and of per-epoch validation: they are scored from the snapshots)."""
-    from medgraft.models.checkpoint import save_checkpoint
-    from medgraft.training.trainer import Trainer
-
-    class SnapshotTrainer(Trainer):
-        def _select_cases(self, spec):
-            train, _ = super()._select_cases(spec)
-            return train, []
-
-        def _restore(self, state):
-            saved = json.loads(self._clock_file().read_text())
-            self.clock_offset, self.iterations = saved["cpu_seconds"], saved["iterations"]
-            return super()._restore(state)
-
-        def _clock_file(self) -> Path:
-            return self.run_dir / "snapshots" / "clock.json"
-
-        def clock(self) -> float:
-            return self.clock_offset + time.process_time() - self.clock_started
-
-        def _train_one_epoch(self, epoch: int):
-            self.epoch = epoch
-            if getattr(self, "clock_started", None) is None:
-                self.clock_started = time.process_time()
-            return super()._train_one_epoch(epoch)
-
-        def train_step(self, batch: dict) -> float:
-            loss = super().train_step(batch)
-            self.iterations += 1
-            now = self.clock()
-            for point in points_min:
-                if now >= point * 60:
-                    self.snapshot(point)
-            if now >= points_min[-1] * 60:
-                raise BudgetSpent
-            return loss
-
-        def on_epoch_end(self, result) -> None:
-            epoch_clock = {"cpu_seconds": self.clock(), "iterations": self.iterations}
-            super().on_epoch_end(result)
-            self._clock_file().parent.mkdir(exist_ok=True)
-            self._clock_file().write_text(json.dumps(epoch_clock))
-
-        def snapshot(self, point: int) -> None:
-            path = self.run_dir / "snapshots" / f"cpu_{point:03d}min.pt"
-            if path.exists():
-                return
-            save_checkpoint(self.checkpoint(self.epoch, math.nan), path)
-            record = {"cpu_seconds": self.clock(), "iterations": self.iterations,
-                      "epoch": self.epoch, "wall_time": time.time()}  # fmt: skip
-            path.with_suffix(".json").write_text(json.dumps(record))
-
-    trainer = SnapshotTrainer(config)
-    trainer.clock_offset, trainer.iterations, trainer.clock_started = 0.0, 0, None
-    return trainer
-
-
-def medgraft_config(paths: Paths, method: str, epochs: int, **changed: object):
+def medgraft_config(
+    paths: Paths, method: str, epochs: int, points_min: list[int], **changed: object
+):
+    """The recipe's options for one method, trained by medgraft's ``cpu-budget`` trainer: the
+    CPU clock, a snapshot at each point, the fold's validation cases left out of training and
+    of per-epoch validation (they are scored from the snapshots)."""
     from medgraft.config.resolve import train_configs
 
     output = paths.runs / method
@@ -229,6 +176,7 @@ def medgraft_config(paths: Paths, method: str, epochs: int, **changed: object):
         "stray_labels_to_background": True, "epochs": epochs, "num_workers": 0,
         "weights": MEDGRAFT_METHODS[method], "views": "axial",
         "resume": (output / f"fold_{FOLD}" / "snapshots" / "clock.json").exists(),
+        "trainer": "cpu-budget", "cpu_budget_minutes": ",".join(map(str, points_min)),
     }  # fmt: skip
     [config] = train_configs(flags | changed, recipe=RECIPE, fold=str(FOLD))
     return config
@@ -241,13 +189,9 @@ def train_medgraft(paths: Paths, method: str, points_min: list[int]) -> None:
     plan = json.loads(paths.calibration.read_text())[method]
     (paths.runs / method / f"fold_{FOLD}" / "snapshots").mkdir(parents=True, exist_ok=True)
     _copy_split(paths, paths.runs / method)
-    trainer = medgraft_trainer(medgraft_config(paths, method, plan["epochs"]), points_min)
-    try:
-        trainer.fit()
-    except BudgetSpent:
-        print(f"{method}: budget spent at {trainer.clock() / 60:.1f} CPU-minutes", flush=True)
-        return
-    trainer.snapshot(points_min[-1])  # the schedule ended first: the final model stands for it
+    from medgraft.training.trainer import run_training
+
+    run_training(medgraft_config(paths, method, plan["epochs"], points_min))
 
 
 def _copy_split(paths: Paths, output: Path) -> None:
@@ -302,6 +246,7 @@ def calibrate(paths: Paths) -> None:
     import torch
 
     from medgraft.config.recipes import load_recipe
+    from medgraft.training.trainer import run_training
 
     torch.set_num_threads(1)
     plans = json.loads(paths.calibration.read_text()) if paths.calibration.exists() else {}
@@ -315,11 +260,11 @@ def calibrate(paths: Paths) -> None:
         _copy_split(work, work.work / method)
         samples = 32 * CALIBRATION_ITERATIONS["medgraft"]
         config = medgraft_config(
-            work, method, 1, samples_per_epoch=samples, overwrite=True, resume=False
+            work, method, 1, [10_000], samples_per_epoch=samples, overwrite=True, resume=False
         )
-        trainer = medgraft_trainer(config, [10_000])
-        trainer.fit()
-        per_iteration = trainer.clock() / trainer.iterations
+        run_training(config)
+        clock = clock_record(work.work / method)
+        per_iteration = clock["cpu_seconds"] / clock["iterations"]
         recipe = load_recipe(RECIPE).train
         iterations_per_epoch = recipe["samples_per_epoch"] // recipe["batch_size"]
         plans[method] = {
@@ -407,7 +352,7 @@ def score(paths: Paths) -> None:
                         "case": row["case_id"],
                         "class": name,
                     }
-                    | {m: f"{row[f'{m}_{name}']:.5f}" for m in ("dice", "hd95", "nsd")}
+                    | {m: f"{row[f'{m}_{name}']:.5f}" for m in METRICS}
                     for row in evaluation.rows
                     for name in evaluation.label_names.values()
                 ]

@@ -19,6 +19,7 @@ import numpy as np
 
 from medgraft.config.recipes import load_recipe
 from medgraft.config.schema import DemoOptions
+from medgraft.evaluation.metrics import METRICS
 from medgraft.evaluation.stats import RESAMPLES, Interval, difference_interval, mean_interval
 from medgraft.files import read_csv
 from medgraft.lab import CHECKOUT
@@ -104,7 +105,7 @@ class Accuracy:
     def of_class(self, name: str, fold: str | None = None) -> ClassResult:
         rows = [r for r in self.rows if r["class"] == name and (fold is None or r["fold"] == fold)]
         rows = [r for r in rows if r["dice"] != "nan"]  # the class is absent from the truth
-        values = {m: np.array([float(r[m]) for r in rows]) for m in ("dice", "hd95", "nsd")}
+        values = {m: np.array([float(r[m]) for r in rows]) for m in METRICS}
         return ClassResult(name, **values)
 
     def foreground(self) -> Interval:

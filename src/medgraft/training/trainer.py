@@ -342,10 +342,7 @@ class Trainer(EventEmitter):
         self.log.write_config(self.config, self.resolved)
         self.parallel_model = self._parallel(self.training_model)
         self.build_loader()
-        self.optimizer = self.build_optimizer()
-        self.scheduler = self.build_scheduler(len(self.loader))
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
-        self.loss_function = self.build_loss()
+        self.build_optimisation(len(self.loader))
         self.predictor = Predictor(
             self.model,
             self.inputs,
@@ -355,6 +352,14 @@ class Trainer(EventEmitter):
         )
         if self.resume_state is not None:
             self.state.first_epoch = self._restore(self.resume_state)
+
+    def build_optimisation(self, steps_per_epoch: int) -> None:
+        """Optimiser, schedule, gradient scaler and loss of ``training_model``: all that
+        :meth:`train_step` needs besides a batch (the benchmarks call it on a bare model)."""
+        self.optimizer = self.build_optimizer()
+        self.scheduler = self.build_scheduler(steps_per_epoch)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.dtype == torch.float16)
+        self.loss_function = self.build_loss()
 
     def checkpoint(self, completed_epoch: int, val_dice: float) -> Checkpoint:
         """Everything ``--resume`` and ``medgraft predict`` need, as plain values."""
