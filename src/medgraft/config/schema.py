@@ -7,9 +7,11 @@ bug. It imports nothing heavy (no torch), so reading options stays fast.
 
 Field metadata (see :func:`option`): ``help`` for ``--help`` and the docs, ``cli`` False for
 options only a config file sets, ``flag`` to spell a nested option's flag, ``path`` for
-options the CLI takes as paths, ``min`` for a lower bound checked while parsing. Options of
-several commands that mean the same thing (``--device``, ``--epochs``…) take their default
-from ``TrainConfig``'s, so each is still written once.
+options the CLI takes as paths, ``min`` for a lower bound checked while parsing, ``choices``
+for a registry (``"module:attribute"``, not imported here) whose names the value must be, and
+``several`` when it is a comma-separated list of them. Options of several commands that mean
+the same thing (``--device``, ``--epochs``…) take their default from ``TrainConfig``'s, so each
+is still written once.
 """
 
 from __future__ import annotations
@@ -215,9 +217,6 @@ class TrainConfig:
         return [v.strip() for v in self.views.split(",")] if self.views else []
 
 
-OUTPUT_FORMATS = ("nifti", "dicom-seg", "both")
-
-
 @dataclass
 class PredictOptions:
     """How ``medgraft predict`` segments a batch; unset prediction settings follow the model."""
@@ -245,24 +244,17 @@ class PredictOptions:
     amp: str = option(TrainConfig.amp, "auto | fp16 | bf16 | off")
     output_format: str = option(
         "nifti",
-        "nifti (NIfTI masks; PNG for 2D images) | dicom-seg (a DICOM Segmentation object per "
-        "DICOM series input, <case>_seg.dcm) | both.",
+        "What to write per case: mask writers, comma-separated (e.g. nifti,dicom-seg).",
+        choices="medgraft.data.writers:MASK_WRITERS",
+        several=True,
     )
 
-    def __post_init__(self) -> None:
-        if self.output_format not in OUTPUT_FORMATS:
-            raise MedgraftError(
-                f"--output-format must be one of {', '.join(OUTPUT_FORMATS)}, not "
-                f"'{self.output_format}'"
-            )
-
     @property
-    def writes_dicom_seg(self) -> bool:
-        return self.output_format in ("dicom-seg", "both")
-
-    @property
-    def writes_native_mask(self) -> bool:
-        return self.output_format in ("nifti", "both")
+    def writer_names(self) -> list[str]:
+        """The mask writers chosen (checked where they are looked up): ``output_format``'s, and
+        ``probabilities`` for ``save_probabilities``."""
+        names = [name.strip() for name in self.output_format.split(",")]
+        return [*names, "probabilities"] if self.save_probabilities else names
 
     def with_model_defaults(self, model_defaults: InferenceOptions) -> PredictOptions:
         """Prediction settings left unset taken from the model's stored ``inference``."""
