@@ -138,5 +138,7 @@ def test_an_unknown_output_format_is_one_line_before_any_work(runner, tmp_path) 
         "--output-format", "dicom",
     )  # fmt: skip
     assert result.exit_code == 1
-    assert "--output-format must be one of nifti, dicom-seg, both" in str(result.exception)
+    assert "unknown mask writer --output-format 'dicom'; choose from nifti, dicom-seg" in str(
+        result.exception
+    )
     assert not (tmp_path / "out").exists()

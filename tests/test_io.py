@@ -50,6 +50,7 @@ NPY = io.ScanFormat(
     mask_suffix=".nii.gz",
     write_mask=io.write_nifti_mask,
     write_probabilities=io.write_nifti_probabilities,
+    probabilities_suffix="_probabilities.nii.gz",
     suffixes=(".npy",),
 )
 

@@ -221,7 +221,7 @@ def test_dicom_seg_of_a_nifti_input_is_refused_before_any_work(tmp_path: Path):
     scan = tmp_path / "in" / "ct.nii.gz"
     scan.parent.mkdir()
     write_nifti(scan, np.zeros((8, 8, 4), np.float32))
-    with pytest.raises(MedgraftError, match="needs DICOM series inputs"):
+    with pytest.raises(MedgraftError, match="dicom-seg takes only dicom-series inputs"):
         predict_with_oracle([scan], tmp_path / "out", None, output_format="dicom-seg")
     assert not (tmp_path / "out").exists()
 

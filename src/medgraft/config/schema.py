@@ -244,8 +244,6 @@ class TrainConfig:
         return [v.strip() for v in self.views.split(",")] if self.views else []
 
 
-OUTPUT_FORMATS = ("nifti", "dicom-seg", "both")
-
 CHECKPOINT_HELP = (
     "Which model of a run folder: last (the final epoch's, the one every reported score comes "
     "from) | best (the best validation Dice) | PATH of a checkpoint file inside the run folder "
@@ -280,25 +278,18 @@ class PredictOptions:
     amp: str = option(TrainConfig.amp, "Mixed precision: auto (fp16 on CUDA).", choices=AMP_MODES)
     output_format: str = option(
         "nifti",
-        "nifti (NIfTI masks; PNG for 2D images) | dicom-seg (a DICOM Segmentation object per "
-        "DICOM series input, <case>_seg.dcm) | both.",
+        "What to write per case: mask writers, comma-separated (e.g. nifti,dicom-seg).",
+        choices="medgraft.data.writers:MASK_WRITERS",
+        several=True,
     )
     checkpoint: str = option("last", CHECKPOINT_HELP)
 
-    def __post_init__(self) -> None:
-        if self.output_format not in OUTPUT_FORMATS:
-            raise MedgraftError(
-                f"--output-format must be one of {', '.join(OUTPUT_FORMATS)}, not "
-                f"'{self.output_format}'"
-            )
-
     @property
-    def writes_dicom_seg(self) -> bool:
-        return self.output_format in ("dicom-seg", "both")
-
-    @property
-    def writes_native_mask(self) -> bool:
-        return self.output_format in ("nifti", "both")
+    def writer_names(self) -> list[str]:
+        """The mask writers chosen (checked where they are looked up): ``output_format``'s, and
+        ``probabilities`` for ``save_probabilities``."""
+        names = [name.strip() for name in self.output_format.split(",")]
+        return [*names, "probabilities"] if self.save_probabilities else names
 
     def with_model_defaults(self, model_defaults: InferenceOptions) -> PredictOptions:
         """Prediction settings left unset taken from the model's stored ``inference``."""

@@ -16,8 +16,6 @@ import numpy as np
 from medgraft.data.dicom import series_datasets
 from medgraft.files import atomic_write
 
-SEG_SUFFIX = "_seg.dcm"
-
 
 def _fill_slice_thickness(sources: list) -> None:
     """highdicom reads SliceThickness from the source, which many series lack: the in-memory

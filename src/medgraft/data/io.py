@@ -2,9 +2,10 @@
 
 Each :class:`ScanFormat` says which paths it takes, how to read one as a channel-first
 ``MetaTensor`` (with its affine, for volumes) and how to write a label mask (and class
-probabilities) that opens on the original in a viewer. Training (through the ``LoadScand``
-transform) and ``medgraft predict`` find formats here only, so a new format (e.g. DICOM-SEG
-output, multi-channel NIfTI) is one new entry in :data:`FORMATS`.
+probabilities) in its own kind of file, so that it opens on the original in a viewer. Training
+(through the ``LoadScand`` transform) and ``medgraft predict`` find formats here only, so a new
+input format (e.g. multi-channel NIfTI) is one new entry in :data:`FORMATS`. A new kind of
+output (e.g. DICOM-SEG) is one registered writer in ``data.writers`` instead.
 """
 
 from __future__ import annotations
@@ -70,7 +71,9 @@ class ScanFormat:
     write_mask: Callable[[np.ndarray, ScanGeometry, Path], None]
     """Label map (spatial axes of the input) → file at the given path."""
     write_probabilities: Callable[[np.ndarray, ScanGeometry, Path], None]
-    """(classes, spatial…) probabilities → file at the given path (without its suffix)."""
+    """(classes, spatial…) probabilities → file at the given path."""
+    probabilities_suffix: str
+    """What :attr:`write_probabilities`'s file adds to the case id."""
     suffixes: tuple[str, ...] = ()
     is_folder_of: Callable[[Path], bool] | None = None
     read_geometry: Callable[[Path], ScanGeometry] | None = None
@@ -140,21 +143,20 @@ def write_png_mask(mask: np.ndarray, geometry: ScanGeometry, target: Path) -> No
     atomic_write(target, lambda tmp: Image.fromarray(mask).save(tmp, format="PNG"))
 
 
-def write_nifti_probabilities(probs: np.ndarray, geometry: ScanGeometry, stem: Path) -> None:
+def write_nifti_probabilities(probs: np.ndarray, geometry: ScanGeometry, target: Path) -> None:
     """A float NIfTI (x, y, z, class) on the input's grid."""
     image = nib.Nifti1Image(np.moveaxis(probs, 0, -1).astype(np.float32), geometry.affine)
-    target = stem.with_name(f"{stem.name}_probabilities.nii.gz")
     atomic_write(target, lambda tmp: nib.save(image, str(tmp)))
 
 
-def write_npz_probabilities(probs: np.ndarray, geometry: ScanGeometry, stem: Path) -> None:
+def write_npz_probabilities(probs: np.ndarray, geometry: ScanGeometry, target: Path) -> None:
     """A compressed ``.npz`` (``probabilities``: classes x H x W, float16) for 2D images."""
 
     def save(tmp: Path) -> None:
         with tmp.open("wb") as handle:
             np.savez_compressed(handle, probabilities=probs.astype(np.float16))
 
-    atomic_write(stem.with_name(f"{stem.name}_probabilities.npz"), save)
+    atomic_write(target, save)
 
 
 FORMATS: list[ScanFormat] = [
@@ -168,6 +170,7 @@ FORMATS: list[ScanFormat] = [
         mask_suffix=".nii.gz",
         write_mask=write_nifti_mask,
         write_probabilities=write_nifti_probabilities,
+        probabilities_suffix="_probabilities.nii.gz",
     ),
     ScanFormat(
         name="dicom-series",
@@ -178,6 +181,7 @@ FORMATS: list[ScanFormat] = [
         mask_suffix=".nii.gz",
         write_mask=write_nifti_mask,
         write_probabilities=write_nifti_probabilities,
+        probabilities_suffix="_probabilities.nii.gz",
     ),
     ScanFormat(
         name="image-2d",
@@ -188,6 +192,7 @@ FORMATS: list[ScanFormat] = [
         mask_suffix=".png",
         write_mask=write_png_mask,
         write_probabilities=write_npz_probabilities,
+        probabilities_suffix="_probabilities.npz",
     ),
 ]
 """Every format medgraft reads, tried in order; register a new one by appending it."""

@@ -41,8 +41,8 @@ class Scan:
     def write_mask(self, mask: np.ndarray, target: Path) -> None:
         self.format.write_mask(mask, self.geometry, target)
 
-    def write_probabilities(self, probabilities: np.ndarray, stem: Path) -> None:
-        self.format.write_probabilities(probabilities, self.geometry, stem)
+    def write_probabilities(self, probabilities: np.ndarray, target: Path) -> None:
+        self.format.write_probabilities(probabilities, self.geometry, target)
 
 
 def read_scan_for_model(path: Path, prep: Preprocessing) -> Scan:

@@ -2,7 +2,8 @@
 
 Inputs are whatever ``data.io`` registers (NIfTI files, nnU-Net ``_0000`` names included, DICOM
 series folders, 2D PNG/JPG/TIFF images), one file or a folder of them. Masks keep the input's
-grid and header (``data.scans``). Outputs are written under a temporary name and renamed;
+grid and header (``data.scans``); what is written per case is chosen among the registered mask
+writers (``data.writers``). Outputs are written under a temporary name and renamed;
 existing outputs are skipped unless ``overwrite``; a failing case is reported and the batch
 goes on. Next to the masks: ``summary.csv`` (a row per case) and ``report.html`` (the same cases
 with overlay thumbnails and flags, ``inference.qa_page``). Under torchrun each process takes its
@@ -23,9 +24,9 @@ from rich.markup import escape
 from rich.progress import TextColumn
 
 from medgraft.config.schema import PredictOptions
-from medgraft.data.dicom_seg import SEG_SUFFIX, write_dicom_seg
-from medgraft.data.io import FORMATS, case_id_of, find_format, list_scans, supported_kinds
+from medgraft.data.io import case_id_of, find_format, list_scans, supported_kinds
 from medgraft.data.scans import read_scan_for_model
+from medgraft.data.writers import CaseOutput, MaskWriter, chosen_writers
 from medgraft.errors import MedgraftError
 from medgraft.files import atomic_write, remove_stale_temporaries, write_csv
 from medgraft.inference.postprocess import (
@@ -101,16 +102,12 @@ def safe_case_id(path: Path) -> str:
     return cleaned or "case"
 
 
-def check_dicom_inputs(inputs: list[Path]) -> None:
-    """DICOM-SEG output references a DICOM series: refuse other inputs before any work."""
+def check_writers_accept(writers: list[MaskWriter], inputs: list[Path]) -> None:
+    """Refuse inputs a chosen writer cannot write for (DICOM-SEG of a NIfTI) before any work."""
     for path in inputs:
         scan_format = find_format(path)
-        if scan_format is None or scan_format.name != "dicom-series":
-            kind = scan_format.name if scan_format else "not a recognised scan"
-            raise MedgraftError(
-                f"{path}: --output-format dicom-seg needs DICOM series inputs (this is {kind}); "
-                "use --output-format nifti"
-            )
+        for writer in writers:
+            writer.check_accepts(path, scan_format)
 
 
 def shard(cases: list[Path], rank: int, world_size: int) -> list[Path]:
@@ -149,28 +146,24 @@ def load_predictor(models: list[Path], options: PredictOptions) -> Predictor:
 def predict_cases(
     predictor: Predictor, inputs: list[Path], output_dir: Path, options: PredictOptions
 ) -> Iterator[CaseResult]:
-    """Segment each input into ``output_dir``, yielding one result per case."""
+    """Segment each input into ``output_dir`` with the chosen writers, yielding one result per
+    case; a case whose first writer's file exists is skipped unless ``options.overwrite``."""
     options = options.with_model_defaults(predictor.inputs.inference)
+    writers = chosen_writers(options.writer_names)
     check_output_location(inputs, output_dir)
-    if options.writes_dicom_seg:
-        check_dicom_inputs(inputs)
+    check_writers_accept(writers, inputs)
     output_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(output_dir)  # left by a run that was killed mid-write
-    volumetric = predictor.inputs.volumetric
-    default_suffix = next(f.mask_suffix for f in FORMATS if f.volumetric == volumetric)
     for path in inputs:
         started = time.perf_counter()
         case_id = safe_case_id(path)
-        scan_format = find_format(path)
-        suffix = scan_format.mask_suffix if scan_format else default_suffix
-        if not options.writes_native_mask:
-            suffix = SEG_SUFFIX
-        target = output_dir / f"{case_id}{suffix}"
-        if target.exists() and not options.overwrite:
+        scan_format = find_format(path)  # None: reading fails below and reports the case
+        target = writers[0].target(output_dir / case_id, scan_format) if scan_format else None
+        if target is not None and target.exists() and not options.overwrite:
             yield CaseResult(case_id, str(path), str(target), "skipped", message="output exists")
             continue
         try:
-            result = _predict_one(predictor, path, target, options)
+            result = _predict_one(predictor, path, output_dir / case_id, writers, options)
         except MedgraftError as exc:
             result = CaseResult(case_id, str(path), None, "failed", message=str(exc))
         result.seconds = time.perf_counter() - started
@@ -178,24 +171,30 @@ def predict_cases(
 
 
 def _predict_one(
-    predictor: Predictor, path: Path, target: Path, options: PredictOptions
+    predictor: Predictor,
+    path: Path,
+    stem: Path,
+    writers: list[MaskWriter],
+    options: PredictOptions,
 ) -> CaseResult:
+    """Segment one input and write it with each writer; ``stem`` is output folder / case id."""
     scan = read_scan_for_model(path, predictor.inputs.preprocessing)
-    segmentation = predictor.segment(scan.image, keep_probabilities=options.save_probabilities)
+    keep_probabilities = any(writer.needs_probabilities for writer in writers)
+    segmentation = predictor.segment(scan.image, keep_probabilities=keep_probabilities)
     labels = torch.as_tensor(scan.restore(segmentation.labels[None], True)[0])
     if options.largest_component:
         labels = keep_largest_component(labels, predictor.num_classes)
     if options.min_size > 0:
         labels = remove_small_objects(labels, options.min_size, predictor.num_classes)
     mask = labels.numpy().astype(np.uint8)
-    stem = target.with_name(safe_case_id(path))
-    if options.writes_native_mask:
-        scan.write_mask(mask, target)
-    if options.writes_dicom_seg:
-        names = {int(v): n for v, n in predictor.inputs.labels.items()}
-        write_dicom_seg(mask, path, stem.with_name(f"{stem.name}{SEG_SUFFIX}"), names)
+    probabilities = None
     if segmentation.probabilities is not None:
-        scan.write_probabilities(scan.restore(segmentation.probabilities.float(), False), stem)
+        probabilities = scan.restore(segmentation.probabilities.float(), False)
+    label_names = {int(value): name for value, name in predictor.inputs.labels.items()}
+    written: list[Path] = []
+    for writer in writers:
+        target = writer.target(stem, scan.format)
+        written += writer.write(CaseOutput(mask, scan, path, label_names, probabilities, target))
     montage = overlay_montage(scan.restore(scan.image, False), mask)
     if options.overlays:
         atomic_write(
@@ -203,9 +202,9 @@ def _predict_one(
             lambda tmp: Image.fromarray(montage).save(tmp, format="PNG"),
         )
     return CaseResult(
-        safe_case_id(path),
+        stem.name,
         str(path),
-        str(target),
+        str(written[0]),
         "ok",
         slices=segmentation.slices,
         sizes=label_sizes(mask, predictor.num_classes, scan.geometry.voxel_ml),
@@ -217,6 +216,7 @@ def run_batch(
     models: list[Path], inputs: list[Path], output: Path, options: PredictOptions
 ) -> BatchReport:
     """Segment this process's share of ``inputs`` with a progress bar; write ``summary.csv``."""
+    chosen_writers(options.writer_names)  # a bad name fails before any model is loaded
     rank, world = rank_and_world()
     share = shard(inputs, rank, world)
     members = [
