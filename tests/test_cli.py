@@ -7,6 +7,7 @@ import inspect
 import subprocess
 import sys
 from dataclasses import fields
+from pathlib import Path
 
 import pytest
 import typer
@@ -87,7 +88,9 @@ def test_typed_flag_equal_to_the_default_still_beats_the_config_file(
 
 def test_train_ends_by_naming_the_file_predict_will_use(runner, tmp_path, monkeypatch) -> None:
     fields = {"best_dice": 0.5, "best_epoch": 2, "run_dir": tmp_path / "run", "seconds": 3}
-    monkeypatch.setattr("medgraft.training.trainer.train", lambda config: type("R", (), fields))
+    monkeypatch.setattr(
+        "medgraft.training.trainer.run_training", lambda config: type("R", (), fields)
+    )
     result = invoke(runner, "train", "--data", "d", "--output", tmp_path / "run")
     assert result.exit_code == 0, result.output
     assert f"predict --model {tmp_path / 'run'} uses {tmp_path / 'run' / 'last.pt'}" in (
@@ -142,3 +145,35 @@ def test_an_unknown_output_format_is_one_line_before_any_work(runner, tmp_path) 
         result.exception
     )
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "flag", "valid"),
+    [
+        ("train", "--schedule", "poly, cosine"),
+        ("train", "--loss", "dice_ce, dice_ce_batch, dice_focal"),
+        ("train", "--amp", "auto, off, fp16, bf16"),
+        ("predict", "--output-format", "nifti, dicom-seg, both, probabilities"),
+    ],
+)
+def test_a_bad_choice_fails_while_parsing_before_data_or_torch(
+    command: str, flag: str, valid: str, tmp_path: Path
+) -> None:
+    """One line naming the valid values, exit 1, and neither the (missing) data nor torch
+    touched: the names come from light registries."""
+    where = ["--data", tmp_path / "absent", "--output", tmp_path / "run"]
+    if command == "predict":
+        where = ["--model", tmp_path / "absent.pt", "-i", tmp_path / "absent", "-o", tmp_path]
+    probe = (
+        "import sys\nfrom medgraft.cli import main\n"
+        f"sys.argv = ['medgraft', {command!r}, *{[str(w) for w in where]!r}, {flag!r}, 'nope']\n"
+        "try:\n    main()\nexcept SystemExit as exit:\n"
+        "    print('torch' in sys.modules, exit.code)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.stdout.split() == ["False", "1"], done.stdout + done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert "'nope'" in line and valid in line, line
+    assert not (tmp_path / "run").exists()

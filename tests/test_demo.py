@@ -15,7 +15,9 @@ from medgraft.training.trainer import TrainResult
 
 def test_a_failed_case_fails_the_demo(demo_dir: Path, tmp_path: Path, monkeypatch) -> None:
     case = {"image": str(demo_dir / "imagesTr" / "hippocampus_001.nii.gz"), "case_id": "c"}
-    monkeypatch.setattr(demo, "train", lambda config: TrainResult(tmp_path, 0.5, 1, [case], 1.0))
+    monkeypatch.setattr(
+        demo, "run_training", lambda config: TrainResult(tmp_path, 0.5, 1, [case], 1.0)
+    )
     scored = []
     monkeypatch.setattr(demo, "evaluate_and_report", lambda *a, **k: scored.append(a))
 

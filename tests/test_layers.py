@@ -34,10 +34,22 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node but those under ``if TYPE_CHECKING:``, which never run (annotations only)."""
+    skipped = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING")
+        for inner in ast.walk(node)
+    }
+    return [node for node in ast.walk(tree) if id(node) not in skipped]
+
+
 def imports_of(path: Path) -> set[str]:
-    """medgraft modules imported anywhere in the file, function bodies included."""
+    """medgraft modules imported anywhere in the file, function bodies included (imports for
+    type annotations only, under ``TYPE_CHECKING``, are not imports at run time)."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in runtime_nodes(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("medgraft"):
             found.add(node.module)
             found |= {f"{node.module}.{a.name}" for a in node.names}
@@ -169,6 +181,22 @@ def test_predict_help_loads_no_training_stack_and_no_torch() -> None:
     assert not {"matplotlib", "tensorboard", "torch", "monai"} & loaded, sorted(loaded)
 
 
+CHOICE_REGISTRIES = {
+    "medgraft.training",
+    "medgraft.training.losses",
+    "medgraft.training.schedules",
+    "medgraft.training.trainers",
+}
+"""The training modules the CLI reads its choices from (``--loss``, ``--schedule``,
+``--trainer``): registries of names that import no torch; the training stack stays unloaded."""
+
+
+def test_the_cli_choice_registries_import_no_torch() -> None:
+    registries = ["medgraft.evaluation.metrics", "medgraft.data.writers", *CHOICE_REGISTRIES]
+    loaded = loaded_modules("import " + ", ".join(sorted(registries)))
+    assert not {"torch", "monai"} & loaded, sorted(loaded)
+
+
 def medgraft_modules(names: set[str]) -> set[str]:
     return {n for n in names if n == "medgraft" or n.startswith("medgraft.")}
 
@@ -211,7 +239,8 @@ print(" ".join(m for m in sys.modules if m.startswith("medgraft")))
     )
     loaded = medgraft_modules(set(done.stdout.split()))
     assert "medgraft.inference.batch" in loaded  # the probe did run the predict path
-    assert not {m for m in loaded if m.startswith("medgraft.training")}, sorted(loaded)
+    training = {m for m in loaded if m.startswith("medgraft.training")}
+    assert training <= CHOICE_REGISTRIES, sorted(training - CHOICE_REGISTRIES)
     heavy = {
         module
         for module in loaded

@@ -286,7 +286,7 @@ def test_a_registered_trainer_variant_trains_with_the_trainer_flag(
     assert best.train_config["trainer"] == "counting"
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["train_config"]["trainer"] == "counting"
-    assert "--trainer 'counting' is not valid" in str(
+    assert "unknown trainer --trainer 'counting'" in str(
         invoke(runner, "train", "--data", "d", "--output", "o", "--trainer", "counting").exception
     )
 

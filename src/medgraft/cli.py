@@ -36,6 +36,7 @@ from medgraft.config.schema import (
     TrainConfig,
 )
 from medgraft.errors import MedgraftError
+from medgraft.registry import Registry
 
 app = typer.Typer(
     help="Medical image segmentation by transfer learning from ImageNet encoders.",
@@ -138,24 +139,28 @@ class Choice:
     choices: tuple[str, ...] | str
     several: bool = False
 
+    def registry(self) -> Registry | None:
+        if not isinstance(self.choices, str):
+            return None
+        module, _, attribute = self.choices.partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
     def names(self) -> list[str]:
-        if isinstance(self.choices, str):
-            module, _, attribute = self.choices.partition(":")
-            return getattr(importlib.import_module(module), attribute).names()
-        return list(self.choices)
+        registry = self.registry()
+        return list(self.choices) if registry is None else registry.names()
 
     def parse(self, value: str) -> str:
         """``value`` if valid (each part, for a list), else one line naming the valid ones;
         raised while parsing, before any file is read."""
-        valid = self.names()
         parts = [p.strip() for p in value.split(",")] if self.several else [value]
-        wrong = [p for p in parts if p not in valid]
-        if wrong or not any(parts):
-            raise MedgraftError(
-                f"{self.flag} '{value}' is not valid; choose "
-                f"{'from' if self.several else 'one of'} {', '.join(valid)}"
-                + (" (several, comma-separated)" if self.several else "")
-            )
+        registry = self.registry()
+        for part in parts:
+            if registry is not None:
+                registry.check(part)
+            elif part not in self.choices:
+                raise MedgraftError(
+                    f"{self.flag} '{part}' is not valid; choose from {', '.join(self.choices)}"
+                )
         return value
 
 
