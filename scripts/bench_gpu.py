@@ -35,7 +35,7 @@ import torch
 
 from medgraft.files import append_csv, read_csv
 from medgraft.lab import CHECKOUT
-from medgraft.lab.accuracy_cv import DATASETS, evaluate_fold, fold_folder, fold_runs, train
+from medgraft.lab.accuracy_cv import DATASETS, evaluate_fold, fold_folder, fold_runs, train_folds
 from medgraft.lab.bench import model_only
 from medgraft.lab.provenance import Measurement
 from medgraft.lab.shared_subsets import SHARED
@@ -92,7 +92,7 @@ def train_fold(work: Path, results: Path, amp: str) -> None:
     output, runs = fold_output(work, amp), fold_runs_on_gpu(work, amp)
     models = [run / "last.pt" for run in runs]
     with Measurement() as measured:
-        train(DATASET, output, [FOLD], change=GPU_OPTIONS | {"amp": amp})
+        train_folds(DATASET, output, [FOLD], change=GPU_OPTIONS | {"amp": amp})
     rows = evaluate_fold(DATASET, output, FOLD, "recipe", models, folder=fold_folder(
         output, FOLD, runs))  # fmt: skip
     append_csv(results / "gpu_fold_cases.csv", rows)

@@ -13,7 +13,7 @@ import pytest
 import typer
 from conftest import invoke
 
-from medgraft.cli import app, given
+from medgraft.cli import app, typed_options
 from medgraft.config.schema import (
     DemoOptions,
     EvaluateOptions,
@@ -61,7 +61,7 @@ def test_nested_flags_and_help_show_the_schema_defaults(runner) -> None:
 
 
 def test_given_keeps_only_typed_flags_and_nests_them() -> None:
-    assert given({"epochs": None, "lr": 0.5, "augment__strength": 0.25}) == {
+    assert typed_options({"epochs": None, "lr": 0.5, "augment__strength": 0.25}) == {
         "lr": 0.5,
         "augment": {"strength": 0.25},
     }

@@ -164,7 +164,7 @@ class Choice:
         return value
 
 
-def given(options: dict[str, Any]) -> dict[str, Any]:
+def typed_options(options: dict[str, Any]) -> dict[str, Any]:
     """The flags the user typed, nested as the schema nests them (``{"augment": {...}}``)."""
     layer: dict[str, Any] = {}
     for name, value in options.items():
@@ -217,7 +217,7 @@ def train(
     from medgraft.models.checkpoint import checkpoint_in_run
     from medgraft.training.trainer import run_training
 
-    for run in train_configs(given(options), recipe=recipe, config_file=config, fold=fold):
+    for run in train_configs(typed_options(options), recipe=recipe, config_file=config, fold=fold):
         result = run_training(run)
         shipped = checkpoint_in_run(result.run_dir, PredictOptions.checkpoint)
         console.print(
@@ -253,9 +253,11 @@ def study(
     from medgraft.config.flags import as_flags
     from medgraft.study import plan_from_cli, run_study
 
-    flags = given(options)
-    typed = {"data": data, "output": output, "config": config, "quick": quick or None}
-    command = " ".join(["medgraft study", *as_flags({**given(typed), **flags}, StudyOptions)])
+    flags = typed_options(options)
+    named = typed_options(
+        {"data": data, "output": output, "config": config, "quick": quick or None}
+    )
+    command = " ".join(["medgraft study", *as_flags({**named, **flags}, StudyOptions)])
     plan = plan_from_cli(output, data, flags, quick=quick, config_file=config, command=command)
     rows = run_study(plan)
     console.print(f"{len(rows)} runs; summary and plots in {output}")
@@ -283,7 +285,7 @@ def predict(
     """
     from medgraft.inference.batch import input_cases, run_batch
 
-    report = run_batch(model, input_cases(input), output, PredictOptions(**given(options)))
+    report = run_batch(model, input_cases(input), output, PredictOptions(**typed_options(options)))
     console.print(report.line())
     if report.count("failed"):
         raise typer.Exit(1)
@@ -304,7 +306,7 @@ def evaluate(
     from medgraft.evaluation.evaluate import evaluate_and_report
 
     evaluate_and_report(
-        pred, truth, EvaluateOptions(**given(options)), labels_file=labels, output=output
+        pred, truth, EvaluateOptions(**typed_options(options)), labels_file=labels, output=output
     )
 
 
@@ -319,7 +321,7 @@ def demo(
     """Train on the embedded MRI data, segment held-out scans, print per-class Dice (offline)."""
     from medgraft.demo import run_demo
 
-    run_demo(DemoOptions(**given(options)), output)
+    run_demo(DemoOptions(**typed_options(options)), output)
 
 
 @app.command()
@@ -336,7 +338,7 @@ def export(
     """Export a trained model to ONNX or TorchScript (normalisation included)."""
     from medgraft.inference.export import export_model
 
-    path = export_model(model, format, output, ExportOptions(**given(options)).checkpoint)
+    path = export_model(model, format, output, ExportOptions(**typed_options(options)).checkpoint)
     console.print(f"wrote {path} and {path.with_name(path.name + '.json')}")
 
 
@@ -432,7 +434,7 @@ def fetch_weights(
     from medgraft.models.registry import get_encoder
     from medgraft.models.weights import fetch_weights as fetch
 
-    path = fetch(get_encoder(encoder), FetchOptions(**given(options)).source, to)
+    path = fetch(get_encoder(encoder), FetchOptions(**typed_options(options)).source, to)
     console.print(
         f"saved {path}; use it offline with --weights-dir {to} (or MEDGRAFT_WEIGHTS_DIR={to})"
     )

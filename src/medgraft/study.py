@@ -106,7 +106,7 @@ class StudyPlan:
 def plan_from_cli(
     output: Path,
     data: Path | None,
-    given: dict,
+    typed: dict,
     *,
     quick: bool = False,
     config_file: Path | None = None,
@@ -116,7 +116,7 @@ def plan_from_cli(
     training options: the study's encoder/offline/device < ``--config`` < those flags typed."""
     if data is None and not quick:
         raise MedgraftError("--data is required (or use --quick for the embedded demo data)")
-    layers = [QUICK_STUDY, given] if quick else [given]
+    layers = [QUICK_STUDY, typed] if quick else [typed]
     options = StudyOptions(**resolve_options(layers, config_class=StudyOptions))
     shared = {k: getattr(options, k) for k in ("encoder", "offline", "device")}
     train_options = overlay_options(
@@ -124,7 +124,7 @@ def plan_from_cli(
             shared,
             QUICK_STUDY_TRAINING if quick else {},
             load_config_file(config_file) if config_file else {},
-            {k: v for k, v in given.items() if k in shared},
+            {k: v for k, v in typed.items() if k in shared},
         ]
     )
     plan = StudyPlan.from_options(

@@ -291,7 +291,7 @@ def fold_finished(runs: dict[Path, str], redo_changed: bool) -> bool:
     return all([finished(run, sha256, redo_changed) for run, sha256 in runs.items()])
 
 
-def train(
+def train_folds(
     name: str,
     output: Path,
     folds: list[int],
@@ -585,7 +585,7 @@ def ablate(work: Path, results: Path, names: list[str], redo_changed: bool = Fal
         output.mkdir(parents=True, exist_ok=True)
         if not (output / "splits.json").exists():  # the CV's folds, so cases pair up
             shutil.copyfile(work / name / "splits.json", output / "splits.json")
-        train(name, output, setup["folds"], setup["change"], redo_changed)
+        train_folds(name, output, setup["folds"], setup["change"], redo_changed)
         data = dataset_folder(name)
         for fold in setup["folds"]:
             tag = {
@@ -627,7 +627,8 @@ def main() -> None:
     try:
         if args.step == "train":
             for name in args.dataset or list(DATASETS):
-                train(name, args.work / name, list(range(FOLDS)), redo_changed=args.redo_changed)
+                folds = list(range(FOLDS))
+                train_folds(name, args.work / name, folds, redo_changed=args.redo_changed)
         elif args.step == "ablate":
             ablate(args.work, args.results, args.ablation or list(ABLATIONS), args.redo_changed)
         else:

@@ -47,6 +47,7 @@ from medgraft.models.checkpoint import (
     Checkpoint,
     ModelInputs,
     load_checkpoint,
+    load_finished_checkpoint,
     load_model,
     resolve_checkpoint_path,
 )
@@ -627,7 +628,7 @@ def initial_model(
         if weights.origin == "download":
             weights = record_download(weights, encoder, model.encoder)
         return model, {"encoder": weights.record(), "decoder": "random"}
-    source = load_checkpoint(config.init_from)
+    source = load_finished_checkpoint(config.init_from)
     require_same_input(source.architecture, arch)  # before building the source network
     model = build_segmenter(arch, encoder)
     copied = transfer_state(model, load_model(source), config.init_part)
