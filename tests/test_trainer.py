@@ -359,3 +359,23 @@ def test_patch_size_is_checked_against_the_image_and_the_data(micro_msd: Path, t
     with pytest.raises(MedgraftError, match="--patch-size crops 2D images"):
         Trainer(config).fit()
     assert not (tmp_path / "run").exists()  # refused before the run folder is made
+
+
+@pytest.mark.slow
+def test_the_cpu_budget_trainer_keeps_snapshots_and_its_clock(micro_msd: Path, tmp_path: Path):
+    """The learning-speed trainer: no validation, a snapshot at each CPU-minute point (the
+    final model stands for points the schedule ended before), the clock saved for resume."""
+    run = tmp_path / "run"
+    config = TrainConfig(
+        data=str(micro_msd), output=str(run), trainer="cpu-budget", cpu_budget_minutes="30,60",
+        samples_per_epoch=32, **{**FAST, "epochs": 1},
+    )  # fmt: skip
+    result = train(config)
+    assert result.val_cases == []
+    clock = json.loads((run / "snapshots" / "clock.json").read_text())
+    assert clock["iterations"] == 2 and 0 < clock["cpu_seconds"] < 30 * 60
+    assert not (run / "snapshots" / "cpu_030min.pt").exists()  # never reached
+    final = load_checkpoint(run / "snapshots" / "cpu_060min.pt")
+    assert final.epoch == 1 and final.train_config["trainer"] == "cpu-budget"
+    with pytest.raises(MedgraftError, match="needs --cpu-budget-minutes"):
+        train(replace(config, cpu_budget_minutes=None, output=str(tmp_path / "x")))

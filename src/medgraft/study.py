@@ -44,7 +44,7 @@ from medgraft.evaluation.stats import (
     difference_interval,
     mean_interval,
 )
-from medgraft.files import atomic_write, atomic_write_text, write_csv
+from medgraft.files import atomic_write, atomic_write_text, read_csv, write_csv
 from medgraft.training.trainer import run_training
 
 SCRATCH = "none"
@@ -238,7 +238,7 @@ def _record_run(config: TrainConfig, init: str, fraction: float, train_cases: in
     """The run's row for results.csv and its last epoch's per-case scores, from the files the
     run wrote; ``result.json`` marks it finished."""
     run_dir = Path(config.output)
-    epochs = list(csv.DictReader((run_dir / "metrics.csv").open()))
+    epochs = read_csv(run_dir / "metrics.csv")
     if not epochs:
         raise MedgraftError(f"{run_dir}: training wrote no metrics")
     final = epochs[-1]
@@ -246,9 +246,9 @@ def _record_run(config: TrainConfig, init: str, fraction: float, train_cases: in
     reached = next(
         int(r["epoch"]) for r in epochs if float(r["val_mean_dice"]) >= REACH_SHARE * final_dice
     )
-    cases = [
-        {k: r[k] for k in ("case", "class", "dice", "hd95")}
-        for r in csv.DictReader((run_dir / "val_cases.csv").open())
+    cases = [  # every metric the run's validation computed (the per-epoch ones)
+        {k: v for k, v in r.items() if k != "epoch"}
+        for r in read_csv(run_dir / "val_cases.csv")
         if r["epoch"] == final["epoch"]
     ]
     row = {
@@ -289,7 +289,8 @@ def write_results(rows: list[dict], plan: StudyPlan, output: Path) -> None:
     write_csv(output / "results.csv", rows, [k for k in rows[0] if k not in ("curve", "cases")])
     keys = ("init", "fraction", "seed")
     case_rows = [{**{k: r[k] for k in keys}, **case} for r in rows for case in r["cases"]]
-    write_csv(output / "cases.csv", case_rows, [*keys, "case", "class", "dice", "hd95"])
+    case_columns = dict.fromkeys(k for r in rows for case in r["cases"] for k in case)
+    write_csv(output / "cases.csv", case_rows, [*keys, *case_columns])
     curve_rows = [
         {**{k: r[k] for k in keys}, "epoch": epoch, "val_mean_dice": dice}
         for r in rows
