@@ -1053,17 +1053,22 @@ def _seed_summary(speed: LearningSpeed) -> str:
     return ", ".join(f"{METHODS[m]} {_seeds_text(len(speed.seeds(m)))}" for m in speed.methods)
 
 
+def _per_point_table(title: str, row: str, points: list[int]) -> list[str]:
+    """A section's heading and the header of its table: method, ``row``, one column a point."""
+    return [
+        f"## {title}",
+        "",
+        f"| method | {row} | " + " | ".join(f"{p} CPU-min" for p in points) + " |",
+        "| --- | --- |" + " --- |" * len(points),
+    ]
+
+
 def _per_seed_table(speed: LearningSpeed) -> list[str]:
     """Each seed's mean Dice: the run-to-run spread the case intervals leave out."""
     if all(len(speed.seeds(m)) < 2 for m in speed.methods):
         return []
     points = speed.point_minutes
-    lines = [
-        "## Per seed",
-        "",
-        "| method | seed | " + " | ".join(f"{p} CPU-min" for p in points) + " |",
-        "| --- | --- |" + " --- |" * len(points),
-    ]
+    lines = _per_point_table("Per seed", "seed", points)
     for method in speed.methods:
         for seed in speed.seeds(method):
             cells = []
@@ -1211,12 +1216,7 @@ def _learning_speed_intro(speed: LearningSpeed) -> list[str]:
 
 def _learning_speed_per_class(speed: LearningSpeed) -> list[str]:
     points = speed.point_minutes
-    lines = [
-        "## Per class",
-        "",
-        "| method | class | " + " | ".join(f"{p} CPU-min" for p in points) + " |",
-        "| --- | --- |" + " --- |" * len(points),
-    ]
+    lines = _per_point_table("Per class", "class", points)
     for method in speed.methods:
         for class_name in speed.class_names:
             cells = []
