@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from medgraft.cli import given
+from medgraft.cli import typed_options
 from medgraft.config.loading import (
     load_config_file,
     load_saved_config,
@@ -124,7 +124,7 @@ def test_save_is_atomic_and_leaves_no_temporary_file(tmp_path: Path, monkeypatch
 def test_precedence_defaults_then_file_then_typed_flags(tmp_path: Path) -> None:
     file_values = load(write(tmp_path, "epochs: 20\nbatch_size: 16\nlr: 0.01\n"))
     # what the CLI passes on: only flags that were typed; a flag left out is None ("not given")
-    flags = given(
+    flags = typed_options(
         {
             "data": Path("/data/set"),
             "epochs": 8,  # equal to the default, but typed: must beat the file's 20
@@ -140,7 +140,7 @@ def test_precedence_defaults_then_file_then_typed_flags(tmp_path: Path) -> None:
 def test_layers_merge_nested_options_key_by_key() -> None:
     recipe = {"augment": {"strength": 0.5, "flips": False}, "epochs": 10}
     config_file = {"augment": {"elastic": True}}
-    flags = given({"augment__enabled": False, "epochs": None})
+    flags = typed_options({"augment__enabled": False, "epochs": None})
     required = {"data": "d", "output": "o"}
     config = TrainConfig(**resolve_options([recipe, config_file, required, flags]))
     assert config.epochs == 10
