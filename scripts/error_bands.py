@@ -38,11 +38,11 @@ def fold_rows(name: str, output: Path, fold: int) -> list[dict]:
     data = dataset_folder(name)
     spec = discover_dataset(data, options.get("labels_dir"), options.get("roi_dir"))
     cases = fold_cases(output, fold)
-    records = [r for r in spec.training if r["case_id"] in set(cases)]
+    records = [r for r in spec.training if r.case_id in set(cases)]
     scored = fold_folder(output, fold, list(fold_runs(name, data, output, fold)))
     evaluation = evaluate_folders(
         scored / "predictions-recipe",
-        Path(records[0]["label"]).parent,
+        Path(records[0].label).parent,
         spec.labels,
         cases=sorted(cases),
         stray_to_background=options.get("stray_labels_to_background", False),

@@ -357,7 +357,7 @@ def _training_case(root: Path) -> dict[str, Path]:
     """A case of the default training split, so the whole default path meets the bad file."""
     spec = discover_dataset(root)
     record = split_cases(spec.training, 0.2, 0)[0][0]
-    return {"image": Path(record["image"]), "label": Path(record["label"])}
+    return {"image": Path(record.image), "label": Path(record.label)}
 
 
 def _tail(path: Path) -> str:

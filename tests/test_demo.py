@@ -8,13 +8,14 @@ import pytest
 
 from medgraft import demo
 from medgraft.config.schema import DemoOptions
+from medgraft.data.records import CaseRecord
 from medgraft.errors import MedgraftError
 from medgraft.inference.batch import BatchReport, CaseResult
 from medgraft.training.trainer import TrainResult
 
 
 def test_a_failed_case_fails_the_demo(demo_dir: Path, tmp_path: Path, monkeypatch) -> None:
-    case = {"image": str(demo_dir / "imagesTr" / "hippocampus_001.nii.gz"), "case_id": "c"}
+    case = CaseRecord("c", str(demo_dir / "imagesTr" / "hippocampus_001.nii.gz"))
     monkeypatch.setattr(
         demo, "run_training", lambda config: TrainResult(tmp_path, 0.5, 1, [case], 1.0)
     )

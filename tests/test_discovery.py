@@ -16,9 +16,10 @@ def test_msd_layout_lists_exactly_the_manifest(demo_dir: Path):
     assert spec.labels == {0: "background", 1: "Anterior", 2: "Posterior"}
     assert spec.modality == "MRI" and spec.is_volumetric
     first = spec.training[0]
-    assert set(first) == {"image", "label", "case_id"}
-    assert first["case_id"] == "hippocampus_001"
-    assert Path(first["label"]).parent.name == "labelsTr"
+    assert first.case_id == "hippocampus_001" and first.roi is None
+    assert Path(first.label).parent.name == "labelsTr"
+    assert set(first.files()) == {"image", "label"}  # no roi key: MONAI would look for one
+    assert spec.test[0].label is None and set(spec.test[0].files()) == {"image"}
 
 
 def test_nnunet_raw_layout(tmp_path: Path):
@@ -39,8 +40,8 @@ def test_nnunet_raw_layout(tmp_path: Path):
     )
     spec = discover_dataset(tmp_path)
     assert spec.layout == "nnunet"
-    assert [r["case_id"] for r in spec.training] == ["liver_1", "liver_2"]
-    assert spec.training[0]["label"].endswith("labelsTr/liver_1.nii.gz")
+    assert [r.case_id for r in spec.training] == ["liver_1", "liver_2"]
+    assert spec.training[0].label.endswith("labelsTr/liver_1.nii.gz")
     assert spec.labels == {0: "background", 1: "liver"} and spec.modality == "CT"
 
 
@@ -48,7 +49,7 @@ def test_folder_pair_layout_2d(tiny_2d: Path):
     spec = discover_dataset(tiny_2d)
     assert spec.layout == "folder" and not spec.is_volumetric
     assert len(spec.training) == 6
-    assert all(Path(r["label"]).parent.name == "masks" for r in spec.training)
+    assert all(Path(r.label).parent.name == "masks" for r in spec.training)
 
 
 def test_case_ids():

@@ -98,7 +98,7 @@ def test_discovery_returns_a_spec_or_a_medgraft_error(folder) -> None:
             assert str(exc).strip() and "\n" not in str(exc)
             return
     assert isinstance(spec, DatasetSpec) and spec.training
-    assert len({r["case_id"] for r in spec.training}) == len(spec.training)
+    assert len({r.case_id for r in spec.training}) == len(spec.training)
 
 
 DTYPES = [np.uint8, np.int16, np.int32, np.float32, np.float64]

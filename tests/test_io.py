@@ -64,11 +64,11 @@ def npy_registered(monkeypatch):
 def npy_dataset(tmp_path: Path, micro_msd: Path) -> Path:
     """The micro hippocampus cases as images/ + labels/ of .npy files (identity affine)."""
     root = tmp_path / "npy"
-    for folder, key in (("images", "image"), ("labels", "label")):
-        (root / folder).mkdir(parents=True)
-        for record in discover_dataset(micro_msd).training:
-            array = np.asarray(nib.load(record[key]).dataobj)
-            np.save(root / folder / f"{record['case_id']}.npy", array)
+    for record in discover_dataset(micro_msd).training:
+        for folder, path in (("images", record.image), ("labels", record.label)):
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            array = np.asarray(nib.load(path).dataobj)
+            np.save(root / folder / f"{record.case_id}.npy", array)
     return root
 
 
@@ -76,7 +76,7 @@ def test_a_registered_format_is_listed_read_and_found_by_predict(npy_registered,
     spec = discover_dataset(npy_dataset)
     assert len(spec.training) == 4 and spec.is_volumetric
     assert input_cases(npy_dataset / "images") == sorted((npy_dataset / "images").glob("*.npy"))
-    scan = io.read_scan(spec.training[0]["image"])
+    scan = io.read_scan(spec.training[0].image)
     assert scan.ndim == 4 and scan.affine.tolist() == np.eye(4).tolist()
 
 

@@ -16,6 +16,7 @@ from conftest import write_nifti
 from medgraft.config.schema import PredictOptions, TrainConfig
 from medgraft.data.discovery import discover_dataset
 from medgraft.data.io import list_scans, read_channels
+from medgraft.data.records import CaseRecord
 from medgraft.data.transforms import (
     ChannelIntensityd,
     Preprocessing,
@@ -63,9 +64,11 @@ def nnunet_two_channels(tmp_path_factory) -> Path:
 def test_nnunet_channel_files_make_one_case_each(nnunet_two_channels: Path):
     spec = discover_dataset(nnunet_two_channels)
     assert spec.channels == ["T2", "ADC"]
-    assert [r["case_id"] for r in spec.training] == [f"case{i}" for i in range(6)]
+    assert [r.case_id for r in spec.training] == [f"case{i}" for i in range(6)]
     assert [p.name for p in list_scans(nnunet_two_channels / "imagesTs")] == ["new_0000.nii.gz"]
-    image = read_channels(Path(spec.training[0]["image"]))
+    first = spec.training[0]
+    assert [p.name for p in first.channels] == ["case0_0000.nii.gz", "case0_0001.nii.gz"]
+    image = read_channels(Path(first.image))
     assert image.shape == (2, *SHAPE)
 
 
@@ -90,7 +93,7 @@ def test_msd_4d_volume_loads_its_channels_and_a_wrong_count_is_named(tmp_path: P
     channels, _ = two_channel_case(1)
     write_nifti(tmp_path / "brain.nii.gz", np.stack(channels, -1))
     prep = Preprocessing(volumetric=True, channels=("FLAIR", "T1w"))
-    record = {"image": str(tmp_path / "brain.nii.gz")}
+    record = CaseRecord("brain", str(tmp_path / "brain.nii.gz")).files()
     loaded = apply_case_transforms(geometry_transforms(prep, with_label=False), record)
     assert loaded["image"].shape == (2, *SHAPE)
     np.testing.assert_allclose(loaded["image"][1].numpy(), channels[1], rtol=1e-5)

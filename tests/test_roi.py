@@ -14,6 +14,7 @@ from conftest import invoke
 from PIL import Image
 
 from medgraft.data.discovery import discover_dataset
+from medgraft.data.records import CaseRecord
 from medgraft.errors import MedgraftError
 from medgraft.training.losses import build_loss
 from medgraft.training.regions import ignore_outside
@@ -51,9 +52,10 @@ def drive_layout(tmp_path_factory) -> Path:
 def test_drive_layout_pairs_images_vessels_and_field_of_view(drive_layout: Path):
     spec = discover_dataset(drive_layout, labels_dir="1st_manual", roi_dir="mask")
     first = spec.training[0]
-    assert first["case_id"] == "21_training"
-    assert Path(first["label"]).name == "21_manual1.gif"
-    assert Path(first["roi"]).name == "21_training_mask.gif"
+    assert first.case_id == "21_training"
+    assert Path(first.label).name == "21_manual1.gif"
+    assert Path(first.roi).name == "21_training_mask.gif"
+    assert set(first.files()) == {"image", "label", "roi"}
     assert len(spec.training) == 6
     with pytest.raises(MedgraftError, match="--labels-dir folder not found"):
         discover_dataset(drive_layout, labels_dir="manual")
@@ -127,7 +129,7 @@ def test_validation_scores_inside_the_roi_only():
     predictor = Everywhere(field)
     predictor.vessels = vessels
     case = LoadedCase(
-        {"case_id": "21_training"},
+        CaseRecord("21_training", "21_training.tif"),
         image=torch.zeros(3, 8, 8),
         label=vessels[None],
         spacing=[1.0, 1.0],

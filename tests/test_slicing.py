@@ -8,6 +8,7 @@ from monai.utils import set_determinism
 from medgraft.config.schema import AugmentOptions, TrainConfig
 from medgraft.data.augment import Augment2Dd
 from medgraft.data.cases import LoadedCase
+from medgraft.data.records import CaseRecord
 from medgraft.data.slicing import (
     SliceStackDataset,
     slice_axis_index,
@@ -19,7 +20,7 @@ from medgraft.errors import MedgraftError
 
 
 def loaded(image: torch.Tensor, label: torch.Tensor) -> LoadedCase:
-    return LoadedCase({"case_id": "a"}, image, label, spacing=[1.0, 1.0, 1.0])
+    return LoadedCase(CaseRecord("a", "a.nii.gz"), image, label, spacing=[1.0, 1.0, 1.0])
 
 
 def test_stacks_hold_adjacent_slices_with_edge_repeat():

@@ -44,7 +44,7 @@ def run_demo(options: DemoOptions, output: Path | None = None) -> Evaluation:
         "device": options.device,
     }
     result = run_training(TrainConfig(**resolve_options([DEMO_TRAINING, this_run])))
-    held_out = [Path(r["image"]) for r in result.val_cases]
+    held_out = [Path(r.image) for r in result.val_cases]
     predict = PredictOptions(device=options.device, tta=False)  # trained without flips
     # the run folder means its last epoch's model (not best.pt): the held-out cases are
     # scored, so they must not also choose the checkpoint
@@ -52,7 +52,7 @@ def run_demo(options: DemoOptions, output: Path | None = None) -> Evaluation:
     reports = [run_batch([model], held_out, output / "predictions", predict)]
     spec = discover_dataset(data)
     if spec.test:
-        unlabelled = [Path(r["image"]) for r in spec.test]
+        unlabelled = [Path(r.image) for r in spec.test]
         predictions = output / "predictions-unlabelled"
         reports.append(run_batch([model], unlabelled, predictions, predict))
     for report in reports:
@@ -65,11 +65,11 @@ def run_demo(options: DemoOptions, output: Path | None = None) -> Evaluation:
         )
     evaluation = evaluate_and_report(
         output / "predictions",
-        Path(result.val_cases[0]["label"]).parent,
+        Path(result.val_cases[0].label).parent,
         EvaluateOptions(),
         label_names=spec.labels,
         output=output / "dice.csv",
-        cases=[r["case_id"] for r in result.val_cases],
+        cases=[r.case_id for r in result.val_cases],
     )
     stdout.print(
         f"[bold]demo finished in {time.perf_counter() - started:.0f}s[/]: mean foreground "

@@ -35,6 +35,7 @@ from medgraft.config.schema import (
     TrainConfig,
 )
 from medgraft.data.discovery import discover_dataset
+from medgraft.data.records import CaseRecord
 from medgraft.data.splits import split_cases
 from medgraft.errors import MedgraftError
 from medgraft.evaluation.stats import (
@@ -143,10 +144,10 @@ def init_label(init: str) -> str:
     return f"from-{name or 'run'}"
 
 
-def study_split(records: list[dict], plan: StudyPlan) -> dict[str, list[str]]:
+def study_split(records: list[CaseRecord], plan: StudyPlan) -> dict[str, list[str]]:
     """Validation cases and the ordered training pool, stored in ``split.json`` and reused."""
     path = Path(plan.output) / "split.json"
-    ids = sorted(r["case_id"] for r in records)
+    ids = sorted(r.case_id for r in records)
     if path.exists():
         stored = json.loads(path.read_text())
         if sorted(stored["val"] + stored["pool"]) != ids:
@@ -155,9 +156,9 @@ def study_split(records: list[dict], plan: StudyPlan) -> dict[str, list[str]]:
             )
         return stored
     train_records, val_records = split_cases(records, plan.val_fraction, plan.split_seed)
-    pool = [r["case_id"] for r in train_records]
+    pool = [r.case_id for r in train_records]
     np.random.default_rng(plan.split_seed).shuffle(pool)
-    split = {"val": [r["case_id"] for r in val_records], "pool": pool}
+    split = {"val": [r.case_id for r in val_records], "pool": pool}
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(split, indent=1))
     return split

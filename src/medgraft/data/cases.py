@@ -13,6 +13,7 @@ from monai.data import PersistentDataset
 from monai.transforms import Compose, Lambda
 from monai.utils import convert_to_tensor
 
+from medgraft.data.records import CaseRecord
 from medgraft.data.transforms import Preprocessing, apply_case_transforms, intensity_transforms
 from medgraft.errors import MedgraftError, first_line, root_cause
 from medgraft.runtime import progress
@@ -24,8 +25,8 @@ class LoadedCase:
     MONAI metadata on every slice and through the network costs more per sample than
     augmenting it, measured in bench_train.py), and where it came from."""
 
-    record: dict[str, str]
-    """The dataset's record of the case: ``case_id``, ``image``, ``label`` (and ``roi``)."""
+    record: CaseRecord
+    """The dataset's record of the case: its name and files."""
     image: torch.Tensor
     label: torch.Tensor
     spacing: list[float]
@@ -35,7 +36,7 @@ class LoadedCase:
 
     @property
     def case_id(self) -> str:
-        return self.record["case_id"]
+        return self.record.case_id
 
     def voxels(self) -> dict[str, torch.Tensor]:
         """Image, label and ROI by key, as MONAI's dictionary transforms take them."""
@@ -44,7 +45,7 @@ class LoadedCase:
 
 
 def load_cases(
-    records: list[dict],
+    records: list[CaseRecord],
     geometry: Compose,
     cache_dir: str | None = None,
 ) -> list[LoadedCase]:
@@ -55,12 +56,16 @@ def load_cases(
     """
     # keep the voxel spacing as a plain value: the disk cache stores tensors without metadata
     geometry = Compose([*geometry.transforms, Lambda(_with_spacing)])
-    persistent = PersistentDataset(records, geometry, cache_dir=cache_dir) if cache_dir else None
+    persistent = (
+        PersistentDataset([r.files() for r in records], geometry, cache_dir=cache_dir)
+        if cache_dir
+        else None
+    )
     cases = []
     with progress() as bar:
         for index, record in enumerate(bar.track(records, description="loading cases")):
             if persistent is None:
-                loaded = apply_case_transforms(geometry, record)
+                loaded = apply_case_transforms(geometry, record.files())
             else:
                 try:
                     loaded = persistent[index]
@@ -69,7 +74,7 @@ def load_cases(
                     if isinstance(cause, MedgraftError):
                         raise cause from None
                     raise MedgraftError(
-                        f"{record['image']}: cannot load ({first_line(cause)})"
+                        f"{record.image}: cannot load ({first_line(cause)})"
                     ) from exc
             _check_pair(loaded, record)
             roi = loaded.get("roi")
@@ -91,7 +96,7 @@ def _with_spacing(data: dict) -> dict:
     return {**data, "spacing": torch.as_tensor(spacing, dtype=torch.float64)}
 
 
-def _check_pair(loaded: dict, record: dict) -> None:
+def _check_pair(loaded: dict, record: CaseRecord) -> None:
     """What the loading transforms leave to check: finite image values.
 
     Dimensions (2D/3D/4D) and the label's shape and affine are checked while loading
@@ -99,7 +104,7 @@ def _check_pair(loaded: dict, record: dict) -> None:
     which the disk cache drops.
     """
     if not torch.isfinite(torch.as_tensor(loaded["image"])).all():
-        raise MedgraftError(f"{record['image']}: image contains NaN or infinite values")
+        raise MedgraftError(f"{record.image}: image contains NaN or infinite values")
 
 
 def apply_intensity(cases: list[LoadedCase], prep: Preprocessing) -> None:

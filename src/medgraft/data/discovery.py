@@ -8,20 +8,19 @@ Supported layouts (checked in this order):
   ``channel_names`` are read when present).
 * A plain folder pair: ``images/`` and ``labels/`` (or ``masks/``), matched by file name.
 
-Every layout yields records ``{"image": str, "label": str, "case_id": str}``; a case with several
-channels is named by its first channel file (``data.io.channel_files`` finds the others; an MSD
-4D NIfTI holds them inside). ``DatasetSpec.channels`` names the channels in order.
+Every layout yields a :class:`CaseRecord` per case; a case with several channels is named by its
+first channel file (``CaseRecord.channels`` lists them all; an MSD 4D NIfTI holds them inside).
+``DatasetSpec.channels`` names the channels in order.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from medgraft.data.io import (
     case_id_of,
-    channel_files,
     channel_index,
     is_volume,
     list_images,
@@ -29,6 +28,7 @@ from medgraft.data.io import (
     pair_cases,
     split_suffix,
 )
+from medgraft.data.records import CaseRecord
 from medgraft.errors import MedgraftError
 
 
@@ -38,8 +38,8 @@ class DatasetSpec:
 
     root: Path
     layout: str
-    training: list[dict[str, str]]
-    test: list[dict[str, str]] = field(default_factory=list)
+    training: list[CaseRecord]
+    test: list[CaseRecord] = field(default_factory=list)
     labels: dict[int, str] | None = None
     modality: str = "unknown"
     channels: list[str] = field(default_factory=list)
@@ -47,7 +47,7 @@ class DatasetSpec:
 
     @property
     def is_volumetric(self) -> bool:
-        return is_volume(self.training[0]["image"])
+        return is_volume(self.training[0].image)
 
 
 def discover_dataset(
@@ -138,12 +138,12 @@ def _discover_msd(root: Path, manifest: dict) -> DatasetSpec:
             raise MedgraftError(f"{path}: training entry {i} needs 'image' and 'label'")
         image = _listed_path(root, entry["image"], f"training entry {i}")
         label = _listed_path(root, entry["label"], f"training entry {i}")
-        training.append({"image": str(image), "label": str(label), "case_id": case_id_of(image)})
+        training.append(CaseRecord(case_id_of(image), str(image), str(label)))
     test = []
     for i, entry in enumerate(manifest.get("test", [])):
         listed = entry.get("image") if isinstance(entry, dict) else entry
         image = _listed_path(root, listed, f"test entry {i}")
-        test.append({"image": str(image), "case_id": case_id_of(image)})
+        test.append(CaseRecord(case_id_of(image), str(image)))
     return DatasetSpec(
         root=root,
         layout="msd",
@@ -173,14 +173,9 @@ def _discover_nnunet(root: Path, manifest: dict | None) -> DatasetSpec:
             )
             raise MedgraftError(f"{image}: nnU-Net images must end in _0000{suffix}{hint}")
         case_id = case_id_of(image)
-        channel_counts[image] = len(channel_files(image))
-        training.append(
-            {
-                "image": str(image),
-                "label": str(labels_dir / f"{case_id}{suffix}"),
-                "case_id": case_id,
-            }
-        )
+        record = CaseRecord(case_id, str(image), str(labels_dir / f"{case_id}{suffix}"))
+        channel_counts[image] = len(record.channels)
+        training.append(record)
     channels = _channel_names(manifest) or [
         f"{i:04d}" for i in range(max(channel_counts.values(), default=1))
     ]
@@ -192,7 +187,7 @@ def _discover_nnunet(root: Path, manifest: dict | None) -> DatasetSpec:
             )
     test = []
     if (root / "imagesTs").is_dir():
-        test = [{"image": str(p), "case_id": case_id_of(p)} for p in list_scans(root / "imagesTs")]
+        test = [CaseRecord(case_id_of(p), str(p)) for p in list_scans(root / "imagesTs")]
     return DatasetSpec(
         root=root,
         layout="nnunet",
@@ -212,14 +207,13 @@ def _folder(root: Path, name: str, flag: str) -> Path:
 
 
 def _add_regions_of_interest(spec: DatasetSpec, folder: Path) -> None:
-    """Give every training record its ROI mask from ``folder``; a case without one is an error."""
-    images = {r["case_id"]: Path(r["image"]) for r in spec.training}
+    """Every training record with its ROI mask from ``folder``; a case without one is an error."""
+    images = {r.case_id: Path(r.image) for r in spec.training}
     found = pair_cases(images, {case_id_of(p): p for p in list_images(folder)})
     missing = [c for c in images if c not in found]
     if missing:
         raise MedgraftError(f"{folder}: no ROI mask for case {missing[0]} ({len(missing)} in all)")
-    for record in spec.training:
-        record["roi"] = str(found[record["case_id"]])
+    spec.training = [replace(r, roi=str(found[r.case_id])) for r in spec.training]
 
 
 def _discover_folder_pair(root: Path, labels_dir: Path | None = None) -> DatasetSpec:
@@ -234,7 +228,7 @@ def _discover_folder_pair(root: Path, labels_dir: Path | None = None) -> Dataset
     images = {case_id_of(p): p for p in list_images(images_dir)}
     labels = pair_cases(images, {case_id_of(p): p for p in list_images(labels_dir)})
     training = [
-        {"image": str(image), "label": str(labels[case_id]), "case_id": case_id}
+        CaseRecord(case_id, str(image), str(labels[case_id]))
         for case_id, image in images.items()
         if case_id in labels
     ]
@@ -249,11 +243,11 @@ def _discover_folder_pair(root: Path, labels_dir: Path | None = None) -> Dataset
 def _check_files_exist(spec: DatasetSpec) -> None:
     listing = spec.root / "dataset.json" if spec.layout == "msd" else spec.root
     for record in spec.training + spec.test:
-        for key in ("image", "label"):
-            if key in record and not Path(record[key]).is_file():
-                raise MedgraftError(f"{record[key]}: listed in {listing} but not found")
-    first = is_volume(spec.training[0]["image"])
-    odd = next((r["image"] for r in spec.training if is_volume(r["image"]) != first), None)
+        for path in (record.image, record.label):
+            if path is not None and not Path(path).is_file():
+                raise MedgraftError(f"{path}: listed in {listing} but not found")
+    first = is_volume(spec.training[0].image)
+    odd = next((r.image for r in spec.training if is_volume(r.image) != first), None)
     if odd is not None:
         raise MedgraftError(
             f"{odd}: {spec.root} mixes 3D NIfTI volumes and 2D images; use one kind"
@@ -265,8 +259,8 @@ def _check_case_ids(spec: DatasetSpec) -> None:
     ``a.jpg``): splits and folds go by case name, so one would be dropped or counted twice."""
     seen: dict[str, str] = {}
     for record in spec.training:
-        image, other = record["image"], seen.get(record["case_id"])
+        image, other = record.image, seen.get(record.case_id)
         if other is not None:
             problem = "listed twice" if other == image else f"same case name as {other}"
             raise MedgraftError(f"{image}: {problem}")
-        seen[record["case_id"]] = image
+        seen[record.case_id] = image

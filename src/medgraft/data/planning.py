@@ -11,6 +11,7 @@ from medgraft.config.schema import TrainConfig
 from medgraft.data.cases import LoadedCase
 from medgraft.data.discovery import DatasetSpec
 from medgraft.data.io import read_geometry
+from medgraft.data.records import CaseRecord
 from medgraft.data.transforms import Preprocessing, ct_channels
 from medgraft.errors import MedgraftError
 
@@ -18,7 +19,7 @@ CT_WINDOW_PERCENTILES = (0.5, 99.5)
 
 
 def plan_preprocessing(
-    spec: DatasetSpec, train_records: list[dict], config: TrainConfig
+    spec: DatasetSpec, train_records: list[CaseRecord], config: TrainConfig
 ) -> Preprocessing:
     """How cases reach the model: orientation, spacing, intensity by modality, 2D size.
 
@@ -45,7 +46,7 @@ def with_ct_window(prep: Preprocessing, train_cases: list[LoadedCase]) -> Prepro
     return Preprocessing.from_dict({**prep.to_dict(), "window": ct_window(train_cases, channel)})
 
 
-def target_spacing(spec: DatasetSpec, records: list[dict], setting: str, orientation: str):
+def target_spacing(spec: DatasetSpec, records: list[CaseRecord], setting: str, orientation: str):
     """``auto``: the training cases' median in-plane spacing (after reorientation); through-plane
     spacing is kept (0). ``none`` keeps every case's own grid; ``x,y[,z]`` sets it."""
     if not spec.is_volumetric or setting == "none":
@@ -60,7 +61,7 @@ def target_spacing(spec: DatasetSpec, records: list[dict], setting: str, orienta
         return tuple(values + [0.0] * (3 - len(values)))
     zooms = []
     for record in records:
-        geometry = read_geometry(record["image"])
+        geometry = read_geometry(record.image)
         case_zooms = geometry.zooms
         if geometry.shape is not None and len(geometry.shape) not in (3, 4):
             continue  # not a volume: loading the case reports it with the full story

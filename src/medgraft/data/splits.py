@@ -6,25 +6,30 @@ import json
 import random
 from pathlib import Path
 
+from medgraft.data.records import CaseRecord
 from medgraft.errors import MedgraftError, first_line
 from medgraft.files import atomic_write_text
 from medgraft.runtime import is_main_process
 
 
-def split_cases(records: list[dict], val_fraction: float, seed: int) -> tuple[list, list]:
+def split_cases(
+    records: list[CaseRecord], val_fraction: float, seed: int
+) -> tuple[list[CaseRecord], list[CaseRecord]]:
     """Seeded, reproducible train/validation split by case."""
     if not 0.0 <= val_fraction < 1.0:
         raise MedgraftError(f"--val-fraction must be in [0, 1), got {val_fraction}")
-    order = sorted(records, key=lambda r: r["case_id"])
+    order = sorted(records, key=lambda r: r.case_id)
     random.Random(seed).shuffle(order)
     n_val = max(1, round(val_fraction * len(order))) if val_fraction > 0 else 0
     if len(order) - n_val < 1:
         raise MedgraftError(f"{len(order)} labelled case(s) leave none for training")
     val, train = order[:n_val], order[n_val:]
-    return sorted(train, key=lambda r: r["case_id"]), sorted(val, key=lambda r: r["case_id"])
+    return sorted(train, key=lambda r: r.case_id), sorted(val, key=lambda r: r.case_id)
 
 
-def explicit_split(records: list[dict], path: Path) -> tuple[list, list]:
+def explicit_split(
+    records: list[CaseRecord], path: Path
+) -> tuple[list[CaseRecord], list[CaseRecord]]:
     """The cases named in a JSON file ``{"train": [ids], "val": [ids]}`` (nnU-Net style)."""
     try:
         split = json.loads(path.read_text())
@@ -35,7 +40,7 @@ def explicit_split(records: list[dict], path: Path) -> tuple[list, list]:
         raise MedgraftError(
             f'{path}: expected JSON {{"train": [case ids], "val": [case ids]}} ({first_line(exc)})'
         ) from None
-    by_id = {r["case_id"]: r for r in records}
+    by_id = {r.case_id: r for r in records}
     unknown = sorted(c for part in wanted.values() for c in part if c not in by_id)
     if unknown:
         raise MedgraftError(f"{path}: cases not in the dataset: {', '.join(unknown[:5])}")
@@ -60,12 +65,12 @@ def make_folds(case_ids: list[str], folds: int, seed: int) -> list[dict[str, lis
 
 
 def fold_split(
-    records: list[dict], root: Path, folds: int, fold: int, seed: int
-) -> tuple[list, list]:
+    records: list[CaseRecord], root: Path, folds: int, fold: int, seed: int
+) -> tuple[list[CaseRecord], list[CaseRecord]]:
     """The ``fold``-th split, from ``root/splits.json`` (written on first use, then reused)."""
     if not 0 <= fold < folds:
         raise MedgraftError(f"--fold must be in [0, {folds - 1}], got {fold}")
-    ids = sorted(r["case_id"] for r in records)
+    ids = sorted(r.case_id for r in records)
     path = root / "splits.json"
     if path.exists():
         stored = json.loads(path.read_text())
@@ -78,5 +83,5 @@ def fold_split(
             root.mkdir(parents=True, exist_ok=True)
             stored = {"seed": seed, "folds_count": folds, "cases": ids, "folds": splits}
             atomic_write_text(path, json.dumps(stored, indent=1))
-    by_id = {r["case_id"]: r for r in records}
+    by_id = {r.case_id: r for r in records}
     return [by_id[c] for c in splits[fold]["train"]], [by_id[c] for c in splits[fold]["val"]]

@@ -242,22 +242,23 @@ def case_transforms(
     return Compose([*geometry.transforms, *intensity_transforms(prep).transforms])
 
 
-def apply_case_transforms(transform: Compose, record: dict) -> dict:
+def apply_case_transforms(transform: Compose, files: dict) -> dict:
     """Run ``transform`` on one case; any failure becomes one :class:`MedgraftError` naming a file.
 
+    ``files``: the case's inputs by MONAI key (``CaseRecord.files()``, or an image already read).
     MONAI wraps errors raised inside a ``Compose`` in its own RuntimeError; the user needs the
     innermost message (ours already names the file) instead.
     """
     try:
-        return transform(dict(record))
+        return transform(dict(files))
     except Exception as exc:  # readers and transforms raise many types
         cause = root_cause(exc)
         if isinstance(cause, MedgraftError):
             raise cause from None
         for key in ("image", "label"):  # name the file that cannot be read, and why
-            if isinstance(record.get(key), (str, os.PathLike)):
-                check_readable(record[key])
-        source = file_name(record["image"], record["image"])
+            if isinstance(files.get(key), (str, os.PathLike)):
+                check_readable(files[key])
+        source = file_name(files["image"], files["image"])
         raise MedgraftError(f"{source}: cannot load ({first_line(cause)})") from exc
 
 

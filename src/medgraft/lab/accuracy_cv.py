@@ -438,13 +438,13 @@ def evaluate_fold(
     options = DATASETS[name]["options"]
     spec = discover_dataset(dataset_folder(name), options.get("labels_dir"), options.get("roi_dir"))
     cases = set(fold_cases(output, fold))
-    records = [r for r in spec.training if r["case_id"] in cases]
+    records = [r for r in spec.training if r.case_id in cases]
     inputs = run / "val_images"
     inputs.mkdir(exist_ok=True)
-    for record in records:
-        link = inputs / Path(record["image"]).name
+    for channel in (path for record in records for path in record.channels):
+        link = inputs / channel.name  # every channel file: predict finds _0001 … beside _0000
         if not link.exists():
-            link.symlink_to(Path(record["image"]).resolve())
+            link.symlink_to(channel.resolve())
     predictions = run / f"predictions-{variant}"
     if predictions.exists():
         shutil.rmtree(predictions)  # masks of an earlier model of this fold: predict again
@@ -456,7 +456,7 @@ def evaluate_fold(
     )  # fmt: skip
     evaluation = evaluate_folders(
         predictions,
-        Path(records[0]["label"]).parent,
+        Path(records[0].label).parent,
         spec.labels,
         cases=sorted(cases),
         stray_to_background=DATASETS[name]["options"].get("stray_labels_to_background", False),

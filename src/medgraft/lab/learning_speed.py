@@ -82,7 +82,7 @@ def fold_cases(paths: Paths) -> tuple[list[str], list[str]]:
 
     spec = discover_dataset(HIPPOCAMPUS)
     train, val = fold_split(spec.training, paths.work, FOLDS, FOLD, seed=0)
-    return [r["case_id"] for r in train], [r["case_id"] for r in val]
+    return [r.case_id for r in train], [r.case_id for r in val]
 
 
 # -- prepare ---------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from medgraft.data.augment import Augment2Dd
 from medgraft.data.cases import LoadedCase, apply_intensity, load_cases
 from medgraft.data.discovery import DatasetSpec, discover_dataset
 from medgraft.data.planning import plan_preprocessing, with_ct_window
+from medgraft.data.records import CaseRecord
 from medgraft.data.sampling import BalancedSampler
 from medgraft.data.slicing import SliceStackDataset, slice_axis_index
 from medgraft.data.splits import explicit_split, fold_split, split_cases
@@ -86,7 +87,7 @@ class TrainResult:
     run_dir: Path
     best_dice: float
     best_epoch: int
-    val_cases: list[dict[str, str]]
+    val_cases: list[CaseRecord]
     seconds: float
 
 
@@ -189,7 +190,7 @@ class Trainer(EventEmitter):
             found.append(DeepSupervision(self.config.deep_supervision))
         return found
 
-    def select_cases(self, spec: DatasetSpec) -> tuple[list[dict], list[dict]]:
+    def select_cases(self, spec: DatasetSpec) -> tuple[list[CaseRecord], list[CaseRecord]]:
         """Training and validation records: the split file, the fold, or a seeded split."""
         config = self.config
         if config.split_file:
@@ -432,7 +433,7 @@ class Trainer(EventEmitter):
             self.extended_from = saved["epochs"]
         return config
 
-    def _record_split(self, train_records: list[dict], val_records: list[dict]) -> None:
+    def _record_split(self, train_records: list[CaseRecord], val_records: list[CaseRecord]) -> None:
         """``splits.json`` of a single run (k-fold runs share their root's)."""
         if not self.main or self.config.folds:
             return
@@ -440,12 +441,14 @@ class Trainer(EventEmitter):
             "seed": self.config.seed,
             "val_fraction": None if self.config.split_file else self.config.val_fraction,
             "split_file": self.config.split_file,
-            "train": [r["case_id"] for r in train_records],
-            "val": [r["case_id"] for r in val_records],
+            "train": [r.case_id for r in train_records],
+            "val": [r.case_id for r in val_records],
         }
         atomic_write_text(self.run_dir / "splits.json", json.dumps(split, indent=1))
 
-    def _load_cases(self, spec: DatasetSpec, train_records: list, val_records: list) -> None:
+    def _load_cases(
+        self, spec: DatasetSpec, train_records: list[CaseRecord], val_records: list[CaseRecord]
+    ) -> None:
         """Decode every case once, checked, and scale intensities; decide the label set."""
         self.volumetric, self.modality = spec.is_volumetric, spec.modality
         declared = sorted(spec.labels) if spec.labels else None
@@ -498,7 +501,9 @@ class Trainer(EventEmitter):
             find_unused_parameters=self.config.freeze_encoder_epochs > 0,
         )
 
-    def _resolved_config(self, train_records: list, val_records: list) -> dict:
+    def _resolved_config(
+        self, train_records: list[CaseRecord], val_records: list[CaseRecord]
+    ) -> dict:
         """``config.json``: the options and everything decided from them and the data."""
         return {
             "train_config": asdict(self.config),
@@ -510,8 +515,8 @@ class Trainer(EventEmitter):
             "device_used": str(self.device),
             "amp_dtype": str(self.dtype),
             "world_size": self.world_size,
-            "train_cases": [r["case_id"] for r in train_records],
-            "val_cases": [r["case_id"] for r in val_records],
+            "train_cases": [r.case_id for r in train_records],
+            "val_cases": [r.case_id for r in val_records],
         }
 
     def _restore(self, state: Checkpoint) -> int:
