@@ -8,17 +8,17 @@ from typing import Any
 import pytest
 import typer
 
-from medgraft.cli import app, given
+from medgraft.cli import app, typed_options
 from medgraft.config.flags import as_flags
 from medgraft.config.schema import StudyOptions
 from medgraft.errors import MedgraftError
 
 
 def parsed(command: str, words: list[str]) -> dict[str, Any]:
-    """The options ``medgraft COMMAND WORDS`` receives, as :func:`medgraft.cli.given` nests
+    """The options ``medgraft COMMAND WORDS`` receives, as :func:`medgraft.cli.typed_options` nests
     them (parsed only: the command does not run)."""
     click_command = typer.main.get_command(app).commands[command]
-    return given(click_command.make_context(command, words).params)
+    return typed_options(click_command.make_context(command, words).params)
 
 
 def test_train_options_round_trip_nested_sections_included() -> None:
