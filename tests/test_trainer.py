@@ -102,6 +102,7 @@ def straight_run(micro_msd: Path, tmp_path_factory) -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_a_run_without_validation_cases_says_so_instead_of_printing_nan(
     micro_msd: Path, tmp_path: Path, capsys
 ):

@@ -120,6 +120,7 @@ def test_folds_are_ensembled_in_numeric_order(tmp_path: Path):
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_views_train_and_predict_as_one_ensemble(micro_msd: Path, runner, tmp_path: Path):
     run = tmp_path / "run"
     common = ["--epochs", "1", "--batch-size", "16", "--val-fraction", "0.25"]
