@@ -4,9 +4,11 @@ help shows the schema's one default."""
 from __future__ import annotations
 
 import inspect
+import re
 import subprocess
 import sys
-from dataclasses import fields
+import typing
+from dataclasses import fields, is_dataclass
 from pathlib import Path
 
 import pytest
@@ -15,12 +17,15 @@ from conftest import invoke
 
 from medgraft.cli import app, typed_options
 from medgraft.config.schema import (
+    HELP_SECTIONS,
     DemoOptions,
     EvaluateOptions,
     ExportOptions,
+    FetchOptions,
     PredictOptions,
     StudyOptions,
     TrainConfig,
+    option,
 )
 
 SCHEMAS = {
@@ -31,6 +36,9 @@ SCHEMAS = {
     "demo": DemoOptions,
     "export": ExportOptions,
 }
+
+COMMANDS = [*sorted(SCHEMAS), "encoders", "recipes", "fetch-weights"]
+SECTION_TITLES = [section.capitalize() for section in HELP_SECTIONS]
 
 
 def command(name: str):
@@ -98,17 +106,99 @@ def test_train_ends_by_naming_the_file_predict_will_use(runner, tmp_path, monkey
     )
 
 
-@pytest.mark.parametrize("name", ["train", "predict", "evaluate", "study", "demo", "export"])
-def test_help_shows_every_option_name_in_full_at_80_columns(name: str, runner) -> None:
+def help_at_80_columns(runner, name: str) -> str:
     result = runner.invoke(app, [name, "--help"], env={"COLUMNS": "80"}, terminal_width=80)
-    assert result.exit_code == 0
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def listed_sections(help_text: str) -> dict[str, list[str]]:
+    """The option names under each heading of a ``--help`` page, in order (names only: the
+    start of an entry's first line, never its wrapped help text)."""
+    sections: dict[str, list[str]] = {}
+    for line in help_text.splitlines():
+        if line.endswith(":") and not line.startswith(" "):
+            sections[line[:-1]] = []
+        elif sections and line.startswith("  -"):
+            names = line.strip().split("  ")[0]
+            sections[list(sections)[-1]] += re.findall(r"(?<![\w-])--?\w[\w-]*", names)
+    return sections
+
+
+def schema_sections(cls: type) -> dict[str, str]:
+    """Each flag the CLI makes of an options dataclass, and the help section its field names."""
+    hints = typing.get_type_hints(cls)
+    found = {}
+    for f in fields(cls):
+        if f.metadata.get("cli", True) is False:
+            continue
+        if is_dataclass(hints[f.name]):
+            nested = [g for g in fields(hints[f.name]) if "flag" in g.metadata]
+            found |= {f"--{g.metadata['flag']}": g.metadata["section"] for g in nested}
+        else:
+            flag = "--" + f.metadata.get("flag", f.name.replace("_", "-"))
+            found[flag] = f.metadata["section"]
+    return found
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_help_shows_every_option_name_in_full_at_80_columns(name: str, runner) -> None:
+    output = help_at_80_columns(runner, name)
     click_command = typer.main.get_command(app).commands[name]
     names = [n for p in click_command.params for n in [*p.opts, *p.secondary_opts]]
-    assert "--help" in result.output
-    missing = [n for n in names if n.startswith("-") and n not in result.output]
+    assert "--help" in output
+    missing = [n for n in names if n.startswith("-") and n not in output]
     assert not missing, missing
-    assert all(len(line) <= 80 for line in result.output.splitlines())
-    assert "…" not in result.output
+    assert all(len(line) <= 80 for line in output.splitlines())
+    assert "…" not in output
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_help_lists_each_option_once_in_sections_in_order_with_help_last(name: str, runner) -> None:
+    sections = listed_sections(help_at_80_columns(runner, name))
+    headings = [heading for heading in sections if heading != "Arguments"]
+    assert headings[:-1] == [title for title in SECTION_TITLES if title in headings]
+    assert headings[-1] == "Help" and sections["Help"] == ["--help"]
+    click_command = typer.main.get_command(app).commands[name]
+    options = [n for p in click_command.params for n in [*p.opts, *p.secondary_opts]]
+    listed = [n for names in sections.values() for n in names]
+    assert sorted(listed) == sorted([n for n in options if n.startswith("-")] + ["--help"])
+
+
+def test_train_help_has_every_section_in_order(runner) -> None:
+    sections = listed_sections(help_at_80_columns(runner, "train"))
+    assert list(sections) == [
+        "Run",
+        "Data",
+        "Model and weights",
+        "Optimisation",
+        "Augmentation",
+        "Validation and output",
+        "Compute",
+        "Help",
+    ]
+
+
+@pytest.mark.parametrize(("name", "schema"), [*SCHEMAS.items(), ("fetch-weights", FetchOptions)])
+def test_help_lists_each_option_under_the_section_the_schema_names(
+    name: str, schema: type, runner
+) -> None:
+    heading_of = {
+        flag: heading
+        for heading, names in listed_sections(help_at_80_columns(runner, name)).items()
+        for flag in names
+    }
+    expected = schema_sections(schema)
+    if name == "train":  # the CLI's own parameters
+        expected |= {"--recipe": "run", "--config": "run", "--fold": "validation and output"}
+    assert {flag: heading_of.get(flag) for flag in expected} == {
+        flag: section.capitalize() for flag, section in expected.items()
+    }
+
+
+def test_an_unknown_help_section_is_refused_where_the_option_is_declared() -> None:
+    with pytest.raises(ValueError, match="optimization"):
+        option(0, "Typo in the section.", section="optimization")
 
 
 @pytest.mark.slow

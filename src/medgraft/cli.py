@@ -37,6 +37,7 @@ from medgraft.config.schema import (
 )
 from medgraft.errors import MedgraftError
 from medgraft.registry import Registry
+from medgraft.sectioned_help import SectionedCommand
 
 app = typer.Typer(
     help="Medical image segmentation by transfer learning from ImageNet encoders.",
@@ -44,7 +45,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
     # click's plain help: every option name in full at any width (rich's panels cut long
-    # names such as --freeze-encoder-epochs to "--freeze-encoder…" at 80 columns)
+    # names such as --freeze-encoder-epochs to "--freeze-encoder…" at 80 columns); each
+    # command's options in sections by SectionedCommand (cls=), not by rich's panels
     rich_markup_mode=None,
 )
 console = Console(soft_wrap=True)
@@ -104,8 +106,9 @@ def _cli_fields(cls: type, prefix: str = "") -> list[tuple[str, Field, Any]]:
 
 
 def _parameter(name: str, f: Field, hint: Any) -> inspect.Parameter:
-    """A keyword parameter typer reads as ``--flag`` with help text and the schema's default;
-    an option with ``choices`` lists them and refuses any other value while parsing."""
+    """A keyword parameter typer reads as ``--flag`` with help text, the schema's default and
+    its ``--help`` section; an option with ``choices`` lists them and refuses any other value
+    while parsing."""
     base = next(t for t in typing.get_args(hint) or (hint,) if t is not type(None))
     if f.metadata.get("path"):
         base = Path
@@ -121,7 +124,13 @@ def _parameter(name: str, f: Field, hint: Any) -> inspect.Parameter:
         # the schema's default, shown: the parameter's own default is None ("not given")
         shown = (flag if f.default else f"--no-{flag[2:]}") if base is bool else f.default
         help_text += f" [default: {shown}]"
-    option = typer.Option(*declarations, help=help_text, min=f.metadata.get("min"), parser=parser)
+    option = typer.Option(
+        *declarations,
+        help=help_text,
+        min=f.metadata.get("min"),
+        parser=parser,
+        rich_help_panel=f.metadata.get("section"),
+    )
     return inspect.Parameter(
         name,
         inspect.Parameter.KEYWORD_ONLY,
@@ -193,21 +202,28 @@ def _options(
         quiet_library_noise()
 
 
-@app.command()
+@app.command(cls=SectionedCommand)
 @schema_options(TrainConfig)
 def train(
     recipe: Annotated[
         str | None,
-        typer.Option(help="Named recipe (see `medgraft recipes`) or recipe .yaml: the defaults."),
+        typer.Option(
+            help="Named recipe (see `medgraft recipes`) or recipe .yaml: the defaults.",
+            rich_help_panel="run",
+        ),
     ] = None,
     config: Annotated[
         Path | None,
-        typer.Option(help="YAML file with any of these options; it and typed flags beat --recipe."),
+        typer.Option(
+            help="YAML file with any of these options; it and typed flags beat --recipe.",
+            rich_help_panel="run",
+        ),
     ] = None,
     fold: Annotated[
         str | None,
         typer.Option(
-            help=f"Fold to train, or 'all' for each in turn. [default: {TrainConfig.fold}]"
+            help=f"Fold to train, or 'all' for each in turn. [default: {TrainConfig.fold}]",
+            rich_help_panel="validation and output",
         ),
     ] = None,
     **options: Any,
@@ -227,15 +243,24 @@ def train(
         )
 
 
-@app.command()
+@app.command(cls=SectionedCommand)
 @schema_options(StudyOptions)
 def study(
-    output: Annotated[Path, typer.Option(help="Study folder: runs, results.csv, summary.md.")],
+    output: Annotated[
+        Path,
+        typer.Option(help="Study folder: runs, results.csv, summary.md.", rich_help_panel="run"),
+    ],
     data: Annotated[
-        Path | None, typer.Option(help="Dataset folder (default with --quick: the demo data).")
+        Path | None,
+        typer.Option(
+            help="Dataset folder (default with --quick: the demo data).", rich_help_panel="data"
+        ),
     ] = None,
     config: Annotated[
-        Path | None, typer.Option(help="YAML of further training options (as for train).")
+        Path | None,
+        typer.Option(
+            help="YAML of further training options (as for train).", rich_help_panel="run"
+        ),
     ] = None,
     quick: Annotated[
         bool,
@@ -244,7 +269,8 @@ def study(
                 "The embedded demo data and a small grid ("
                 + ", ".join(f"{k} {v}" for k, v in QUICK_STUDY.items())
                 + "): about 10 minutes on a CPU; typed flags win."
-            )
+            ),
+            rich_help_panel="run",
         ),
     ] = False,
     **options: Any,
@@ -263,20 +289,32 @@ def study(
     console.print(f"{len(rows)} runs; summary and plots in {output}")
 
 
-@app.command()
+@app.command(cls=SectionedCommand)
 @schema_options(PredictOptions)
 def predict(
     model: Annotated[
         list[Path],
         typer.Option(
             help="Run folder (its last.pt unless --checkpoint says otherwise, or those of its "
-            "fold_N/ and view folders) or checkpoint file; repeat to ensemble."
+            "fold_N/ and view folders) or checkpoint file; repeat to ensemble.",
+            rich_help_panel="model and weights",
         ),
     ],
     input: Annotated[
-        Path, typer.Option("--input", "-i", help="Image file, DICOM series, or folder of them.")
+        Path,
+        typer.Option(
+            "--input",
+            "-i",
+            help="Image file, DICOM series, or folder of them.",
+            rich_help_panel="data",
+        ),
     ],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the masks.")],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output", "-o", help="Folder for the masks.", rich_help_panel="validation and output"
+        ),
+    ],
     **options: Any,
 ) -> None:
     """Segment a file or every NIfTI / DICOM series / 2D image in a folder.
@@ -291,14 +329,23 @@ def predict(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(cls=SectionedCommand)
 @schema_options(EvaluateOptions)
 def evaluate(
-    pred: Annotated[Path, typer.Option(help="Folder of predicted masks.")],
-    truth: Annotated[Path, typer.Option(help="Folder of ground-truth masks (same names).")],
-    labels: Annotated[Path | None, typer.Option(help="dataset.json naming the labels.")] = None,
+    pred: Annotated[Path, typer.Option(help="Folder of predicted masks.", rich_help_panel="data")],
+    truth: Annotated[
+        Path,
+        typer.Option(help="Folder of ground-truth masks (same names).", rich_help_panel="data"),
+    ],
+    labels: Annotated[
+        Path | None, typer.Option(help="dataset.json naming the labels.", rich_help_panel="data")
+    ] = None,
     output: Annotated[
-        Path | None, typer.Option(help="Write per-case Dice, HD95 and NSD to this CSV.")
+        Path | None,
+        typer.Option(
+            help="Write per-case Dice, HD95 and NSD to this CSV.",
+            rich_help_panel="validation and output",
+        ),
     ] = None,
     **options: Any,
 ) -> None:
@@ -310,11 +357,12 @@ def evaluate(
     )
 
 
-@app.command()
+@app.command(cls=SectionedCommand)
 @schema_options(DemoOptions)
 def demo(
     output: Annotated[
-        Path | None, typer.Option(help="Demo folder (default runs/demo-<time>).")
+        Path | None,
+        typer.Option(help="Demo folder (default runs/demo-<time>).", rich_help_panel="run"),
     ] = None,
     **options: Any,
 ) -> None:
@@ -324,15 +372,29 @@ def demo(
     run_demo(DemoOptions(**typed_options(options)), output)
 
 
-@app.command()
+@app.command(cls=SectionedCommand)
 @schema_options(ExportOptions)
 def export(
     model: Annotated[
         Path,
-        typer.Option(help="Run folder (its last.pt unless --checkpoint says) or checkpoint file."),
+        typer.Option(
+            help="Run folder (its last.pt unless --checkpoint says) or checkpoint file.",
+            rich_help_panel="model and weights",
+        ),
     ],
-    format: Annotated[str, typer.Option("--format", help="onnx | torchscript")],
-    output: Annotated[Path, typer.Option(help="File to write (a .json sidecar goes beside it).")],
+    format: Annotated[
+        str,
+        typer.Option(
+            "--format", help="onnx | torchscript", rich_help_panel="validation and output"
+        ),
+    ],
+    output: Annotated[
+        Path,
+        typer.Option(
+            help="File to write (a .json sidecar goes beside it).",
+            rich_help_panel="validation and output",
+        ),
+    ],
     **options: Any,
 ) -> None:
     """Export a trained model to ONNX or TorchScript (normalisation included)."""
@@ -342,11 +404,15 @@ def export(
     console.print(f"wrote {path} and {path.with_name(path.name + '.json')}")
 
 
-@app.command()
+@app.command(cls=SectionedCommand)
 def encoders(
     timm_filter: Annotated[
         str | None,
-        typer.Option("--timm", help="Also list timm models matching this pattern, e.g. '*lite*'."),
+        typer.Option(
+            "--timm",
+            help="Also list timm models matching this pattern, e.g. '*lite*'.",
+            rich_help_panel="model and weights",
+        ),
     ] = None,
 ) -> None:
     """List encoders with parameter counts, pretrained sources and offline availability."""
@@ -387,7 +453,7 @@ def _timm_entries(pattern: str, known: set[str]) -> list[dict]:
     return entries
 
 
-@app.command()
+@app.command(cls=SectionedCommand)
 def recipes(
     name: Annotated[
         str | None, typer.Argument(help="Print this recipe's file (settings and reasons).")
@@ -423,11 +489,16 @@ def recipes(
     Console(width=max(console.width, 150)).print(table)
 
 
-@app.command("fetch-weights")
+@app.command("fetch-weights", cls=SectionedCommand)
 @schema_options(FetchOptions)
 def fetch_weights(
     encoder: Annotated[str, typer.Argument(help="Encoder name, as for --encoder.")],
-    to: Annotated[Path, typer.Option("--to", help="Weights folder to store the file in.")],
+    to: Annotated[
+        Path,
+        typer.Option(
+            "--to", help="Weights folder to store the file in.", rich_help_panel="model and weights"
+        ),
+    ],
     **options: Any,
 ) -> None:
     """Download encoder weights (needs a network) into a folder for later air-gapped use."""

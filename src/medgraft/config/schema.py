@@ -6,7 +6,8 @@ against them, and each run saves the resolved dataclass. A default written anywh
 bug. It imports nothing heavy (no torch), so reading options stays fast.
 
 Field metadata (see :func:`option`): ``help`` for ``--help`` and the docs, ``cli`` False for
-options only a config file sets, ``flag`` to spell a nested option's flag, ``path`` for
+options only a config file sets, ``section`` for the ``--help`` section a flag is listed in
+(one of ``HELP_SECTIONS``), ``flag`` to spell a nested option's flag, ``path`` for
 options the CLI takes as paths, ``min`` for a lower bound checked while parsing, ``choices``
 for the valid values (a tuple, or a registry as ``"module:NAME"``, which the CLI reads while
 parsing and lists in ``--help``; a config file's values are checked by the trainer before any
@@ -36,8 +37,22 @@ MAX_AUGMENT_STRENGTH = 2.0
 """A chosen cap: beyond it warps and intensity shifts stop resembling plausible scans."""
 
 
+HELP_SECTIONS = (
+    "run",
+    "data",
+    "model and weights",
+    "optimisation",
+    "augmentation",
+    "validation and output",
+    "compute",
+)
+"""The sections of every command's ``--help``, in order: each flag is listed in one."""
+
+
 def option(default: Any = MISSING, help: str = "", *, factory: Any = MISSING, **meta: Any):
     """A dataclass field carrying its help text and CLI hints (see the module docstring)."""
+    if meta.get("section", HELP_SECTIONS[0]) not in HELP_SECTIONS:
+        raise ValueError(f"help section {meta['section']!r} is none of {HELP_SECTIONS}")
     return field(default=default, default_factory=factory, metadata={"help": help, **meta})
 
 
@@ -46,15 +61,21 @@ class AugmentOptions:
     """Random 2D augmentation of training samples (albumentations); ``strength`` scales
     probabilities and magnitudes."""
 
-    enabled: bool = option(True, "2D augmentation (albumentations).", flag="augment")
+    enabled: bool = option(
+        True, "2D augmentation (albumentations).", flag="augment", section="augmentation"
+    )
     strength: float = option(
-        1.0, f"Augmentation strength, 0 to {MAX_AUGMENT_STRENGTH:g}.", flag="augment-strength"
+        1.0,
+        f"Augmentation strength, 0 to {MAX_AUGMENT_STRENGTH:g}.",
+        flag="augment-strength",
+        section="augmentation",
     )
     flips: bool | None = option(
         None,
         "In-plane flips (and so mirroring TTA). Not given: on for 2D images, off for volumes, "
         "where a flip swaps anatomical sides (anterior/posterior, left/right).",
         flag="flips",
+        section="augmentation",
     )
     affine: bool = option(True, "Small random scaling, translation and rotation.")
     intensity: bool = option(True, "Random brightness, contrast and gamma.")
@@ -103,113 +124,166 @@ class InferenceOptions:
 class TrainConfig:
     """Every option of a training run; saved as ``config.yaml`` and inside each checkpoint."""
 
-    data: str = option(help="Dataset folder (MSD, nnU-Net raw, or images/+labels/).", path=True)
-    output: str = option(help="Run folder for checkpoints, config and metrics.", path=True)
+    data: str = option(
+        help="Dataset folder (MSD, nnU-Net raw, or images/+labels/).", path=True, section="data"
+    )
+    output: str = option(
+        help="Run folder for checkpoints, config and metrics.", path=True, section="run"
+    )
     labels_dir: str | None = option(
         None,
         "Label folder (inside --data, or a path) for an images/ layout whose labels sit under "
         "another name, e.g. DRIVE's 1st_manual; files pair by name or case key.",
         path=True,
+        section="data",
     )
     roi_dir: str | None = option(
         None,
         "Folder of region-of-interest masks (inside --data, or a path), e.g. DRIVE's mask/: "
         "training and validation ignore pixels outside them.",
         path=True,
+        section="data",
     )
-    encoder: str = option(DEFAULT_ENCODER, "smp encoder name or tu-<timm model>.")
-    weights: str = option("imagenet", "imagenet | none (scratch) | PATH to a weight file.")
-    offline: bool = option(False, "Never download weights.")
-    epochs: int = option(8, "Training epochs.", min=1)
-    batch_size: int = option(32, "Samples per training step.", min=1)
-    lr: float = option(2e-3, "Peak learning rate (AdamW).")
+    encoder: str = option(
+        DEFAULT_ENCODER, "smp encoder name or tu-<timm model>.", section="model and weights"
+    )
+    weights: str = option(
+        "imagenet",
+        "imagenet | none (scratch) | PATH to a weight file.",
+        section="model and weights",
+    )
+    offline: bool = option(False, "Never download weights.", section="model and weights")
+    epochs: int = option(8, "Training epochs.", min=1, section="optimisation")
+    batch_size: int = option(32, "Samples per training step.", min=1, section="optimisation")
+    lr: float = option(2e-3, "Peak learning rate (AdamW).", section="optimisation")
     weight_decay: float = option(1e-4, "AdamW weight decay.", cli=False)
     schedule: str = option(
         "poly",
         "Learning-rate decay after warm-up.",
         choices="medgraft.training.schedules:SCHEDULES",
+        section="optimisation",
     )
-    warmup_epochs: int = option(0, "Linear LR warm-up epochs.", min=0)
-    grad_clip: float = option(12.0, "Gradient norm clip (0: off).", min=0.0)
-    loss: str = option("dice_ce", "Training loss.", choices="medgraft.training.losses:LOSSES")
+    warmup_epochs: int = option(0, "Linear LR warm-up epochs.", min=0, section="optimisation")
+    grad_clip: float = option(12.0, "Gradient norm clip (0: off).", min=0.0, section="optimisation")
+    loss: str = option(
+        "dice_ce",
+        "Training loss.",
+        choices="medgraft.training.losses:LOSSES",
+        section="optimisation",
+    )
     deep_supervision: int = option(
         0,
         "Deep supervision as nnU-Net: this many decoder stages above the output get a loss of "
         "their own, through training-only 1x1 heads (0: off).",
         min=0,
+        section="optimisation",
     )
-    val_fraction: float = option(0.2, "Share of cases held out for validation (without --folds).")
+    val_fraction: float = option(
+        0.2,
+        "Share of cases held out for validation (without --folds).",
+        section="validation and output",
+    )
     split_file: str | None = option(
-        None, 'JSON file {"train": case ids, "val": case ids} to use as the split.', path=True
+        None,
+        'JSON file {"train": case ids, "val": case ids} to use as the split.',
+        path=True,
+        section="validation and output",
     )
-    folds: int = option(0, "k-fold cross-validation (0: off).", min=0)
+    folds: int = option(
+        0, "k-fold cross-validation (0: off).", min=0, section="validation and output"
+    )
     fold: int = option(0, "Fold to train (the CLI also takes 'all').", cli=False)
-    seed: int = option(0, "Seed of the split, sampling, augmentation and initialisation.")
-    slices: int = option(3, "k adjacent slices per 2.5D sample (odd).", min=1)
+    seed: int = option(
+        0, "Seed of the split, sampling, augmentation and initialisation.", section="run"
+    )
+    slices: int = option(3, "k adjacent slices per 2.5D sample (odd).", min=1, section="data")
     slice_axis: str = option(
-        "axial", "Volumes: the view 2.5D slices are cut in, axial | coronal | sagittal."
+        "axial",
+        "Volumes: the view 2.5D slices are cut in, axial | coronal | sagittal.",
+        section="data",
     )
     views: str | None = option(
         None,
         "Volumes: train one model per view, comma-separated (e.g. axial,coronal,sagittal), "
         "each in <output>/<view>/; predict --model <output> averages them. One view: a plain "
         "run in that view.",
+        section="data",
     )
-    image_size: int = option(256, "Training size of 2D images (resized).", min=1)
+    image_size: int = option(256, "Training size of 2D images (resized).", min=1, section="data")
     patch_size: int = option(
         0,
         "2D: train on random square crops of this size from the resized image (0: the whole "
         "image); prediction still takes the whole image.",
         min=0,
+        section="data",
     )
     orientation: str = option("RAS", "Axis codes volumes are reoriented to.", cli=False)
-    spacing: str = option("auto", "auto (median in-plane) | none | x,y[,z] in mm.")
+    spacing: str = option("auto", "auto (median in-plane) | none | x,y[,z] in mm.", section="data")
     foreground_ratio: float = option(
-        0.5, "Share of sampled slices holding foreground (<0: uniform)."
+        0.5, "Share of sampled slices holding foreground (<0: uniform).", section="data"
     )
     samples_per_epoch: int = option(
-        0, "Samples drawn per epoch (0: one per training sample).", min=0
+        0, "Samples drawn per epoch (0: one per training sample).", min=0, section="data"
     )
     augment: AugmentOptions = option(
         factory=AugmentOptions, help="Augmentation families and strength."
     )
-    lambda_dice: float = option(1.0, "Weight of the Dice term of the loss.", min=0.0)
+    lambda_dice: float = option(
+        1.0, "Weight of the Dice term of the loss.", min=0.0, section="optimisation"
+    )
     lambda_ce: float = option(
-        1.0, "Weight of the cross-entropy (or focal) term of the loss.", min=0.0
+        1.0,
+        "Weight of the cross-entropy (or focal) term of the loss.",
+        min=0.0,
+        section="optimisation",
     )
     inference: InferenceOptions = option(
         factory=InferenceOptions, help="Prediction defaults stored with the model.", cli=False
     )
     recipe: str | None = option(None, "Recipe the options came from.", cli=False)
     stray_labels_to_background: bool = option(
-        False, "Map label values outside the dataset's labels to 0 (logged)."
+        False, "Map label values outside the dataset's labels to 0 (logged).", section="data"
     )
     cache_dir: str | None = option(
-        None, "Keep decoded cases on disk here for later runs.", path=True
+        None, "Keep decoded cases on disk here for later runs.", path=True, section="compute"
     )
-    amp: str = option("auto", "Mixed precision: auto (fp16 on CUDA).", choices=AMP_MODES)
-    channels_last: bool = option(False, "channels_last memory format.")
-    device: str = option("auto", "auto | cpu | cuda")
-    num_workers: int = option(0, "DataLoader worker processes.", min=0)
-    overwrite: bool = option(False, "Replace an existing run in --output.")
-    resume: bool = option(False, "Continue the run in --output from last.pt.")
+    amp: str = option(
+        "auto", "Mixed precision: auto (fp16 on CUDA).", choices=AMP_MODES, section="compute"
+    )
+    channels_last: bool = option(False, "channels_last memory format.", section="compute")
+    device: str = option("auto", "auto | cpu | cuda", section="compute")
+    num_workers: int = option(0, "DataLoader worker processes.", min=0, section="compute")
+    overwrite: bool = option(False, "Replace an existing run in --output.", section="run")
+    resume: bool = option(False, "Continue the run in --output from last.pt.", section="run")
     weights_dir: str | None = option(
-        None, "Folder of weight files <encoder>.pth (also $MEDGRAFT_WEIGHTS_DIR).", path=True
+        None,
+        "Folder of weight files <encoder>.pth (also $MEDGRAFT_WEIGHTS_DIR).",
+        path=True,
+        section="model and weights",
     )
-    freeze_encoder_epochs: int = option(0, "Train only the decoder for the first N epochs.", min=0)
-    encoder_lr_mult: float = option(1.0, "Encoder learning rate = lr x this.", min=0.0)
+    freeze_encoder_epochs: int = option(
+        0, "Train only the decoder for the first N epochs.", min=0, section="optimisation"
+    )
+    encoder_lr_mult: float = option(
+        1.0, "Encoder learning rate = lr x this.", min=0.0, section="optimisation"
+    )
     init_from: str | None = option(
-        None, "Start from an earlier medgraft run folder or checkpoint.", path=True
+        None,
+        "Start from an earlier medgraft run folder or checkpoint.",
+        path=True,
+        section="model and weights",
     )
     init_part: str = option(
         "encoder",
         "With --init-from: the encoder, or all (the head too when the classes match).",
         choices=("encoder", "all"),
+        section="model and weights",
     )
     trainer: str = option(
         "default",
         "Trainer variant (nnU-Net's -tr); prediction never needs it.",
         choices="medgraft.training.trainers:TRAINERS",
+        section="optimisation",
     )
     val_metrics: str | None = option(
         None,
@@ -217,11 +291,13 @@ class TrainConfig:
         "declare themselves per-epoch (Dice, HD95; NSD only when asked).",
         choices="medgraft.evaluation.metrics:METRICS",
         several=True,
+        section="validation and output",
     )
     cpu_budget_minutes: str | None = option(
         None,
         "With --trainer cpu-budget: CPU-minute points, comma-separated; a snapshot of the model "
         "at each, and training stops at the last.",
+        section="optimisation",
     )
 
     def __post_init__(self) -> None:
@@ -255,34 +331,50 @@ CHECKPOINT_HELP = (
 class PredictOptions:
     """How ``medgraft predict`` segments a batch; unset prediction settings follow the model."""
 
-    batch_size: int = option(32, "Slices per forward pass.", min=1)
+    batch_size: int = option(32, "Slices per forward pass.", min=1, section="compute")
     tta: bool | None = option(
-        None, "Mirroring test-time augmentation. Not given: the model's recipe's, else on."
+        None,
+        "Mirroring test-time augmentation. Not given: the model's recipe's, else on.",
+        section="augmentation",
     )
     largest_component: bool | None = option(
         None,
         "Keep only the largest connected component of each class. Not given: the model's "
         "recipe's, else off.",
+        section="validation and output",
     )
     min_size: int | None = option(
         None,
         "Remove components smaller than N voxels per class. Not given: the recipe's, else 0.",
         min=0,
+        section="validation and output",
     )
     save_probabilities: bool = option(
-        False, "Also write class probabilities (NIfTI, or .npz for 2D)."
+        False,
+        "Also write class probabilities (NIfTI, or .npz for 2D).",
+        section="validation and output",
     )
-    overlays: bool = option(False, "Write a PNG montage per case for QA.")
-    overwrite: bool = option(False, "Redo cases whose mask exists (default: skip them).")
-    device: str = option(TrainConfig.device, "auto | cpu | cuda")
-    amp: str = option(TrainConfig.amp, "Mixed precision: auto (fp16 on CUDA).", choices=AMP_MODES)
+    overlays: bool = option(
+        False, "Write a PNG montage per case for QA.", section="validation and output"
+    )
+    overwrite: bool = option(
+        False, "Redo cases whose mask exists (default: skip them).", section="validation and output"
+    )
+    device: str = option(TrainConfig.device, "auto | cpu | cuda", section="compute")
+    amp: str = option(
+        TrainConfig.amp,
+        "Mixed precision: auto (fp16 on CUDA).",
+        choices=AMP_MODES,
+        section="compute",
+    )
     output_format: str = option(
         "nifti",
         "What to write per case: mask writers, comma-separated (e.g. nifti,dicom-seg).",
         choices="medgraft.data.writers:MASK_WRITERS",
         several=True,
+        section="validation and output",
     )
-    checkpoint: str = option("last", CHECKPOINT_HELP)
+    checkpoint: str = option("last", CHECKPOINT_HELP, section="model and weights")
 
     @property
     def writer_names(self) -> list[str]:
@@ -305,18 +397,23 @@ class PredictOptions:
 class EvaluateOptions:
     """How ``medgraft evaluate`` scores predictions against ground truth."""
 
-    nsd_tolerance: float = option(1.0, "Normalized surface Dice tolerance (mm).", min=0.0)
+    nsd_tolerance: float = option(
+        1.0, "Normalized surface Dice tolerance (mm).", min=0.0, section="validation and output"
+    )
     stray_labels_to_background: bool = option(
-        False, "Count mask values outside the classes as background (listed)."
+        False, "Count mask values outside the classes as background (listed).", section="data"
     )
     allow_missing: bool = option(
-        False, "Score the cases that have a prediction when others have none (listed)."
+        False,
+        "Score the cases that have a prediction when others have none (listed).",
+        section="validation and output",
     )
     roi_mask: str | None = option(
         None,
         "Score only inside a region of interest: one mask file for every case, or a folder of "
         "per-case masks (e.g. DRIVE's field-of-view mask/).",
         path=True,
+        section="data",
     )
 
 
@@ -325,22 +422,33 @@ class StudyOptions:
     """The transfer study's grid: initialisations x label fractions x seeds."""
 
     inits: str = option(
-        "imagenet,none", "Comma-separated: imagenet, none (scratch), or RUN_DIR/checkpoint."
+        "imagenet,none",
+        "Comma-separated: imagenet, none (scratch), or RUN_DIR/checkpoint.",
+        section="model and weights",
     )
     fractions: str = option(
-        "0.1,0.25,0.5,1.0", "Comma-separated shares of the training cases (nested)."
+        "0.1,0.25,0.5,1.0", "Comma-separated shares of the training cases (nested).", section="data"
     )
-    seeds: int = option(3, "Runs per init and fraction.", min=1)
-    epochs: int = option(TrainConfig.epochs, "Training epochs of every run.", min=1)
+    seeds: int = option(3, "Runs per init and fraction.", min=1, section="run")
+    epochs: int = option(
+        TrainConfig.epochs, "Training epochs of every run.", min=1, section="optimisation"
+    )
     val_fraction: float = option(
-        TrainConfig.val_fraction, "Share of cases in the one validation set of every run."
+        TrainConfig.val_fraction,
+        "Share of cases in the one validation set of every run.",
+        section="validation and output",
     )
-    encoder: str = option(TrainConfig.encoder, "smp encoder name or tu-<timm model>.")
-    offline: bool = option(TrainConfig.offline, "Never download weights.")
-    device: str = option(TrainConfig.device, "auto | cpu | cuda")
+    encoder: str = option(
+        TrainConfig.encoder, "smp encoder name or tu-<timm model>.", section="model and weights"
+    )
+    offline: bool = option(
+        TrainConfig.offline, "Never download weights.", section="model and weights"
+    )
+    device: str = option(TrainConfig.device, "auto | cpu | cuda", section="compute")
     redo_changed: bool = option(
         False,
         "Retrain finished runs whose options differ from this plan's (default: refuse them).",
+        section="run",
     )
 
 
@@ -369,9 +477,9 @@ DEMO_TRAINING = {
 class DemoOptions:
     """The demo: fine-tune on the embedded MRI data, segment held-out scans, score them."""
 
-    data: str = option("data/hippocampus", "Dataset to use.", path=True)
-    epochs: int = option(TrainConfig.epochs, "Training epochs.", min=1)
-    device: str = option(TrainConfig.device, "auto | cpu | cuda")
+    data: str = option("data/hippocampus", "Dataset to use.", path=True, section="data")
+    epochs: int = option(TrainConfig.epochs, "Training epochs.", min=1, section="optimisation")
+    device: str = option(TrainConfig.device, "auto | cpu | cuda", section="compute")
     val_fraction: float = option(0.25, "Share of the cases held out and scored.", cli=False)
 
 
@@ -379,11 +487,13 @@ class DemoOptions:
 class ExportOptions:
     """``medgraft export``: which model of a run to export."""
 
-    checkpoint: str = option(PredictOptions.checkpoint, CHECKPOINT_HELP)
+    checkpoint: str = option(
+        PredictOptions.checkpoint, CHECKPOINT_HELP, section="model and weights"
+    )
 
 
 @dataclass
 class FetchOptions:
     """``medgraft fetch-weights``: which pretrained weights to store for offline use."""
 
-    source: str = option("imagenet", "Pretrained source to fetch.")
+    source: str = option("imagenet", "Pretrained source to fetch.", section="model and weights")
