@@ -53,9 +53,13 @@ console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True, highlight=False)
 _state = {"debug": False}
 LIBRARY_NOISE = {
-    # MONAI's optional nvImageCodec DICOM decoder: absent on most machines, and pydicom's own
-    # decoders are used instead; said once by a logger and once by a warning on every load
-    "logger": "monai.data.nvimgcodec_pydicom_plugin",
+    "loggers": (
+        # MONAI's optional nvImageCodec DICOM decoder: absent on most machines, and pydicom's
+        # own decoders are used instead; said once by a logger and once by a warning per load
+        "monai.data.nvimgcodec_pydicom_plugin",
+        # MLflow creating or upgrading a SQLite store's tables (--tracker mlflow)
+        "mlflow.store.db.utils",
+    ),
     "warning": r"NvImgCodecPydicomReader: nvImageCodec decoder plugin did not register",
 }
 
@@ -63,7 +67,8 @@ LIBRARY_NOISE = {
 def quiet_library_noise() -> None:
     """Hide the known, harmless messages of the libraries underneath (``--verbose`` keeps them):
     only these, so any other warning still reaches the user."""
-    logging.getLogger(LIBRARY_NOISE["logger"]).setLevel(logging.ERROR)
+    for logger in LIBRARY_NOISE["loggers"]:
+        logging.getLogger(logger).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=LIBRARY_NOISE["warning"], category=UserWarning)
 
 

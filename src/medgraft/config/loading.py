@@ -110,10 +110,12 @@ def _overlay(base: dict[str, Any], layer: dict[str, Any], cls: type) -> dict[str
 
 NOT_IN_OPTIONS_HASH = frozenset(
     {"output", "resume", "overwrite", "device", "num_workers", "cache_dir", "offline", "views"}
+    | {"tracker"}
 )
-"""Where a run is written, on what hardware, whether it may download: not what it computes.
-``views`` only says which single-view runs exist beside it (each records its ``slice_axis``),
-so a view's run trained on its own is the same run as that view of a ``--views`` set."""
+"""Where a run is written and tracked, on what hardware, whether it may download: not what it
+computes. ``views`` only says which single-view runs exist beside it (each records its
+``slice_axis``), so a view's run trained on its own is the same run as that view of a
+``--views`` set."""
 
 
 ADDED_LATER = {

@@ -33,6 +33,10 @@ SLICE_VIEWS = {"sagittal": "LR", "coronal": "PA", "axial": "IS"}
 AMP_MODES = ("auto", "off", "fp16", "bf16")
 """Mixed-precision modes (``runtime.amp_dtype`` maps them to dtypes)."""
 
+TRACKERS = ("tensorboard", "mlflow")
+"""Where a run's metrics also go: TensorBoard is always written; ``mlflow`` adds an MLflow run
+(``training.tracking``), which needs the ``mlflow`` extra."""
+
 MAX_AUGMENT_STRENGTH = 2.0
 """A chosen cap: beyond it warps and intensity shifts stop resembling plausible scans."""
 
@@ -298,6 +302,12 @@ class TrainConfig:
         "With --trainer cpu-budget: CPU-minute points, comma-separated; a snapshot of the model "
         "at each, and training stops at the last.",
         section="optimisation",
+    )
+    tracker: str = option(
+        "tensorboard",
+        "Experiment tracking: TensorBoard (always written) or also an MLflow run, to "
+        "$MLFLOW_TRACKING_URI or MLflow's local default (pip install 'medgraft[mlflow]').",
+        choices=TRACKERS,
     )
 
     def __post_init__(self) -> None:

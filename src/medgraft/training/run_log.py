@@ -1,5 +1,5 @@
 """What a training run leaves for its researcher: config, run.log, metrics.csv, val_cases.csv,
-TensorBoard and curves.png.
+TensorBoard and curves.png (and, with ``--tracker mlflow``, an MLflow run: ``tracking``).
 
 :class:`RunLog` (config and the run's event lines) belongs to the trainer; :class:`MetricsLogger`
 is the handler that writes each epoch's scores. Only the main process writes (``enabled``).
@@ -122,15 +122,7 @@ class MetricsLogger:
     def start(self, trainer: Trainer) -> None:
         self.run_dir, self.metrics = trainer.run_dir, trainer.val_metrics
         self.class_names = trainer.class_names
-        self.columns = [
-            "epoch",
-            "train_loss",
-            "val_mean_dice",
-            *[f"val_{m}_{n}" for m in self.metrics for n in self.class_names],
-            "lr",
-            "seconds",
-            "samples_per_s",
-        ]
+        self.columns = metric_columns(self.metrics, self.class_names)
         kept = trainer.state.first_epoch - 1
         _restart_csv(self.run_dir / "metrics.csv", self.columns, kept)
         case_columns = ["epoch", "case", "class", *self.metrics]
@@ -139,15 +131,11 @@ class MetricsLogger:
 
     def epoch_completed(self, trainer: Trainer, result: EpochResult) -> None:
         """One row of each CSV and TensorBoard scalars; ``curves.png`` redrawn."""
-        means = [v for m in self.metrics for v in result.class_means(m)]
-        lr = trainer.scheduler.get_last_lr()[-1]
-        values = [result.epoch, result.loss, result.mean_dice, *means, lr]
-        values += [result.seconds, result.samples_per_s]
-        row = dict(zip(self.columns, map(_fmt, values), strict=True))
-        append_csv(self.run_dir / "metrics.csv", [row])
+        values = epoch_values(trainer, result)
+        append_csv(self.run_dir / "metrics.csv", [{k: _fmt(v) for k, v in values.items()}])
         append_csv(self.run_dir / "val_cases.csv", self._case_rows(result))
-        for name, value in zip(self.columns[1:], values[1:], strict=True):
-            if not math.isnan(value):
+        for name, value in values.items():
+            if name != "epoch" and not math.isnan(value):
                 self.writer.add_scalar(name, value, result.epoch)
         self.writer.flush()
         self._plot()
@@ -191,6 +179,22 @@ class MetricsLogger:
         figure.tight_layout()
         atomic_write(self.run_dir / "curves.png", lambda tmp: figure.savefig(tmp, dpi=100))
         plt.close(figure)
+
+
+def metric_columns(metrics: list[str], class_names: list[str]) -> list[str]:
+    """The columns of ``metrics.csv``, the per-epoch series TensorBoard and MLflow plot too."""
+    per_class = [f"val_{m}_{n}" for m in metrics for n in class_names]
+    return ["epoch", "train_loss", "val_mean_dice", *per_class, "lr", "seconds", "samples_per_s"]
+
+
+def epoch_values(trainer: Trainer, result: EpochResult) -> dict[str, float]:
+    """One epoch's row of ``metrics.csv`` as numbers, by column (NaN where nothing was scored)."""
+    means = [v for m in trainer.val_metrics for v in result.class_means(m)]
+    lr = trainer.scheduler.get_last_lr()[-1]
+    values = [result.epoch, result.loss, result.mean_dice, *means, lr]
+    values += [result.seconds, result.samples_per_s]
+    columns = metric_columns(trainer.val_metrics, trainer.class_names)
+    return dict(zip(columns, values, strict=True))
 
 
 def _restart_csv(path: Path, columns: list[str], keep_epochs: int) -> None:

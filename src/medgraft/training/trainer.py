@@ -30,7 +30,7 @@ from monai.utils import set_determinism
 
 from medgraft.config.loading import options_sha256, resolve_options
 from medgraft.config.resolve import resumed_options, run_folder
-from medgraft.config.schema import AMP_MODES, AugmentOptions, TrainConfig
+from medgraft.config.schema import AMP_MODES, TRACKERS, AugmentOptions, TrainConfig
 from medgraft.data.augment import Augment2Dd
 from medgraft.data.cases import LoadedCase, apply_intensity, load_cases
 from medgraft.data.discovery import DatasetSpec, discover_dataset
@@ -78,6 +78,7 @@ from medgraft.training.optim import build_optimizer, build_scheduler, set_encode
 from medgraft.training.regions import ignore_outside
 from medgraft.training.run_log import EpochResult, MetricsLogger, RunLog, ValidationScores
 from medgraft.training.schedules import SCHEDULES
+from medgraft.training.tracking import MlflowTracker
 from medgraft.training.trainers import TRAINERS
 from medgraft.training.validation import score_validation_cases
 
@@ -124,6 +125,10 @@ def check_choices(config: TrainConfig) -> None:
             METRICS.check(metric.strip())
     if config.amp not in AMP_MODES:
         raise MedgraftError(f"--amp must be one of {', '.join(AMP_MODES)}, not '{config.amp}'")
+    if config.tracker not in TRACKERS:
+        raise MedgraftError(
+            f"--tracker must be one of {', '.join(TRACKERS)}, not '{config.tracker}'"
+        )
 
 
 class Trainer(EventEmitter):
@@ -184,10 +189,13 @@ class Trainer(EventEmitter):
 
     def handlers(self) -> list[Handler]:
         """What attaches to this run's events: the run log, checkpoints, the console line,
-        deep supervision when asked for."""
+        deep supervision and MLflow tracking when asked for (MLflow after the run log, so the
+        files it copies are written)."""
         found: list[Handler] = [MetricsLogger(), CheckpointSaver(), EpochReporter()]
         if self.config.deep_supervision:
             found.append(DeepSupervision(self.config.deep_supervision))
+        if self.config.tracker == "mlflow":
+            found.append(MlflowTracker())
         return found
 
     def select_cases(self, spec: DatasetSpec) -> tuple[list[CaseRecord], list[CaseRecord]]:
