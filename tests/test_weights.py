@@ -164,6 +164,7 @@ def test_input_range_of_the_pretrained_weights_is_applied():
     assert unit.mean == list(get_encoder(DEFAULT_ENCODER).normalization().mean)
 
 
+@pytest.mark.slow  # a subprocess that imports the whole stack
 def test_starting_medgraft_reaches_for_no_network():
     """Nothing may call out at run time: albumentations, for one, asks PyPI for a newer version
     of itself on import unless told not to (a 2 s wait and a warning when air-gapped)."""

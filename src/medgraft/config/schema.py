@@ -308,6 +308,7 @@ class TrainConfig:
         "Experiment tracking: TensorBoard (always written) or also an MLflow run, to "
         "$MLFLOW_TRACKING_URI or MLflow's local default (pip install 'medgraft[mlflow]').",
         choices=TRACKERS,
+        section="validation and output",
     )
 
     def __post_init__(self) -> None:
