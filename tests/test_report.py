@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 
 from medgraft.evaluation.stats import difference_interval, mean_interval
-from medgraft.lab import report
+from medgraft.files import read_csv
+from medgraft.lab import CHECKOUT, accuracy_cv, report
 from medgraft.lab.accuracy_cv import ABLATIONS
+from medgraft.lab.shared_subsets import SHARED
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -389,3 +391,21 @@ def test_bootstrap_intervals_hold_the_mean_and_tell_a_difference_from_noise():
     assert difference_interval(noise, scores).verdict == "not distinguishable"
     with pytest.raises(ValueError, match="same cases"):
         difference_interval(scores, scores[:, :10])
+
+
+MEASURED_SHARED = Path("/work/shared/data")
+"""Where the committed cross-validation read the shared data: the data folder is one of the
+options a fingerprint covers, so the recomputation names the same folder on any machine."""
+
+
+def test_each_recipes_committed_folds_have_the_fingerprints_its_options_give_now() -> None:
+    """The options of every committed CV fold, recomputed from today's recipe, schema and
+    option layering, still fingerprint as recorded: a refactoring that changed what a recipe
+    trains (or made old runs look changed) fails here."""
+    rows = read_csv(CHECKOUT / "docs/results/accuracy/folds.csv")
+    assert {r["dataset"] for r in rows} == set(accuracy_cv.DATASETS)
+    for row in rows:
+        name = row["dataset"]
+        data = MEASURED_SHARED / accuracy_cv.dataset_folder(name).relative_to(SHARED)
+        runs = accuracy_cv.fold_runs(name, data, Path("runs") / name, int(row["fold"]))
+        assert "+".join(runs.values()) == row["options_sha256"], (name, row["fold"])
