@@ -27,7 +27,8 @@ cases that are scored chose no checkpoint (the epochs are fixed by the recipe), 
 recipe cleans up). It scores them at the images' own resolution with medgraft's evaluation
 (MONAI Dice, HD95, NSD) and writes ``docs/results/accuracy/cases.csv`` (per fold, case and
 class) and ``folds.csv`` (per fold: options fingerprint, wall time, machine). ``python
-scripts/report.py`` derives ``docs/results/accuracy.md`` and the README table from them.
+scripts/report.py`` derives ``docs/results/accuracy.md`` and the table in ``docs/recipes.md``
+from them.
 """
 
 from medgraft.lab.accuracy_cv import main

@@ -7,7 +7,7 @@ Steps, each resumable and safe to rerun (finished snapshots, predictions and sco
     python scripts/learning_speed.py calibrate   # CPU seconds per iteration -> epochs per method
     python scripts/learning_speed.py train --method medgraft-imagenet   # one process per method
     python scripts/learning_speed.py score       # predict + evaluate every snapshot
-    python scripts/report.py                     # docs/results/learning_speed.{md,png}, README
+    python scripts/report.py                     # docs/results.md, docs/results/learning_speed.*
 
 **The clock** is the training process's CPU time (user + system, all threads; ``time.
 process_time``) from its first training iteration on: data loading, augmentation, forward,

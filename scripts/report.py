@@ -1,4 +1,4 @@
-"""Every results table and figure in README.md and docs/results, regenerated from the committed
+"""Every results table and figure in README.md and docs/, regenerated from the committed
 per-case and timing CSVs, and nothing else.
 
     python scripts/report.py           # rewrite them (and redraw the figures)
@@ -19,7 +19,8 @@ Sources (all under ``docs/results/``):
   (``scripts/learning_speed.py score``): per method, CPU-minute point, case and class Dice, HD95
   and NSD; per snapshot the CPU minutes and iterations; per prediction call seconds per case.
 
-Generated: the README's blocks between ``<!-- report:NAME -->`` and ``<!-- /report:NAME -->``,
+Generated: the blocks between ``<!-- report:NAME -->`` and ``<!-- /report:NAME -->`` in
+``README.md`` and ``docs/*.md`` (each name in one page; links made relative to that page),
 ``accuracy.md``, ``demo/README.md``, each study's ``summary.md`` and plots,
 ``learning_speed.md`` and ``learning_speed.png``, ``gpu.md``, and the ``measured:`` block that
 ends each shipped recipe. Intervals are seeded bootstraps, so the same sources always give the

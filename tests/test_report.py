@@ -1,4 +1,4 @@
-"""Every reported figure comes from a committed CSV: README.md and docs/results equal what
+"""Every reported figure comes from a committed CSV: README.md and docs/ equal what
 ``scripts/report.py`` (``medgraft.lab.report``) derives from them, and changing a number makes
 this suite fail."""
 
@@ -62,25 +62,69 @@ def copy_of_repo(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_editing_a_number_in_any_readme_block_fails_the_check(copy_of_repo: Path):
-    readme = copy_of_repo / "README.md"
-    original = readme.read_text()
-    blocks = list(report.BLOCK.finditer(original))
-    assert {b["name"] for b in blocks} == set(report.README_BLOCKS)
-    edited = 0
-    for block in blocks:
-        digit = re.search(r"\d", block["body"])
-        if digit is None:  # a block that says something was not measured quotes no number
-            continue
-        edited += 1
-        at = block.start("body") + digit.start()
-        changed = "1" if original[at] != "1" else "2"
-        readme.write_text(original[:at] + changed + original[at + 1 :])
-        diffs = report.differences(copy_of_repo)
-        assert any("README.md (committed)" in d for d in diffs), block["name"]
-    assert edited >= 2  # the demo and the accuracy table always quote numbers
-    readme.write_text(original)
+def test_editing_a_number_in_any_block_fails_the_check(copy_of_repo: Path):
+    """Blocks live in README.md and in docs/*.md pages; an edit in either is caught."""
+    pages = report.block_pages(copy_of_repo)
+    originals = {page: page.read_text() for page in pages}
+    names = {b["name"] for text in originals.values() for b in report.BLOCK.finditer(text)}
+    assert names == set(report.BLOCKS)
+    edited = set()
+    for page, original in originals.items():
+        for block in report.BLOCK.finditer(original):
+            digit = re.search(r"\d", block["body"])
+            if digit is None:  # a block that says something was not measured quotes no number
+                continue
+            at = block.start("body") + digit.start()
+            changed = "1" if original[at] != "1" else "2"
+            page.write_text(original[:at] + changed + original[at + 1 :])
+            diffs = report.differences(copy_of_repo)
+            name = page.relative_to(copy_of_repo)
+            assert any(f"{name} (committed)" in d for d in diffs), block["name"]
+            page.write_text(original)
+            edited.add(name.parts[0])
+    assert edited == {"README.md", "docs"}  # the overview in the README, accuracy in a page
     assert report.differences(copy_of_repo) == []
+
+
+def test_a_block_in_a_docs_page_links_from_that_page(copy_of_repo: Path):
+    """Block functions write links from the checkout's root; in docs/ they are rewritten."""
+    page = copy_of_repo / "docs" / "results.md"
+    block = next(b for b in report.BLOCK.finditer(page.read_text()) if b["name"] == "study")
+    assert "](results/study_hippocampus/summary.md)" in block["body"]
+    assert "](docs/" not in block["body"]
+    assert report.relink("[a](docs/results/x.csv) [b](https://x.org/docs/y)", "docs") == (
+        "[a](results/x.csv) [b](https://x.org/docs/y)"
+    )
+    assert report.relink("[a](docs/results/x.csv)", ".") == "[a](docs/results/x.csv)"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda text: text + "<!-- report:accuracy -->x<!-- /report:accuracy -->\n", "more than"),
+        (lambda text: text + "<!-- report:nonsense -->x<!-- /report:nonsense -->\n", "unknown"),
+        (lambda text: report.BLOCK.sub("", text), "in no page"),
+    ],
+)
+def test_a_block_in_two_pages_unknown_or_missing_stops_the_report(copy_of_repo, edit, message):
+    readme = copy_of_repo / "README.md"
+    readme.write_text(edit(readme.read_text()))
+    with pytest.raises(SystemExit, match=message):
+        report.differences(copy_of_repo)
+
+
+def test_every_relative_link_in_the_readme_and_docs_resolves():
+    def anchors(page: Path) -> set[str]:
+        headings = re.findall(r"(?m)^#+ (.*)$", page.read_text())
+        return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+    for page in [*report.block_pages(REPO), REPO / "scripts" / "README.md"]:
+        for match in re.finditer(r"\]\((?![a-z]+:)([^)\s]+)\)", page.read_text()):
+            target, _, anchor = match[1].partition("#")
+            path = page.parent / target if target else page
+            assert path.exists(), f"{page.relative_to(REPO)}: {match[1]}"
+            if anchor and path.suffix == ".md":
+                assert anchor in anchors(path), f"{page.relative_to(REPO)}: {match[1]}"
 
 
 def test_editing_a_per_case_score_changes_the_report(copy_of_repo: Path):
@@ -91,7 +135,8 @@ def test_editing_a_per_case_score_changes_the_report(copy_of_repo: Path):
     row[header.index("dice")] = "0.00000"
     cases.write_text("\n".join([lines[0], ",".join(row), *lines[2:]]) + "\n")
     changed = {d.splitlines()[0] for d in report.differences(copy_of_repo)}
-    assert any("accuracy.md" in c for c in changed) and any("README.md" in c for c in changed)
+    assert any("results/accuracy.md" in c for c in changed)
+    assert any("docs/recipes.md" in c for c in changed)  # the accuracy block lives there
 
 
 def _write_learning_speed(
@@ -368,8 +413,9 @@ MEASURED = re.compile(
 )
 
 
-def test_readme_quotes_measurements_only_inside_generated_blocks():
-    text = report.BLOCK.sub("", (REPO / "README.md").read_text())
+@pytest.mark.parametrize("page", report.block_pages(REPO), ids=lambda p: p.name)
+def test_readme_and_docs_quote_measurements_only_inside_generated_blocks(page: Path):
+    text = report.BLOCK.sub("", page.read_text())
     prose = re.sub(r"```.*?```", "", text, flags=re.S)  # commands and their example options
     prose = re.sub(r"`[^`]*`", "", prose)  # inline option values such as `--min-size 50`
     found = MEASURED.findall(prose)

@@ -1,4 +1,4 @@
-"""Every results table and figure in README.md and docs/results, regenerated from the committed
+"""Every results table and figure in README.md and docs/, regenerated from the committed
 per-case and timing CSVs, and nothing else.
 
 The code of ``scripts/report.py``; its docstring lists the sources and what is generated.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import posixpath
 import re
 import statistics
 import sys
@@ -1424,7 +1425,55 @@ def learning_speed_plot(root: Path) -> None:
     plt.close(figure)
 
 
-README_BLOCKS: dict[str, Callable[[Path], str]] = {
+def overview_readme(root: Path) -> str:
+    """The learning-speed and transfer results in one small table: medgraft with the ImageNet
+    encoder against scratch (and nnU-Net) at the first and last CPU-minute point and at each
+    study's label fractions."""
+    speed, folders = LearningSpeed.read(root), study_folders(root)
+    if speed is None and not folders:
+        return "Not measured with this version."
+    lines = [
+        "| measured on | ImageNet encoder | from scratch | nnU-Net v2 `2d` "
+        "| ImageNet against scratch |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    methods = ("medgraft-imagenet", "medgraft-scratch", "nnunet-2d")
+    if speed is not None and set(methods[:2]) <= set(speed.methods):
+        for point in sorted({speed.point_minutes[0], speed.point_minutes[-1]}):
+            cells = [str(speed.interval(m, point) or "-") for m in methods]
+            difference = speed.difference(*methods[:2], point)
+            verdict = f"**{difference.verdict}**, {difference}" if difference is not None else "-"
+            lines.append(
+                f"| hippocampus fold 0, after {point} CPU-minutes of training | "
+                + " | ".join(cells)
+                + f" | {verdict} |"
+            )
+    for name, folder in folders.items():
+        results = StudyResults.read(folder)
+        for fraction in results.fractions:
+            difference = results.versus_scratch("imagenet", fraction)
+            if difference is None:
+                continue
+            cells = [str(results.interval(init, fraction) or "-") for init in ("imagenet", "none")]
+            lines.append(
+                f"| {STUDIES[name]}, {results.train_cases(fraction)} training cases "
+                f"({fraction:.0%} of the labels), {results.plan['epochs']} epochs | "
+                + " | ".join(cells)
+                + f" | - | **{difference.verdict}**, {difference} |"
+            )
+    return "\n".join(
+        [
+            *lines,
+            "",
+            "Mean foreground Dice on held-out validation cases [95% bootstrap interval]; the "
+            "verdict comes from the interval of the difference. How each was measured, with "
+            "seeds, per-class scores and nnU-Net v2 `3d_fullres`: [results](docs/results.md).",
+        ]
+    )
+
+
+BLOCKS: dict[str, Callable[[Path], str]] = {
+    "overview": overview_readme,
     "demo": demo_readme,
     "accuracy": accuracy_readme,
     "study": study_readme,
@@ -1434,34 +1483,75 @@ README_BLOCKS: dict[str, Callable[[Path], str]] = {
     "bench-gpu": bench_gpu_readme,
     "learning-speed": learning_speed_readme,
 }
+"""Every generated block by name. Each lives in one of the pages ``block_pages`` lists."""
 BLOCK = re.compile(
     r"(<!-- report:(?P<name>[\w-]+) -->)(?P<body>.*?)(<!-- /report:(?P=name) -->)", re.S
 )
-"""A generated README block. A block whose opening marker ends its line holds Markdown blocks
-(tables, lists) between marker lines; otherwise it is inline text inside a paragraph."""
+"""A generated block. A block whose opening marker ends its line holds Markdown blocks (tables,
+lists) between marker lines; otherwise it is inline text inside a paragraph."""
+LINK = re.compile(r"\]\((?![a-z]+:|#|/)(?P<target>[^)\s]+)\)")
+"""A Markdown link to a file of the checkout (not a web address, an anchor or an absolute path)."""
 
 
-def readme(root: Path) -> str:
-    text = (root / "README.md").read_text()
-    found = {m["name"] for m in BLOCK.finditer(text)}
-    if found != set(README_BLOCKS):
-        raise SystemExit(
-            f"README.md: report blocks {sorted(found)}, expected {sorted(README_BLOCKS)}"
-        )
+def block_pages(root: Path) -> list[Path]:
+    """The pages that may hold generated blocks: README.md and every ``docs/*.md``."""
+    return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
 
-    def fill(match: re.Match) -> str:
-        body = README_BLOCKS[match["name"]](root)
-        if match["body"].startswith("\n"):
-            body = f"\n{body}\n"
-        return match[1] + body + match[4]
 
-    return BLOCK.sub(fill, text)
+def relink(text: str, folder: str) -> str:
+    """``text``'s links, written from the checkout's root, made relative to ``folder`` (the
+    folder, from the root, of the page the text goes into)."""
+    return LINK.sub(lambda m: f"]({posixpath.relpath(m['target'], folder)})", text)
+
+
+def block_locations(root: Path) -> dict[str, Path]:
+    """Block name → the one page that holds it; a name in no page, in two pages or unknown to
+    ``BLOCKS`` stops the report."""
+    found: dict[str, list[Path]] = {}
+    for page in block_pages(root):
+        for match in BLOCK.finditer(page.read_text()):
+            found.setdefault(match["name"], []).append(page)
+    problems = [
+        f"{page.relative_to(root)}: unknown report block {name!r}"
+        for name, pages in sorted(found.items())
+        if name not in BLOCKS
+        for page in pages
+    ]
+    problems += [
+        f"report block {name!r} is in more than one place: "
+        + ", ".join(str(p.relative_to(root)) for p in pages)
+        for name, pages in sorted(found.items())
+        if len(pages) > 1
+    ]
+    problems += [f"report block {name!r} is in no page" for name in BLOCKS if name not in found]
+    if problems:
+        raise SystemExit("; ".join(problems))
+    return {name: pages[0] for name, pages in found.items()}
+
+
+def with_blocks(root: Path) -> dict[Path, str]:
+    """Each page holding report blocks, path → its text with every block filled from its
+    sources, its links relative to the page."""
+    pages = sorted(set(block_locations(root).values()))
+
+    def filled(page: Path) -> str:
+        folder = page.parent.relative_to(root).as_posix()
+
+        def fill(match: re.Match) -> str:
+            body = relink(BLOCKS[match["name"]](root), folder)
+            if match["body"].startswith("\n"):
+                body = f"\n{body}\n"
+            return match[1] + body + match[4]
+
+        return BLOCK.sub(fill, page.read_text())
+
+    return {page: filled(page) for page in pages}
 
 
 def generated(root: Path) -> dict[Path, str]:
     """Every generated text file, path → the content its sources give."""
     files = {
-        root / "README.md": readme(root),
+        **with_blocks(root),
         root / RESULTS / "accuracy.md": accuracy_page(root),
         root / RESULTS / "demo" / "README.md": demo_page(root),
     }
