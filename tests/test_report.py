@@ -7,6 +7,8 @@ from __future__ import annotations
 import csv
 import re
 import shutil
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,7 @@ import pytest
 
 from medgraft.evaluation.stats import difference_interval, mean_interval
 from medgraft.files import read_csv
-from medgraft.lab import CHECKOUT, accuracy_cv, report
+from medgraft.lab import CHECKOUT, accuracy_cv, measured, report
 from medgraft.lab.accuracy_cv import ABLATIONS
 from medgraft.lab.shared_subsets import SHARED
 
@@ -50,16 +52,27 @@ def test_every_results_page_is_generated():
     assert pages <= generated, f"hand-written results pages: {sorted(pages - generated)}"
 
 
+def _git(repo: Path, *args: str) -> str:
+    done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
 @pytest.fixture
-def copy_of_repo(tmp_path: Path) -> Path:
-    """What report.py reads and writes, copied (the demo data linked)."""
+def copy_of_repo(tmp_path: Path) -> Iterator[Path]:
+    """What report.py reads and writes, copied (the demo data linked), over a clone of the
+    checkout's history at its commit (nothing checked out): the notes beside the figures read
+    that history."""
+    _git(tmp_path, "clone", "--quiet", "--no-checkout", str(REPO), str(tmp_path))
+    _git(tmp_path, "update-ref", "--no-deref", "HEAD", _git(REPO, "rev-parse", "HEAD"))
     for part in ("README.md", "docs", "src/medgraft/config/recipes"):
         source, target = REPO / part, tmp_path / part
         target.parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if source.is_dir() else shutil.copy)(source, target)
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "hippocampus").symlink_to(REPO / "data" / "hippocampus")
-    return tmp_path
+    yield tmp_path
+    shutil.rmtree(tmp_path)  # the clone too, not only what the last runs' retention keeps
 
 
 def test_editing_a_number_in_any_readme_block_fails_the_check(copy_of_repo: Path):
@@ -409,3 +422,51 @@ def test_each_recipes_committed_folds_have_the_fingerprints_its_options_give_now
         data = MEASURED_SHARED / accuracy_cv.dataset_folder(name).relative_to(SHARED)
         runs = accuracy_cv.fold_runs(name, data, Path("runs") / name, int(row["fold"]))
         assert "+".join(runs.values()) == row["options_sha256"], (name, row["fold"])
+
+
+def _later_changes(repo: Path) -> dict[str, tuple[int, int]]:
+    """Per figure, the fewest and most later changes to its producing code its note counts."""
+    counts = {}
+    for figure in measured.FIGURES:
+        text = measured.note(repo, figure, **({"name": "hippocampus"} if figure == "study" else {}))
+        found = re.search(r"before (\d+)(?: to (\d+))? later change", text)
+        assert found, f"{figure}: {text}"
+        counts[figure] = (int(found[1]), int(found[2] or found[1]))
+    return counts
+
+
+def _commit_an_edited_line(repo: Path, path: str) -> None:
+    """Commit ``path`` with its first line changed (the copy checks nothing out)."""
+    first, *rest = _git(repo, "show", f"HEAD:{path}").split("\n")
+    (repo / path).parent.mkdir(parents=True, exist_ok=True)
+    (repo / path).write_text("\n".join([f"{first}  # edited", *rest]) + "\n")
+    _git(repo, "reset", "--quiet")  # the index from HEAD, so the commit changes only this file
+    _git(repo, "add", path)
+    _git(repo, "-c", "user.name=test", "-c", "user.email=test@example.invalid",
+         "-c", "commit.gpgsign=false", "commit", "--quiet", "-m", f"edit {path}")  # fmt: skip
+
+
+def test_a_figure_is_flagged_once_the_code_that_produced_it_changes(copy_of_repo: Path):
+    before = _later_changes(copy_of_repo)
+    _commit_an_edited_line(copy_of_repo, "src/medgraft/training/__init__.py")
+    after_training = _later_changes(copy_of_repo)
+    for figure, (fewest, most) in before.items():  # every figure depends on training
+        assert after_training[figure] == (fewest + 1, most + 1), figure
+    demo = report.demo_readme(copy_of_repo)
+    assert re.search(r"the Dice: .*before \d+ later changes to training.*: re-measure\.$", demo)
+
+    _commit_an_edited_line(copy_of_repo, "src/medgraft/inference/__init__.py")
+    after_inference = _later_changes(copy_of_repo)
+    for figure, (fewest, most) in after_training.items():
+        depends = measured.PREDICTION in measured.FIGURES[figure].code
+        assert after_inference[figure] == (fewest + depends, most + depends), figure
+    assert not all(measured.PREDICTION in f.code for f in measured.FIGURES.values())
+
+
+def test_a_figure_without_git_history_is_said_to_be_unchecked(tmp_path: Path):
+    results = tmp_path / "docs" / "results" / "bench"
+    results.mkdir(parents=True)
+    (results / "amp_cpu.csv").write_text("commit,samples_per_s\nabc1234,1.0\n")
+    assert measured.note(tmp_path, "amp-cpu") == (
+        "measured at abc1234; not checked against the code (no git history)"
+    )
