@@ -24,7 +24,10 @@ Generated: the blocks between ``<!-- report:NAME -->`` and ``<!-- /report:NAME -
 ``accuracy.md``, ``demo/README.md``, each study's ``summary.md`` and plots,
 ``learning_speed.md`` and ``learning_speed.png``, ``gpu.md``, and the ``measured:`` block that
 ends each shipped recipe. Intervals are seeded bootstraps, so the same sources always give the
-same text.
+same text. Beside each figure a note says the commit its rows were measured at and how many later
+commits changed the code that decides its numbers (``medgraft.lab.measured``: ``FIGURES``
+declares each figure's rows and producing code); it reads only committed history, so a commit to
+that code makes ``--check`` fail until the report is regenerated.
 """
 
 from medgraft.lab.report import main

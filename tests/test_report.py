@@ -7,14 +7,16 @@ from __future__ import annotations
 import csv
 import re
 import shutil
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from medgraft.evaluation.stats import difference_interval, mean_interval
-from medgraft.files import read_csv
-from medgraft.lab import CHECKOUT, accuracy_cv, report
+from medgraft.files import read_csv, write_csv
+from medgraft.lab import CHECKOUT, accuracy_cv, measured, report
 from medgraft.lab.accuracy_cv import ABLATIONS
 from medgraft.lab.shared_subsets import SHARED
 
@@ -50,16 +52,27 @@ def test_every_results_page_is_generated():
     assert pages <= generated, f"hand-written results pages: {sorted(pages - generated)}"
 
 
+def _git(repo: Path, *args: str) -> str:
+    done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
 @pytest.fixture
-def copy_of_repo(tmp_path: Path) -> Path:
-    """What report.py reads and writes, copied (the demo data linked)."""
+def copy_of_repo(tmp_path: Path) -> Iterator[Path]:
+    """What report.py reads and writes, copied (the demo data linked), over a clone of the
+    checkout's history at its commit (nothing checked out): the notes beside the figures read
+    that history."""
+    _git(tmp_path, "clone", "--quiet", "--no-checkout", str(REPO), str(tmp_path))
+    _git(tmp_path, "update-ref", "--no-deref", "HEAD", _git(REPO, "rev-parse", "HEAD"))
     for part in ("README.md", "docs", "src/medgraft/config/recipes"):
         source, target = REPO / part, tmp_path / part
         target.parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if source.is_dir() else shutil.copy)(source, target)
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "hippocampus").symlink_to(REPO / "data" / "hippocampus")
-    return tmp_path
+    yield tmp_path
+    shutil.rmtree(tmp_path)  # the clone too, not only what the last runs' retention keeps
 
 
 def test_editing_a_number_in_any_block_fails_the_check(copy_of_repo: Path):
@@ -455,3 +468,53 @@ def test_each_recipes_committed_folds_have_the_fingerprints_its_options_give_now
         data = MEASURED_SHARED / accuracy_cv.dataset_folder(name).relative_to(SHARED)
         runs = accuracy_cv.fold_runs(name, data, Path("runs") / name, int(row["fold"]))
         assert "+".join(runs.values()) == row["options_sha256"], (name, row["fold"])
+
+
+def _commit(repo: Path, path: str, text: str) -> None:
+    """Commit ``path`` with ``text`` as its content (the copy checks nothing out)."""
+    (repo / path).parent.mkdir(parents=True, exist_ok=True)
+    (repo / path).write_text(text)
+    _git(repo, "reset", "--quiet")  # the index from HEAD, so the commit changes only this file
+    _git(repo, "add", path)
+    _git(repo, "-c", "user.name=test", "-c", "user.email=test@example.invalid",
+         "-c", "commit.gpgsign=false", "commit", "--quiet", "-m", f"edit {path}")  # fmt: skip
+
+
+def _commit_an_edited_line(repo: Path, path: str) -> None:
+    first, *rest = _git(repo, "show", f"HEAD:{path}").split("\n")
+    _commit(repo, path, "\n".join([f"{first}  # edited", *rest]) + "\n")
+
+
+def _measured_at_head(repo: Path, figure: str) -> None:
+    """The figure's rows as if measured at the copy's newest commit."""
+    path = f"docs/results/{measured.FIGURES[figure].rows}"
+    rows = read_csv(repo / path)
+    head = _git(repo, "rev-parse", "--short=7", "HEAD")
+    write_csv(repo / path, [{**r, "commit": head} for r in rows], list(rows[0]))
+    _commit(repo, path, (repo / path).read_text())
+
+
+def test_a_figure_is_flagged_once_the_code_that_produced_it_changes(copy_of_repo: Path):
+    for figure in ("gpu", "amp-cpu"):  # GPU: training and prediction; CPU precision: training
+        _measured_at_head(copy_of_repo, figure)
+        assert "unchanged since" in measured.note(copy_of_repo, figure), figure
+    _commit_an_edited_line(copy_of_repo, "src/medgraft/inference/__init__.py")
+    assert measured.note(copy_of_repo, "gpu").endswith(
+        "before later changes to training, data, models, prediction or scoring: re-measure"
+    )
+    assert "unchanged since" in measured.note(copy_of_repo, "amp-cpu")  # not its code
+    _commit_an_edited_line(copy_of_repo, "src/medgraft/training/__init__.py")
+    assert measured.note(copy_of_repo, "amp-cpu").endswith(
+        "before later changes to training, data or models: re-measure"
+    )
+    demo = report.demo_readme(copy_of_repo)
+    assert re.search(r"the Dice: .*before later changes to training.*: re-measure\.$", demo)
+
+
+def test_a_figure_without_git_history_is_said_to_be_unchecked(tmp_path: Path):
+    results = tmp_path / "docs" / "results" / "bench"
+    results.mkdir(parents=True)
+    (results / "amp_cpu.csv").write_text("commit,samples_per_s\nabc1234,1.0\n")
+    assert measured.note(tmp_path, "amp-cpu") == (
+        "measured at abc1234; not checked against the code (no git history)"
+    )

@@ -24,6 +24,7 @@ from medgraft.evaluation.metrics import METRICS
 from medgraft.evaluation.stats import RESAMPLES, Interval, difference_interval, mean_interval
 from medgraft.files import read_csv
 from medgraft.lab import CHECKOUT
+from medgraft.lab.measured import note
 from medgraft.study import StudyResults, summary_markdown, write_summary
 
 RESULTS = Path("docs/results")
@@ -67,6 +68,12 @@ DATASETS = {
 
 def median(values: list[float]) -> float:
     return float(statistics.median(values))
+
+
+def measured_sentence(root: Path, figure: str, **where: str) -> str:
+    """The note of :func:`medgraft.lab.measured.note` as a sentence of its own."""
+    text = note(root, figure, **where)
+    return f"{text[0].upper()}{text[1:]}."
 
 
 # -- accuracy ---------------------------------------------------------------------------------
@@ -162,6 +169,7 @@ def accuracy_readme(root: Path) -> str:
             f"{result.case_count} | {per_class} | {result.foreground().mean:.3f} "
             f"| {result.goal_text()} | {result.median_fold_minutes():.1f} min |"
         )
+    lines += ["", measured_sentence(root, "accuracy")]
     missing = [f"`{d.recipe}` ({d.title})" for n, d in DATASETS.items() if not _has(cases, n)]
     if missing:
         lines += [
@@ -242,6 +250,8 @@ def accuracy_page(root: Path) -> str:
         "",
         *ACCURACY_METHOD,
         "## Results",
+        "",
+        f"The CV folds: {note(root, 'accuracy')}.",
         "",
     ]
     published = [
@@ -352,6 +362,8 @@ def ablation_section(root: Path, cases: list[dict], folds: list[dict]) -> list[s
             else ""
         ),
         "",
+        f"The changed arms: {note(root, 'ablations')}.",
+        "",
         "| change | data | folds, cases | class | recipe | with the change | difference "
         "| verdict | wall time per fold: recipe, change |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -426,6 +438,8 @@ def error_bands_section(root: Path) -> list[str]:
         f"predicted at {load_recipe(DATASETS['kvasir'].recipe).train['image_size']} px and "
         "resized to each image's own size, several times larger, so a slip of one model pixel "
         "there counts as far.",
+        "",
+        f"The error bands: {note(root, 'error-bands')}.",
         "",
         "| data | class | cases | wrong voxels touching the border | Dice | Dice, far errors "
         "removed | Dice, border errors removed |",
@@ -605,6 +619,8 @@ def study_readme(root: Path) -> str:
             "label fraction, from the interval of the difference:",
             "",
             *[f"- {claim}." for claim in claims],
+            "",
+            *[f"{STUDIES[name]}: {note(root, 'study', name=name)}." for name in folders],
         ]
     )
 
@@ -667,7 +683,8 @@ def demo_readme(root: Path) -> str:
         "model of the last epoch, so the held-out cases choose no checkpoint, and prints Dice, "
         f"HD95 and surface Dice per class. {demo_timing(demo_runs(root))}; mean foreground Dice "
         f"{scores['mean']['dice']:.3f} on the {held_out} held-out cases ({per_class}; HD95 "
-        f"{hd95} mm), per case in [docs/results/demo/dice.csv](docs/results/demo/dice.csv)."
+        f"{hd95} mm), per case in [docs/results/demo/dice.csv](docs/results/demo/dice.csv); "
+        f"the Dice: {note(root, 'demo')}."
     )
 
 
@@ -681,7 +698,11 @@ def demo_page(root: Path) -> str:
         "`dice.csv` is what `medgraft demo` (seed 0, offline) writes: the held-out cases of the "
         "embedded data, segmented with the model of the last epoch (they chose no checkpoint), "
         f"mean foreground Dice {demo_scores(root)['mean']['dice']:.3f}. `runs.csv` holds every "
-        "timed install and demo run (`scripts/time_command.py`):",
+        "timed install and demo run (`scripts/time_command.py`), each with its commit.",
+        "",
+        f"The Dice: {note(root, 'demo')}.",
+        "",
+        "The timed runs:",
         "",
         "| date | commit | command | wall time | other jobs on the cores | machine |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -757,7 +778,8 @@ def bench_amp_cpu_readme(root: Path) -> str:
         f"of the `{first['recipe']}` recipe ran {speed['fp32']:.1f} samples/s in fp32 and "
         f"{speed['bf16']:.1f} under bf16 autocast, {factor} (medians of {len(rows) // 2} runs "
         f"each, {shared} of {len(rows)} runs shared the cores, "
-        f"[docs/results/bench/amp_cpu.csv](docs/results/bench/amp_cpu.csv)), {verdict}"
+        f"[docs/results/bench/amp_cpu.csv](docs/results/bench/amp_cpu.csv)), {verdict} "
+        f"({note(root, 'amp-cpu')})"
     )
 
 
@@ -816,7 +838,8 @@ def bench_gpu_readme(root: Path) -> str:
         f"the median of {len(cpu_folds)} folds took {_wall_text(cpu_folds)}), and scored "
         f"{dice.mean:.3f} mean Dice on its "
         f"{fold['cases']} validation cases, {difference} against the CPU-trained fold: "
-        f"{difference.verdict} ([docs/results/gpu.md](docs/results/gpu.md))"
+        f"{difference.verdict} ([docs/results/gpu.md](docs/results/gpu.md); "
+        f"{note(root, 'gpu')})"
     )
 
 
@@ -831,6 +854,8 @@ def gpu_page(root: Path) -> str:
         f"{fold['gpu']}, {fold['cores']} CPU cores ({fold['cpu']}), Python {fold['python']}, "
         f"torch {fold['torch']}, medgraft {fold['medgraft']} at commit {fold['commit']}, "
         f"{fold['date']}.",
+        "",
+        f"The fold and its scores: {note(root, 'gpu')}.",
         "",
         f"## The hippocampus recipe, CV fold {fold['fold']}",
         "",
@@ -1096,6 +1121,8 @@ def learning_speed_readme(root: Path) -> str:
             "over cases:",
             "",
             *[f"- {claim}." for claim in _claims(speed)],
+            "",
+            f"The runs and their scores: {note(root, 'learning-speed')}.",
         ]
     )
 
@@ -1159,7 +1186,7 @@ def learning_speed_page(root: Path) -> str:
     speed = LearningSpeed.read(root)
     assert speed is not None
     lines = [
-        *_learning_speed_intro(speed),
+        *_learning_speed_intro(speed, note(root, "learning-speed")),
         *_learning_speed_per_class(speed),
         *_learning_speed_runs(speed),
         *(_learning_speed_calibration(speed) if speed.calibration else []),
@@ -1169,9 +1196,9 @@ def learning_speed_page(root: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _learning_speed_intro(speed: LearningSpeed) -> list[str]:
-    """What is compared and how it is clocked, the mean foreground Dice, its claims, the figure
-    and the per-seed table."""
+def _learning_speed_intro(speed: LearningSpeed, measured_at: str) -> list[str]:
+    """What is compared and how it is clocked, the mean foreground Dice with when its runs were
+    measured (``measured_at``), its claims, the figure and the per-seed table."""
     return [
         "# Learning speed: medgraft against nnU-Net on CPU time",
         "",
@@ -1200,6 +1227,8 @@ def _learning_speed_intro(speed: LearningSpeed) -> list[str]:
         "## Mean foreground Dice",
         "",
         *_dice_table(speed),
+        "",
+        f"The runs and their scores: {measured_at}.",
         "",
         "Mean over cases of the classes' mean Dice, each case's Dice averaged over the "
         f"method's seeds ({_seed_summary(speed)}) [95% percentile bootstrap over cases]. Paired "
