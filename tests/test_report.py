@@ -75,6 +75,7 @@ def copy_of_repo(tmp_path: Path) -> Iterator[Path]:
     shutil.rmtree(tmp_path)  # the clone too, not only what the last runs' retention keeps
 
 
+@pytest.mark.slow  # regenerates the whole report once per block
 def test_editing_a_number_in_any_block_fails_the_check(copy_of_repo: Path):
     """Blocks live in README.md and in docs/*.md pages; an edit in either is caught."""
     pages = report.block_pages(copy_of_repo)
