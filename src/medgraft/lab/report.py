@@ -632,59 +632,82 @@ def _fractions(folders: dict[str, Path]) -> list[float]:
 # -- demo and benchmarks -------------------------------------------------------------------------
 
 
-def demo_scores(root: Path) -> dict[str, dict[str, float]]:
-    """The MEAN row of the demo's ``dice.csv``, as ``{metric: {class: value}}``."""
-    rows = read_csv(root / RESULTS / "demo" / "dice.csv")
-    mean = next(r for r in rows if r["case_id"] == "MEAN")
+def demo_case_rows(root: Path) -> list[dict[str, str]]:
+    """``dice.csv``: the held-out cases' scores of each measured run (``run``, ``commit``)."""
+    return read_csv(root / RESULTS / "demo" / "dice.csv")
+
+
+def demo_scores(rows: list[dict[str, str]]) -> dict[str, dict[str, float]]:
+    """``{metric: {class: mean over the cases}}`` of one run's rows, as ``medgraft evaluate``
+    summarises (non-finite values left out), and ``{"mean": {"dice": ...}}``: the mean of
+    the class means."""
     scores: dict[str, dict[str, float]] = {}
-    for column, value in mean.items():
-        if "_" in column and column != "case_id":
+    for column in rows[0]:
+        if "_" in column and column not in ("case_id", "mean_dice"):
             metric, name = column.split("_", 1)
-            scores.setdefault(metric, {})[name] = float(value)
+            values = np.array([float(r[column]) for r in rows])
+            scores.setdefault(metric, {})[name] = float(values[np.isfinite(values)].mean())
+    scores["mean"] = {"dice": float(np.mean(list(scores["dice"].values())))}
     return scores
 
 
-def demo_cases(root: Path) -> int:
-    return sum(
-        r["case_id"] not in ("MEAN", "STD") for r in read_csv(root / RESULTS / "demo" / "dice.csv")
-    )
+def demo_runs_scores(root: Path) -> list[dict[str, dict[str, float]]]:
+    """Each measured run's summary (:func:`demo_scores`), in run order."""
+    rows = demo_case_rows(root)
+    runs = sorted({int(r["run"]) for r in rows})
+    return [demo_scores([r for r in rows if int(r["run"]) == run]) for run in runs]
 
 
 def demo_runs(root: Path) -> list[dict]:
     return read_csv(root / RESULTS / "demo" / "runs.csv")
 
 
-def demo_timing(runs: list[dict]) -> str:
-    """Install and demo wall time: medians of the timed runs, with how many had the cores."""
-    demo = [float(r["wall_seconds"]) for r in runs if r["command"] == "demo"]
+def _range(values: list[float], form: str) -> str:
+    """One value when every run gave it (at the shown precision), else 'low to high'."""
+    low, high = format(min(values), form), format(max(values), form)
+    return low if low == high else f"{low} to {high}"
+
+
+def demo_timing(runs: list[dict], commit: str) -> str:
+    """The demo's wall time at the scores' commit (median and range), the install's median."""
+    demo = [
+        float(r["wall_seconds"]) for r in runs if r["command"] == "demo" and r["commit"] == commit
+    ]
     install = [float(r["wall_seconds"]) for r in runs if r["command"] == "install"]
     if not demo or not install:
         return "Install and demo times: not measured with this version"
-    alone = sum(r["shared"] == "no" for r in runs if r["command"] == "demo")
+    alone = sum(
+        r["shared"] == "no" for r in runs if r["command"] == "demo" and r["commit"] == commit
+    )
     return (
-        f"Measured on {runs[-1]['cores']} CPU cores: install {median(install) / 60:.1f} min, "
-        f"demo {median(demo):.0f} s (medians of {len(install)} and {len(demo)} runs, {alone} of "
-        "the demo runs with the cores to itself, in "
-        "[docs/results/demo/runs.csv](docs/results/demo/runs.csv))"
+        f"Measured on {runs[-1]['cores']} CPU cores ({runs[-1]['cpu']}): demo "
+        f"{median(demo):.0f} s (median of {len(demo)} runs at {commit}, range "
+        f"{_range(demo, '.0f')} s, {alone} with the cores to itself), install "
+        f"{median(install) / 60:.1f} min (median of {len(install)}), in "
+        "[docs/results/demo/runs.csv](docs/results/demo/runs.csv)"
     )
 
 
 def demo_readme(root: Path) -> str:
-    scores, held_out = demo_scores(root), demo_cases(root)
+    rows, runs = demo_case_rows(root), demo_runs_scores(root)
+    held_out = len({r["case_id"] for r in rows})
     data = root / DemoOptions().data
     labelled = len(list((data / "imagesTr").glob("*.nii.gz")))
     unlabelled = len(list((data / "imagesTs").glob("*.nii.gz")))
-    per_class = ", ".join(f"{n} {v:.3f}" for n, v in scores["dice"].items())
-    hd95 = " / ".join(f"{v:.1f}" for v in scores["hd95"].values())
+    classes = list(runs[0]["dice"])
+    per_class = ", ".join(f"{n} {_range([run['dice'][n] for run in runs], '.3f')}" for n in classes)
+    hd95 = " / ".join(_range([run["hd95"][n] for run in runs], ".1f") for n in classes)
+    mean = _range([run["mean"]["dice"] for run in runs], ".3f")
     return (
         f"trains a 2.5D U-Net for {DemoOptions().epochs} epochs on {labelled - held_out} of the "
         f"{labelled} embedded hippocampus cases, segments the {held_out} held-out cases and the "
         f"{unlabelled} unlabelled ones (NIfTI masks with the input's affine and header) with the "
         "model of the last epoch, so the held-out cases choose no checkpoint, and prints Dice, "
-        f"HD95 and surface Dice per class. {demo_timing(demo_runs(root))}; mean foreground Dice "
-        f"{scores['mean']['dice']:.3f} on the {held_out} held-out cases ({per_class}; HD95 "
-        f"{hd95} mm), per case in [docs/results/demo/dice.csv](docs/results/demo/dice.csv); "
-        f"the Dice: {note(root, 'demo')}."
+        f"HD95 and surface Dice per class. {demo_timing(demo_runs(root), rows[-1]['commit'])}; "
+        f"mean foreground Dice {mean} on the {held_out} held-out cases over {len(runs)} runs "
+        f"({per_class}; HD95 {hd95} mm), per case and run in "
+        f"[docs/results/demo/dice.csv](docs/results/demo/dice.csv); the Dice: "
+        f"{note(root, 'demo')}."
     )
 
 
@@ -695,10 +718,11 @@ def demo_page(root: Path) -> str:
         "",
         "<!-- generated by scripts/report.py from dice.csv and runs.csv -->",
         "",
-        "`dice.csv` is what `medgraft demo` (seed 0, offline) writes: the held-out cases of the "
-        "embedded data, segmented with the model of the last epoch (they chose no checkpoint), "
-        f"mean foreground Dice {demo_scores(root)['mean']['dice']:.3f}. `runs.csv` holds every "
-        "timed install and demo run (`scripts/time_command.py`), each with its commit.",
+        "`dice.csv` holds what `medgraft demo` (seed 0, offline) scored in each run measured by "
+        "`scripts/measure_demo.py`: the held-out cases of the embedded data, segmented with the "
+        "model of the last epoch (they chose no checkpoint), mean foreground Dice "
+        f"{_range([run['mean']['dice'] for run in demo_runs_scores(root)], '.3f')}. `runs.csv` "
+        "holds every timed install and demo run, each with its commit.",
         "",
         f"The Dice: {note(root, 'demo')}.",
         "",
@@ -1496,7 +1520,13 @@ def overview_readme(root: Path) -> str:
             "",
             "Mean foreground Dice on held-out validation cases [95% bootstrap interval]; the "
             "verdict comes from the interval of the difference. How each was measured, with "
-            "seeds, per-class scores and nnU-Net v2 `3d_fullres`: [results](docs/results.md).",
+            "seeds, per-class scores and nnU-Net v2 `3d_fullres`: [results](docs/results.md). "
+            f"The CPU-minute rows: {note(root, 'learning-speed')}; "
+            + "; ".join(
+                f"the {STUDIES[name]} study: {note(root, 'study', name=name)}"
+                for name in study_folders(root)
+            )
+            + ".",
         ]
     )
 
