@@ -30,7 +30,7 @@ declares each figure's rows and producing code); it reads only committed history
 that code makes ``--check`` fail until the report is regenerated.
 """
 
-from medgraft.lab.report import main
+from medgraft.lab.reports.blocks import main
 
 if __name__ == "__main__":
     main()

@@ -1,5 +1,5 @@
 """Every reported figure comes from a committed CSV: README.md and docs/ equal what
-``scripts/report.py`` (``medgraft.lab.report``) derives from them, and changing a number makes
+``scripts/report.py`` (``medgraft.lab.reports``) derives from them, and changing a number makes
 this suite fail."""
 
 from __future__ import annotations
@@ -16,15 +16,16 @@ import pytest
 
 from medgraft.evaluation.stats import difference_interval, mean_interval
 from medgraft.files import read_csv, write_csv
-from medgraft.lab import CHECKOUT, accuracy_cv, measured, report
+from medgraft.lab import CHECKOUT, accuracy_cv, measured
 from medgraft.lab.accuracy_cv import ABLATIONS
+from medgraft.lab.reports import accuracy, blocks, demo, gpu, learning_speed
 from medgraft.lab.shared_subsets import SHARED
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_readme_and_results_equal_what_their_sources_give():
-    diffs = report.differences(REPO)
+    diffs = blocks.differences(REPO)
     assert not diffs, "run python scripts/report.py:\n" + "".join(diffs)[:4000]
 
 
@@ -33,8 +34,8 @@ def test_committed_ablation_rows_are_the_changes_the_cv_script_defines():
     the old CV an ablation): each ablation's rows must still say what ``ABLATIONS`` runs."""
     folder = REPO / "docs" / "results" / "accuracy"
     for name, by_fold in (
-        ("ablations.csv", report.read_csv(folder / "ablations.csv")),
-        ("ablation_folds.csv", report.read_csv(folder / "ablation_folds.csv")),
+        ("ablations.csv", read_csv(folder / "ablations.csv")),
+        ("ablation_folds.csv", read_csv(folder / "ablation_folds.csv")),
     ):
         assert {r["ablation"] for r in by_fold} == set(ABLATIONS), name
         for ablation, setup in ABLATIONS.items():
@@ -47,7 +48,7 @@ def test_committed_ablation_rows_are_the_changes_the_cv_script_defines():
 
 
 def test_every_results_page_is_generated():
-    generated = set(report.generated(REPO))
+    generated = set(blocks.generated(REPO))
     pages = set((REPO / "docs" / "results").rglob("*.md"))
     assert pages <= generated, f"hand-written results pages: {sorted(pages - generated)}"
 
@@ -78,38 +79,52 @@ def copy_of_repo(tmp_path: Path) -> Iterator[Path]:
 @pytest.mark.slow  # regenerates the whole report once per block
 def test_editing_a_number_in_any_block_fails_the_check(copy_of_repo: Path):
     """Blocks live in README.md and in docs/*.md pages; an edit in either is caught."""
-    pages = report.block_pages(copy_of_repo)
+    pages = blocks.block_pages(copy_of_repo)
     originals = {page: page.read_text() for page in pages}
-    names = {b["name"] for text in originals.values() for b in report.BLOCK.finditer(text)}
-    assert names == set(report.BLOCKS)
+    names = {b["name"] for text in originals.values() for b in blocks.BLOCK.finditer(text)}
+    assert names == set(blocks.BLOCKS)
     edited = set()
     for page, original in originals.items():
-        for block in report.BLOCK.finditer(original):
+        for block in blocks.BLOCK.finditer(original):
             digit = re.search(r"\d", block["body"])
             if digit is None:  # a block that says something was not measured quotes no number
                 continue
             at = block.start("body") + digit.start()
             changed = "1" if original[at] != "1" else "2"
             page.write_text(original[:at] + changed + original[at + 1 :])
-            diffs = report.differences(copy_of_repo)
+            diffs = blocks.differences(copy_of_repo)
             name = page.relative_to(copy_of_repo)
             assert any(f"{name} (committed)" in d for d in diffs), block["name"]
             page.write_text(original)
             edited.add(name.parts[0])
     assert edited == {"README.md", "docs"}  # the overview in the README, accuracy in a page
-    assert report.differences(copy_of_repo) == []
+    assert blocks.differences(copy_of_repo) == []
+
+
+def test_editing_a_recipes_measured_block_fails_the_check(copy_of_repo: Path):
+    """The recipes' ``measured:`` blocks are generated too (``reports.recipes``): what
+    ``medgraft recipes`` shows cannot drift from the accuracy CV."""
+    recipe = copy_of_repo / "src" / "medgraft" / "config" / "recipes" / "mri-2.5d.yaml"
+    text = recipe.read_text()
+    measured_at = text.index("\nmeasured:")
+    digit = measured_at + re.search(r"\d", text[measured_at:]).start()
+    recipe.write_text(text[:digit] + ("1" if text[digit] != "1" else "2") + text[digit + 1 :])
+    diffs = blocks.differences(copy_of_repo)
+    assert any("recipes/mri-2.5d.yaml (committed)" in d for d in diffs)
+    recipe.write_text(text)
+    assert blocks.differences(copy_of_repo) == []
 
 
 def test_a_block_in_a_docs_page_links_from_that_page(copy_of_repo: Path):
     """Block functions write links from the checkout's root; in docs/ they are rewritten."""
     page = copy_of_repo / "docs" / "results.md"
-    block = next(b for b in report.BLOCK.finditer(page.read_text()) if b["name"] == "study")
+    block = next(b for b in blocks.BLOCK.finditer(page.read_text()) if b["name"] == "study")
     assert "](results/study_hippocampus/summary.md)" in block["body"]
     assert "](docs/" not in block["body"]
-    assert report.relink("[a](docs/results/x.csv) [b](https://x.org/docs/y)", "docs") == (
+    assert blocks.relink("[a](docs/results/x.csv) [b](https://x.org/docs/y)", "docs") == (
         "[a](results/x.csv) [b](https://x.org/docs/y)"
     )
-    assert report.relink("[a](docs/results/x.csv)", ".") == "[a](docs/results/x.csv)"
+    assert blocks.relink("[a](docs/results/x.csv)", ".") == "[a](docs/results/x.csv)"
 
 
 @pytest.mark.parametrize(
@@ -117,14 +132,14 @@ def test_a_block_in_a_docs_page_links_from_that_page(copy_of_repo: Path):
     [
         (lambda text: text + "<!-- report:accuracy -->x<!-- /report:accuracy -->\n", "more than"),
         (lambda text: text + "<!-- report:nonsense -->x<!-- /report:nonsense -->\n", "unknown"),
-        (lambda text: report.BLOCK.sub("", text), "in no page"),
+        (lambda text: blocks.BLOCK.sub("", text), "in no page"),
     ],
 )
 def test_a_block_in_two_pages_unknown_or_missing_stops_the_report(copy_of_repo, edit, message):
     readme = copy_of_repo / "README.md"
     readme.write_text(edit(readme.read_text()))
     with pytest.raises(SystemExit, match=message):
-        report.differences(copy_of_repo)
+        blocks.differences(copy_of_repo)
 
 
 def test_every_relative_link_in_the_readme_and_docs_resolves():
@@ -132,7 +147,7 @@ def test_every_relative_link_in_the_readme_and_docs_resolves():
         headings = re.findall(r"(?m)^#+ (.*)$", page.read_text())
         return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
 
-    for page in [*report.block_pages(REPO), REPO / "scripts" / "README.md"]:
+    for page in [*blocks.block_pages(REPO), REPO / "scripts" / "README.md"]:
         for match in re.finditer(r"\]\((?![a-z]+:)([^)\s]+)\)", page.read_text()):
             target, _, anchor = match[1].partition("#")
             path = page.parent / target if target else page
@@ -148,7 +163,7 @@ def test_editing_a_per_case_score_changes_the_report(copy_of_repo: Path):
     row = lines[1].split(",")
     row[header.index("dice")] = "0.00000"
     cases.write_text("\n".join([lines[0], ",".join(row), *lines[2:]]) + "\n")
-    changed = {d.splitlines()[0] for d in report.differences(copy_of_repo)}
+    changed = {d.splitlines()[0] for d in blocks.differences(copy_of_repo)}
     assert any("results/accuracy.md" in c for c in changed)
     assert any("docs/recipes.md" in c for c in changed)  # the accuracy block lives there
 
@@ -194,28 +209,28 @@ def _write_learning_speed(
 def test_learning_speed_claims_follow_from_the_per_case_scores(copy_of_repo: Path):
     results = copy_of_repo / "docs" / "results"
     _write_learning_speed(results, imagenet_5min=0.8)
-    block = report.learning_speed_readme(copy_of_repo)
+    block = learning_speed.learning_speed_readme(copy_of_repo)
     assert "at 5 CPU-minutes, medgraft (ImageNet) against nnU-Net v2 `2d`: **ahead**" in block
     assert "at 60 CPU-minutes, medgraft (ImageNet) against nnU-Net v2 `2d`: **not dist" in block
     assert re.search(r"\| medgraft, ImageNet encoder \| 0\.(79|80)\d \[", block)
     assert "3 seeds per method" in block
-    page = report.generated(copy_of_repo)[results / "learning_speed.md"]
+    page = blocks.generated(copy_of_repo)[results / "learning_speed.md"]
     assert "| nnU-Net v2 `2d` | 2 | 5 | 5.0 | 150 | 2.00 | 1 | 12 x 75 | 32 (32) |" in page
     assert re.search(r"\| medgraft, ImageNet encoder \| 1 \| 0\.(79|80)\d \| 0\.8[45]\d \|", page)
     assert "nnU-Net v2 `3d_fullres` was not trained: 60 CPU-minutes hold about 60 of" in page
 
     _write_learning_speed(results, imagenet_5min=0.3)  # now behind: the text follows
-    block = report.learning_speed_readme(copy_of_repo)
+    block = learning_speed.learning_speed_readme(copy_of_repo)
     assert "at 5 CPU-minutes, medgraft (ImageNet) against nnU-Net v2 `2d`: **behind**" in block
 
 
 def test_the_page_points_out_kept_runs_of_one_method_at_different_paces(copy_of_repo: Path):
     results = copy_of_repo / "docs" / "results"
     _write_learning_speed(results, imagenet_5min=0.8, seed_1_pace=1.05)  # within 10%: silent
-    page = report.generated(copy_of_repo)[results / "learning_speed.md"]
+    page = blocks.generated(copy_of_repo)[results / "learning_speed.md"]
     assert "went at different paces" not in page
     _write_learning_speed(results, imagenet_5min=0.8, seed_1_pace=0.7)
-    page = report.generated(copy_of_repo)[results / "learning_speed.md"]
+    page = blocks.generated(copy_of_repo)[results / "learning_speed.md"]
     assert (
         "(CPU seconds per iteration; medgraft, ImageNet encoder: seed 0 2.00, seed 1 2.86, "
         "seed 2 2.00;" in page
@@ -225,13 +240,13 @@ def test_the_page_points_out_kept_runs_of_one_method_at_different_paces(copy_of_
 def test_learning_speed_makes_no_claim_from_one_seed(copy_of_repo: Path):
     results = copy_of_repo / "docs" / "results"
     _write_learning_speed(results, imagenet_5min=0.8, seeds=1)
-    block = report.learning_speed_readme(copy_of_repo)
+    block = learning_speed.learning_speed_readme(copy_of_repo)
     assert "**ahead**" not in block and "**behind**" not in block
     assert (
         "at 5 CPU-minutes, medgraft (ImageNet) against nnU-Net v2 `2d`: no verdict yet (1 seed, "
         "a claim needs 3), difference 0.3" in block
     )
-    assert "## Per seed" not in report.generated(copy_of_repo)[results / "learning_speed.md"]
+    assert "## Per seed" not in blocks.generated(copy_of_repo)[results / "learning_speed.md"]
 
 
 def _ablation_section(repo: Path, cases: list[dict], folds: list[dict]) -> str:
@@ -242,13 +257,13 @@ def _ablation_section(repo: Path, cases: list[dict], folds: list[dict]) -> str:
             writer = csv.DictWriter(handle, list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-    page = report.accuracy_page(repo)
+    page = accuracy.accuracy_page(repo)
     return page[page.index("## Ablations") :]
 
 
 def test_an_ablation_is_paired_with_the_recipe_on_the_same_cases(copy_of_repo: Path):
     folder = copy_of_repo / "docs" / "results" / "accuracy"
-    cases = report.read_csv(folder / "cases.csv")
+    cases = read_csv(folder / "cases.csv")
     fold = [
         r
         for r in cases
@@ -263,7 +278,7 @@ def test_an_ablation_is_paired_with_the_recipe_on_the_same_cases(copy_of_repo: P
     ]
     folds = [
         {"ablation": "x", "change": "a change"} | r
-        for r in report.read_csv(folder / "folds.csv")
+        for r in read_csv(folder / "folds.csv")
         if r["dataset"] == "hippocampus" and r["fold"] == "0"
     ]
     section = _ablation_section(copy_of_repo, better, folds)
@@ -278,12 +293,12 @@ def test_ablation_wall_times_name_the_processors_when_the_arms_ran_on_different_
     folder = copy_of_repo / "docs" / "results" / "accuracy"
     fold = [
         {"ablation": "x", "change": "a change"} | r
-        for r in report.read_csv(folder / "cases.csv")
+        for r in read_csv(folder / "cases.csv")
         if r["dataset"] == "hippocampus" and r["fold"] == "0" and r["variant"] == "recipe"
     ]
     cv_fold = [
         r
-        for r in report.read_csv(folder / "folds.csv")
+        for r in read_csv(folder / "folds.csv")
         if r["dataset"] == "hippocampus" and r["fold"] == "0"
     ]
     cv_cpu = cv_fold[0]["cpu"]
@@ -306,12 +321,12 @@ def test_a_change_against_an_earlier_recipe_is_paired_with_that_ablation(copy_of
     folder = copy_of_repo / "docs" / "results" / "accuracy"
     fold = [
         r
-        for r in report.read_csv(folder / "cases.csv")
+        for r in read_csv(folder / "cases.csv")
         if r["dataset"] == "hippocampus" and r["fold"] == "0" and r["variant"] == "recipe"
     ]
     folds = [
         r
-        for r in report.read_csv(folder / "folds.csv")
+        for r in read_csv(folder / "folds.csv")
         if r["dataset"] == "hippocampus" and r["fold"] == "0"
     ]
 
@@ -341,7 +356,7 @@ def test_a_change_against_an_earlier_recipe_is_paired_with_that_ablation(copy_of
 
 def test_the_clean_up_is_paired_class_by_class_with_the_same_models(copy_of_repo: Path):
     path = copy_of_repo / "docs" / "results" / "accuracy" / "cases.csv"
-    cases = [r for r in report.read_csv(path) if r["variant"] != "raw"]
+    cases = [r for r in read_csv(path) if r["variant"] != "raw"]
     recipe = [r for r in cases if r["dataset"] == "hippocampus" and r["variant"] == "recipe"]
     worse = -0.03  # without the clean-up: worse on the first class, equal on the second
     first_class = recipe[0]["class"]
@@ -357,7 +372,7 @@ def test_the_clean_up_is_paired_class_by_class_with_the_same_models(copy_of_repo
         writer = csv.DictWriter(handle, list(cases[0]))
         writer.writeheader()
         writer.writerows(cases + raw)
-    page = report.accuracy_page(copy_of_repo)
+    page = accuracy.accuracy_page(copy_of_repo)
     section = page[page.index("## Ablations") :].split("\n## ")[0]
     start = section.index("| no clean-up")
     rows = section[start:].splitlines()[:3]
@@ -368,14 +383,14 @@ def test_the_clean_up_is_paired_class_by_class_with_the_same_models(copy_of_repo
 
 def test_error_bands_give_what_each_kind_of_error_costs(copy_of_repo: Path):
     path = copy_of_repo / "docs" / "results" / "accuracy" / "error_bands.csv"
-    columns = ["dataset", "recipe", "fold", "case", "class", "true_positive", *report.BANDS]
+    columns = ["dataset", "recipe", "fold", "case", "class", "true_positive", *accuracy.BANDS]
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
         # Dice 2*80/(160+10+30) = 0.8; 30 of 40 wrong voxels on the border
         writer.writerow(["hippocampus", "mri-2.5d", 0, "a", "Anterior", 80, 10, 0, 20, 10])
         writer.writerow(["hippocampus", "mri-2.5d", 0, "b", "Anterior", 0, 5, 0, 0, 0])  # absent
-    page = report.accuracy_page(copy_of_repo)
+    page = accuracy.accuracy_page(copy_of_repo)
     # far errors removed: 2*90/(180+10+20) = 0.857; border removed: 2*100/(200+0+10) = 0.952
     assert "| MSD Hippocampus, 180 MRI volumes | Anterior | 1 | 75% | 0.800 | 0.857 | 0.952 |" in (
         page
@@ -396,7 +411,7 @@ def test_the_cpu_precision_verdict_follows_the_measured_speeds(copy_of_repo: Pat
                 writer.writerows(
                     machine | {"precision": precision, "samples_per_s": v} for v in values
                 )
-        return report.bench_amp_cpu_readme(copy_of_repo)
+        return gpu.bench_amp_cpu_readme(copy_of_repo)
 
     slow = write({"fp32": [30.0, 24.0, 26.0], "bf16": [1.0, 1.5, 1.3]})
     assert "26.0 samples/s in fp32 and 1.3 under bf16 autocast, 20.0x slower" in slow
@@ -409,16 +424,16 @@ def test_the_gpu_fold_is_paired_case_by_case_with_the_cpu_fold(copy_of_repo: Pat
     path = copy_of_repo / "docs" / "results" / "bench" / "gpu_fold_cases.csv"
     with path.open() as handle:
         rows = list(csv.DictReader(handle))
-    assert "not distinguishable" in report.bench_gpu_readme(copy_of_repo)
+    assert "not distinguishable" in gpu.bench_gpu_readme(copy_of_repo)
     for row in rows:  # every case 0.05 worse on the GPU
         row["dice"] = f"{float(row['dice']) - 0.05:.5f}"
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    text = report.bench_gpu_readme(copy_of_repo)
+    text = gpu.bench_gpu_readme(copy_of_repo)
     assert "-0.051 [" in text and "against the CPU-trained fold: behind" in text
-    assert "| Anterior |" in report.gpu_page(copy_of_repo)
+    assert "| Anterior |" in gpu.gpu_page(copy_of_repo)
 
 
 MEASURED = re.compile(
@@ -427,9 +442,9 @@ MEASURED = re.compile(
 )
 
 
-@pytest.mark.parametrize("page", report.block_pages(REPO), ids=lambda p: p.name)
+@pytest.mark.parametrize("page", blocks.block_pages(REPO), ids=lambda p: p.name)
 def test_readme_and_docs_quote_measurements_only_inside_generated_blocks(page: Path):
-    text = report.BLOCK.sub("", page.read_text())
+    text = blocks.BLOCK.sub("", page.read_text())
     prose = re.sub(r"```.*?```", "", text, flags=re.S)  # commands and their example options
     prose = re.sub(r"`[^`]*`", "", prose)  # inline option values such as `--min-size 50`
     found = MEASURED.findall(prose)
@@ -508,8 +523,8 @@ def test_a_figure_is_flagged_once_the_code_that_produced_it_changes(copy_of_repo
     assert measured.note(copy_of_repo, "amp-cpu").endswith(
         "before later changes to training, data or models: re-measure"
     )
-    demo = report.demo_readme(copy_of_repo)
-    assert re.search(r"the Dice: .*before later changes to training.*: re-measure\.$", demo)
+    block = demo.demo_readme(copy_of_repo)
+    assert re.search(r"the Dice: .*before later changes to training.*: re-measure\.$", block)
 
 
 def test_a_figure_without_git_history_is_said_to_be_unchecked(tmp_path: Path):

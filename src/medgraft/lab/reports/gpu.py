@@ -1,0 +1,212 @@
+"""The benchmark blocks (bench-train, bench-predict, bench-amp-cpu, bench-gpu) and the GPU page
+(``docs/results/gpu.md``), from ``docs/results/bench/*.csv``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from medgraft.evaluation.stats import difference_interval, mean_interval
+from medgraft.files import read_csv
+from medgraft.lab.measured import note
+from medgraft.lab.reports.accuracy import accuracy_sources
+from medgraft.lab.reports.common import RESULTS, median, paired_dice, wall_text
+
+
+def bench_rows(root: Path, name: str) -> list[dict]:
+    return read_csv(root / RESULTS / "bench" / f"{name}.csv")
+
+
+def bench_train_readme(root: Path) -> str:
+    rows = bench_rows(root, "train")
+    if not rows:
+        return "not measured with this version"
+    parts = []
+    for augment in ("off", "on"):
+        runs = [r for r in rows if r["augment"] == augment]
+        if runs:
+            speed = median([float(r["pipeline_slices_per_s"]) for r in runs])
+            ratio = median([float(r["ratio"]) for r in runs])
+            parts.append(f"augmentation {augment}: {speed:.0f} slices/s, ratio {ratio:.2f}")
+    rss = median([float(r["peak_rss_gb"]) for r in rows])
+    return (
+        f"{rows[0]['cases']} hippocampus cases, {rows[0]['cores']} CPU cores, after the first "
+        f"epoch, medians of {len(rows)} runs in "
+        "[docs/results/bench/train.csv](docs/results/bench/train.csv): "
+        + "; ".join(parts)
+        + f"; peak RSS {rss:.1f} GB"
+    )
+
+
+def bench_predict_readme(root: Path) -> str:
+    rows = bench_rows(root, "predict")
+    if not rows:
+        return "not measured with this version"
+    rss = median([float(r["large_volume_peak_rss_gb"]) for r in rows])
+    return (
+        f"a synthetic {rows[0]['large_volume_shape']} volume peaked at {rss:.1f} GB RSS on the "
+        f"CPU (median of {len(rows)} runs of `scripts/bench_predict.py`, batch "
+        f"{rows[0]['batch_size']}, in [docs/results/bench/predict.csv]"
+        "(docs/results/bench/predict.csv))"
+    )
+
+
+def bench_amp_cpu_readme(root: Path) -> str:
+    """fp32 against bf16 autocast on the CPU, medians per precision (``bench_amp_cpu.py``)."""
+    rows = bench_rows(root, "amp_cpu")
+    if not rows:
+        return "not measured with this version"
+    speed = {
+        precision: median([float(r["samples_per_s"]) for r in rows if r["precision"] == precision])
+        for precision in ("fp32", "bf16")
+    }
+    first = rows[0]
+    shared = sum(r["shared"] == "yes" for r in rows)
+    slower = speed["bf16"] < speed["fp32"]
+    factor = (
+        f"{speed['fp32'] / speed['bf16']:.1f}x slower"
+        if slower
+        else f"{speed['bf16'] / speed['fp32']:.1f}x faster"
+    )
+    verdict = "so fp32 stays the CPU default" if slower else "a speed-up whose Dice is not measured"
+    return (
+        f"on this {first['cores']}-core {first['cpu']} (torch CPU capability "
+        f"{first['cpu_capability']}, bf16/AMX flags: {first['cpu_bf16_flags']}) a training step "
+        f"of the `{first['recipe']}` recipe ran {speed['fp32']:.1f} samples/s in fp32 and "
+        f"{speed['bf16']:.1f} under bf16 autocast, {factor} (medians of {len(rows) // 2} runs "
+        f"each, {shared} of {len(rows)} runs shared the cores, "
+        f"[docs/results/bench/amp_cpu.csv](docs/results/bench/amp_cpu.csv)), {verdict} "
+        f"({note(root, 'amp-cpu')})"
+    )
+
+
+def _cpu_fold_rows(root: Path, fold: int) -> tuple[list[dict], list[dict]]:
+    """The CPU CV's per-case scores and fold record of one hippocampus fold."""
+    cases, folds = accuracy_sources(root)
+    return (
+        [r for r in cases if r["dataset"] == "hippocampus" and r["variant"] == "recipe"
+         and int(r["fold"]) == fold],
+        [f for f in folds if f["dataset"] == "hippocampus"],
+    )  # fmt: skip
+
+
+def gpu_fold(root: Path) -> tuple[dict, list[dict]] | None:
+    """The GPU fold's record and per-case scores (``bench_gpu.py``), the latest run."""
+    folds, cases = bench_rows(root, "gpu_fold"), bench_rows(root, "gpu_fold_cases")
+    return (folds[-1], cases) if folds and cases else None
+
+
+def _gpu_wall_text(fold: dict) -> str:
+    """The GPU fold's training time: one run, with the load on the machine's cores."""
+    load = "cores shared" if fold["shared"] == "yes" else "cores alone"
+    return (
+        f"{float(fold['wall_seconds']) / 60:.1f} min in one run with the {load} "
+        f"({fold['other_jobs_cores']} cores of other jobs)"
+    )
+
+
+def _gpu_and_cpu(root: Path) -> tuple[dict, list[dict], list[dict], list[dict]]:
+    """The GPU fold's record and per-case scores, the CPU fold's scores, the CPU folds."""
+    fold, gpu_cases = gpu_fold(root)
+    cpu_cases, cpu_folds = _cpu_fold_rows(root, int(fold["fold"]))
+    return fold, gpu_cases, cpu_cases, cpu_folds
+
+
+def bench_gpu_readme(root: Path) -> str:
+    """One GPU against 2 CPU cores on the hippocampus recipe's fold (``bench_gpu.py``)."""
+    if gpu_fold(root) is None:
+        return "not measured with this version"
+    fold, gpu_cases, cpu_cases, cpu_folds = _gpu_and_cpu(root)
+    gpu, cpu = paired_dice(gpu_cases, cpu_cases, None)
+    dice, difference = mean_interval(gpu), difference_interval(gpu, cpu)
+    return (
+        f"on one {fold['gpu']} the recipe's fold {fold['fold']} trained in "
+        f"{_gpu_wall_text(fold)}, with {fold['views']} views, `--amp "
+        f"{fold['amp'].split()[0]}` and {fold['num_workers']} DataLoader workers (on 2 CPU cores "
+        f"the median of {len(cpu_folds)} folds took {wall_text(cpu_folds)}), and scored "
+        f"{dice.mean:.3f} mean Dice on its "
+        f"{fold['cases']} validation cases, {difference} against the CPU-trained fold: "
+        f"{difference.verdict} ([docs/results/gpu.md](docs/results/gpu.md); "
+        f"{note(root, 'gpu')})"
+    )
+
+
+def gpu_page(root: Path) -> str:
+    """The GPU measurements of ``bench_gpu.py``: the fold, prediction, the model alone."""
+    fold, gpu_cases, cpu_cases, cpu_folds = _gpu_and_cpu(root)
+    lines = [
+        "# One CUDA GPU",
+        "",
+        "Generated by `python scripts/report.py` from `docs/results/bench/gpu_*.csv`, written "
+        "by `python scripts/bench_gpu.py` (see its docstring). Machine: "
+        f"{fold['gpu']}, {fold['cores']} CPU cores ({fold['cpu']}), Python {fold['python']}, "
+        f"torch {fold['torch']}, medgraft {fold['medgraft']} at commit {fold['commit']}, "
+        f"{fold['date']}.",
+        "",
+        f"The fold and its scores: {note(root, 'gpu')}.",
+        "",
+        f"## The hippocampus recipe, CV fold {fold['fold']}",
+        "",
+        f"`{fold['recipe']}` trained on the accuracy CV's fold {fold['fold']} "
+        f"({fold['views']} views in one `medgraft train` call, `--device cuda --amp "
+        f"{fold['amp'].split()[0]}` ({fold['amp'].split()[-1].strip('()')} autocast), "
+        f"`--num-workers {fold['num_workers']}`), "
+        f"scored like the CV: the views' last-epoch models averaged, the recipe's clean-up, on "
+        f"the fold's {fold['cases']} validation cases (the same cases as the CPU fold: "
+        f"{fold['same_split']}). Training took {_gpu_wall_text(fold)}; the "
+        f"loop ran {fold['loop_slices_per_s']} slices/s (median over "
+        "views and epochs after the first). On 2 CPU cores the median fold of "
+        f"{len(cpu_folds)} takes {wall_text(cpu_folds)}.",
+        "",
+        "| class | CPU-trained fold: Dice | GPU-trained fold: Dice | GPU - CPU [95% CI] | "
+        "verdict |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for class_name in [*dict.fromkeys(r["class"] for r in gpu_cases), None]:
+        gpu, cpu = paired_dice(gpu_cases, cpu_cases, class_name)
+        change = difference_interval(gpu, cpu)
+        lines.append(
+            f"| {class_name or 'mean foreground'} | {mean_interval(cpu)} | "
+            f"{mean_interval(gpu)} | {change} | {change.verdict} |"
+        )
+    lines += [
+        "",
+        "One training run per arm on different hardware and precision, so the interval holds "
+        "the case-to-case spread, not run-to-run variation.",
+        "",
+        "## Prediction",
+        "",
+        "`medgraft predict` with the fold's three last-epoch models on its validation cases, one "
+        "call per row (start-up, model loading and writing the masks included):",
+        "",
+        "| `--amp` | calls | cases per call | seconds per case (median) |",
+        "| --- | --- | --- | --- |",
+    ]
+    predict = bench_rows(root, "gpu_predict")
+    for amp in dict.fromkeys(r["amp"] for r in predict):
+        runs = [r for r in predict if r["amp"] == amp]
+        lines.append(
+            f"| {amp} | {len(runs)} | {runs[0]['cases']} | "
+            f"{median([float(r['seconds_per_case']) for r in runs]):.2f} |"
+        )
+    model = bench_rows(root, "gpu_train")
+    lines += [
+        "",
+        "## The model alone",
+        "",
+        "Forward, backward and optimizer step on tensors already on the GPU "
+        f"({model[0]['image_size']}, {model[0]['steps']} steps after 2 of warm-up), the "
+        "medians over the repeats. A step takes about as long at batch 256 as at 32: at these "
+        "small inputs the GPU waits on kernel launches rather than computing, so this loop is no "
+        "guide to the precision of the real one above, and repeats vary:",
+        "",
+        "| precision | batch | runs | slices/s (median; min to max) | peak GPU memory |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for key in dict.fromkeys((r["precision"], r["batch_size"]) for r in model):
+        runs = [r for r in model if (r["precision"], r["batch_size"]) == key]
+        speeds = [float(r["slices_per_s"]) for r in runs]
+        lines.append(
+            f"| {key[0]} | {key[1]} | {len(runs)} | {median(speeds):.0f}; "
+            f"{min(speeds):.0f} to {max(speeds):.0f} | {runs[0]['peak_gpu_memory_gib']} GiB |"
+        )
+    return "\n".join([*lines, ""])
