@@ -8,16 +8,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from medgraft.lab.measured import note
 
 RESULTS = Path("docs/results")
-
-
 RECIPES = Path("src/medgraft/config/recipes")
-
-
 STUDIES = {"hippocampus": "MSD hippocampus", "kvasir": "Kvasir-SEG"}
+TEMPLATES = Environment(
+    loader=PackageLoader("medgraft.lab.reports", "templates"),
+    autoescape=False,  # Markdown, whose backticks and links must pass as written
+    undefined=StrictUndefined,  # a value the Python forgot fails, never prints as nothing
+    keep_trailing_newline=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+"""The pages' prose lives in ``templates/``; the Python only computes the figures it quotes."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,11 @@ DATASETS = {
         "px",
     ),
 }
+
+
+def render(template: str, **values: object) -> str:
+    """A page or block of ``templates/`` filled with ``values``."""
+    return TEMPLATES.get_template(template).render(**values)
 
 
 def median(values: list[float]) -> float:

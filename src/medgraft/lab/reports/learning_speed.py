@@ -19,11 +19,7 @@ METHODS = {
     "nnunet-2d": "nnU-Net v2 `2d`",
     "nnunet-3d_fullres": "nnU-Net v2 `3d_fullres`",
 }
-
-
 LEARNING_SPEED = RESULTS / "learning_speed.csv"
-
-
 SEEDS_FOR_A_CLAIM = 3
 """Seeds (training runs) per method before a difference is called ahead or behind."""
 
