@@ -11,7 +11,7 @@ import numpy as np
 from medgraft.evaluation.stats import Interval, difference_interval, mean_interval
 from medgraft.files import read_csv
 from medgraft.lab.measured import note
-from medgraft.lab.reports.common import RESULTS, dice_by_case, median
+from medgraft.lab.reports.common import RESULTS, dice_by_case, median, render
 
 METHODS = {
     "medgraft-imagenet": "medgraft, ImageNet encoder",
@@ -163,30 +163,20 @@ def _seed_summary(speed: LearningSpeed) -> str:
     return ", ".join(f"{METHODS[m]} {_seeds_text(len(speed.seeds(m)))}" for m in speed.methods)
 
 
-def _per_point_table(title: str, row: str, points: list[int]) -> list[str]:
-    """A section's heading and the header of its table: method, ``row``, one column a point."""
-    return [
-        f"## {title}",
-        "",
-        f"| method | {row} | " + " | ".join(f"{p} CPU-min" for p in points) + " |",
-        "| --- | --- |" + " --- |" * len(points),
-    ]
-
-
-def _per_seed_table(speed: LearningSpeed) -> list[str]:
-    """Each seed's mean Dice: the run-to-run spread the case intervals leave out."""
+def _per_seed_rows(speed: LearningSpeed) -> list[tuple]:
+    """Each seed's mean Dice: the run-to-run spread the case intervals leave out (none when no
+    method has two seeds)."""
     if all(len(speed.seeds(m)) < 2 for m in speed.methods):
         return []
-    points = speed.point_minutes
-    lines = _per_point_table("Per seed", "seed", points)
+    rows = []
     for method in speed.methods:
         for seed in speed.seeds(method):
             cells = []
-            for point in points:
+            for point in speed.point_minutes:
                 scores = speed.case_dice(method, point, seed=seed)
                 cells.append(f"{scores.mean():.3f}" if scores.size else "-")
-            lines.append(f"| {METHODS[method]} | {seed} | " + " | ".join(cells) + " |")
-    return [*lines, "", "Mean over cases of the classes' mean Dice, one training run each.", ""]
+            rows.append((METHODS[method], seed, *cells))
+    return rows
 
 
 def learning_speed_readme(root: Path) -> str:
@@ -216,30 +206,24 @@ def _pace(snapshot: dict) -> float:
     return float(snapshot["cpu_minutes"]) * 60 / max(int(snapshot["iterations"]), 1)
 
 
-def _discarded_text(speed: LearningSpeed) -> str:
+def _discarded(speed: LearningSpeed) -> list[dict]:
     """How much slower per CPU-second the discarded runs went than the kept run of the same
     method at the same point (``learning_speed_discarded.csv``)."""
-    sentences = []
+    runs = []
     for row in speed.discarded:
         kept = speed.point(row["method"], int(row["point_min"]), 0)
         if kept is None or row["point_min"] != str(speed.point_minutes[0]):
             continue
         pace = float(row["cpu_seconds"]) / int(row["iterations"])
-        kept_pace = _pace(kept)
-        sentences.append(
-            f" A run of {METHODS[row['method']]}, seed {row['seed']}, {row['why']}, took "
-            f"{pace:.2f} CPU seconds per iteration over its first {row['point_min']} "
-            f"CPU-minutes against seed 0's {kept_pace:.2f} ({1 - kept_pace / pace:.0%} fewer "
-            f"iterations per CPU-minute) and was discarded."
-        )
-    return "".join(sentences)
+        runs.append({**row, "name": METHODS[row["method"]], "pace": pace, "kept_pace": _pace(kept)})
+    return runs
 
 
 PACE_SPREAD = 0.10
 """Kept runs of one method whose paces differ by more than this fraction are pointed out."""
 
 
-def _pace_text(speed: LearningSpeed) -> str:
+def _pace_spreads(speed: LearningSpeed) -> list[str]:
     """How far apart the kept runs of one method went per CPU-second over the first point: on
     this virtual machine the pace varies between sessions, not only with other jobs."""
     first = speed.point_minutes[0]
@@ -253,15 +237,7 @@ def _pace_text(speed: LearningSpeed) -> str:
         if len(paces) > 1 and max(paces.values()) > (1 + PACE_SPREAD) * min(paces.values()):
             listed = ", ".join(f"seed {seed} {pace:.2f}" for seed, pace in paces.items())
             spreads.append(f"{METHODS[method]}: {listed}")
-    if not spreads:
-        return ""
-    return (
-        f" The kept runs of one method went at different paces too over their first {first} "
-        f"CPU-minutes (CPU seconds per iteration; {'; '.join(spreads)}): the machine's speed "
-        "per CPU-second varies between sessions even with nothing else on the cores (a shared "
-        "virtual machine that reports no steal time), so a point is a CPU-time budget on the "
-        "machine as it was, and the iterations it bought are in the table of runs."
-    )
+    return spreads
 
 
 def learning_speed_page(root: Path) -> str:
@@ -269,134 +245,58 @@ def learning_speed_page(root: Path) -> str:
     calibration, inference times and how to reproduce them."""
     speed = LearningSpeed.read(root)
     assert speed is not None
-    lines = [
-        *_learning_speed_intro(speed, note(root, "learning-speed")),
-        *_learning_speed_per_class(speed),
-        *_learning_speed_runs(speed),
-        *(_learning_speed_calibration(speed) if speed.calibration else []),
-        *(_learning_speed_inference(speed) if speed.inference else []),
-        *LEARNING_SPEED_REPRODUCE,
-    ]
-    return "\n".join(lines) + "\n"
+    return render(
+        "learning_speed.md.j2",
+        speed=speed,
+        points=speed.point_minutes,
+        discarded=_discarded(speed),
+        spreads=_pace_spreads(speed),
+        dice_table=_dice_table(speed),
+        measured=note(root, "learning-speed"),
+        seed_summary=_seed_summary(speed),
+        seeds_for_a_claim=SEEDS_FOR_A_CLAIM,
+        claims=_claims(speed),
+        per_seed=_per_seed_rows(speed),
+        per_class=_per_class_rows(speed),
+        runs=_run_rows(speed),
+        machines=_seed_machines(speed),
+        calibration=_calibration_rows(speed),
+        inference=_inference_rows(speed),
+    )
 
 
-def _learning_speed_intro(speed: LearningSpeed, measured_at: str) -> list[str]:
-    """What is compared and how it is clocked, the mean foreground Dice with when its runs were
-    measured (``measured_at``), its claims, the figure and the per-seed table."""
-    return [
-        "# Learning speed: medgraft against nnU-Net on CPU time",
-        "",
-        "<!-- generated by scripts/report.py from learning_speed.csv, learning_speed_points.csv, "
-        "learning_speed_inference.csv and learning_speed_discarded.csv; do not edit -->",
-        "",
-        f"Hippocampus (MSD, shared copy), fold 0 of the 5-fold split of `accuracy_cv.py`: each "
-        f"method trains on the fold's training cases and is scored on its "
-        f"{speed.validation_cases} validation cases, which no run saw and which chose nothing "
-        "(each point's model is the snapshot taken when the run's clock passed it). Scores come "
-        "from `medgraft evaluate`'s metrics (MONAI Dice, HD95) at the images' own resolution for "
-        "both tools.",
-        "",
-        "**The clock** is the training process's CPU time (user + system, `time.process_time`) "
-        "from the first training iteration: data loading, augmentation, forward, backward, "
-        "optimiser and checkpoints count; setup (loading volumes, nnU-Net's planning and "
-        "preprocessing) and validation during training do not. Every run uses one thread and no "
-        "loader workers, so the unit does not depend on the wall clock; it does depend on what "
-        "else shares the cores."
-        + _discarded_text(speed)
-        + _pace_text(speed)
-        + " The runs of a seed go in pairs on the 2 cores with nothing else, and the table of "
-        "runs below shows each run's pace. With both of this machine's 2 cores, a run would "
-        "reach a point in about half its CPU-minutes of wall time at best.",
-        "",
-        "## Mean foreground Dice",
-        "",
-        *_dice_table(speed),
-        "",
-        f"The runs and their scores: {measured_at}.",
-        "",
-        "Mean over cases of the classes' mean Dice, each case's Dice averaged over the "
-        f"method's seeds ({_seed_summary(speed)}) [95% percentile bootstrap over cases]. Paired "
-        "differences (same cases); a difference is called ahead or behind only with "
-        f"{SEEDS_FOR_A_CLAIM} seeds of both methods, since one run per method leaves the "
-        "run-to-run variation out of the interval:",
-        "",
-        *[f"- {claim}." for claim in _claims(speed)],
-        "",
-        "![Dice against CPU-minutes](learning_speed.png)",
-        "",
-        *_per_seed_table(speed),
-    ]
-
-
-def _learning_speed_per_class(speed: LearningSpeed) -> list[str]:
-    points = speed.point_minutes
-    lines = _per_point_table("Per class", "class", points)
+def _per_class_rows(speed: LearningSpeed) -> list[tuple]:
+    """Per method and class, at each point: mean Dice, mean HD95 where found, the misses."""
+    rows = []
     for method in speed.methods:
         for class_name in speed.class_names:
             cells = []
-            for point in points:
+            for point in speed.point_minutes:
                 dice = speed.interval(method, point, class_name)
                 hd95, misses = speed.hd95(method, point, class_name)
                 distance = f"{hd95:.2f} mm" if np.isfinite(hd95) else "-"
                 text = f"{dice.mean:.3f}, HD95 {distance} ({misses} missed)" if dice else "-"
                 cells.append(text)
-            lines.append(f"| {METHODS[method]} | {class_name} | " + " | ".join(cells) + " |")
-    return [
-        *lines,
-        "",
-        "Dice mean over cases; HD95 mean over the cases where the class was found, with the "
-        "count of cases where it was not.",
-    ]
+            rows.append((METHODS[method], class_name, *cells))
+    return rows
 
 
-def _learning_speed_runs(speed: LearningSpeed) -> list[str]:
-    """Each run's progress at each point, the machines that ran the seeds, and what differs
-    from each tool's defaults."""
-    points = speed.point_minutes
-    lines = [
-        "",
-        "## The runs",
-        "",
-        "| method | seed | point | CPU minutes | iterations | CPU seconds per iteration "
-        "| epoch | planned epochs x iterations | batch (stock) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
+def _run_rows(speed: LearningSpeed) -> list[tuple]:
+    """Each run's progress at each point."""
+    rows = []
     for method in speed.methods:
         for seed in speed.seeds(method):
-            for point in points:
+            for point in speed.point_minutes:
                 taken = speed.point(method, point, seed)
                 if taken is None:
                     continue
-                lines.append(
-                    f"| {METHODS[method]} | {seed} | {point} | "
-                    f"{float(taken['cpu_minutes']):.1f} | {taken['iterations']} | "
-                    f"{_pace(taken):.2f} | "
-                    f"{taken['epoch']} | {taken['planned_epochs']} x "
-                    f"{taken['iterations_per_epoch']} | {taken['batch_size']} "
-                    f"({taken['stock_batch_size']}) |"
-                )
-    return [
-        *lines,
-        "",
-        *_seed_machines(speed),
-        "",
-        "The runs of a seed shared the 2 cores (one thread each), which the CPU clock does not "
-        "count. Each run's learning-rate schedule (poly for both tools) was sized by a short "
-        "calibration to end at the last point, and later seeds train the same plans; the "
-        "earlier points are snapshots of the same run, not runs planned for the shorter "
-        "budgets.",
-        "",
-        "What differs from each tool's defaults: medgraft runs the shipped `mri-2.5d` recipe's "
-        "axial model alone (`--views axial`: one model learning, as nnU-Net's `2d` trains one; "
-        "the recipe's three views take three times the CPU per point) with its epochs set to "
-        "fill the budget (and `--weights none` from scratch); nnU-Net v2 runs "
-        "its stock `2d` plan and trainer with the batch size in `nnUNetPlans.json` set as above, "
-        "epochs and iterations set to fill the budget, one validation iteration per epoch, no "
-        "final validation (`scripts/nnunet_budget.py`), planned and preprocessed from the fold's "
-        "training cases only. medgraft's predictions keep the recipe's largest-component "
-        "clean-up; nnU-Net's are its raw predictions (its post-processing is chosen by a "
-        "cross-validation this budget has no room for).",
-    ]
+                rows.append(
+                    (METHODS[method], seed, point, f"{float(taken['cpu_minutes']):.1f}",
+                     taken["iterations"], f"{_pace(taken):.2f}", taken["epoch"],
+                     f"{taken['planned_epochs']} x {taken['iterations_per_epoch']}",
+                     f"{taken['batch_size']} ({taken['stock_batch_size']})")
+                )  # fmt: skip
+    return rows
 
 
 def _seed_machines(speed: LearningSpeed) -> list[str]:
@@ -416,93 +316,36 @@ def _seed_machines(speed: LearningSpeed) -> list[str]:
     ]
 
 
-def _learning_speed_calibration(speed: LearningSpeed) -> list[str]:
-    """The calibrated pace and planned schedule of each method, and what an untrained one's
-    budget would have held."""
-    points = speed.point_minutes
-    budget = points[-1] * 60
-    lines = [
-        "",
-        "## Calibration",
-        "",
-        "| method | CPU seconds per iteration | iterations timed | planned epochs x "
-        "iterations | batch (stock) | trained |",
-        "| --- | --- | --- | --- | --- | --- |",
+def _calibration_rows(speed: LearningSpeed) -> list[dict]:
+    """The calibrated pace and planned schedule of each method, and how many of its iterations
+    the budget would have held (what an untrained one lacked)."""
+    budget = speed.point_minutes[-1] * 60
+    return [
+        {
+            **row,
+            "name": METHODS[row["method"]],
+            "iterations": budget / float(row["cpu_seconds_per_iteration"]),
+        }
+        for row in speed.calibration
     ]
-    for row in speed.calibration:
-        lines.append(
-            f"| {METHODS[row['method']]} | {row['cpu_seconds_per_iteration']} | "
-            f"{row['calibration_iterations']} | {row['planned_epochs']} x "
-            f"{row['iterations_per_epoch']} | {row['batch_size']} ({row['stock_batch_size']}) "
-            f"| {row['trained']} |"
-        )
-    lines += [
-        "",
-        "One thread, timed on the CPU clock before the runs (the other calibrations and runs "
-        "may have shared the cores). The planned epochs make each schedule end at "
-        f"{points[-1]} CPU-minutes at the calibrated speed; the runs' actual progress is in "
-        "the table above.",
-    ]
-    for row in speed.calibration:
-        if row["trained"] == "no":
-            iterations = budget / float(row["cpu_seconds_per_iteration"])
-            lines.append("")
-            lines.append(
-                f"{METHODS[row['method']]} was not trained: {points[-1]} CPU-minutes hold "
-                f"about {iterations:.0f} of its iterations (nnU-Net's stock schedule is "
-                "1000 epochs x 250)."
-            )
-    return lines
 
 
-def _learning_speed_inference(speed: LearningSpeed) -> list[str]:
+def _inference_rows(speed: LearningSpeed) -> list[tuple]:
     """Seconds per case of each method's prediction calls, from the calls that had the cores
     alone where there are any."""
-    lines = [
-        "",
-        "## Inference",
-        "",
-        "| method | TTA | seconds per case (median) | calls used, of all |",
-        "| --- | --- | --- | --- |",
-    ]
     groups: dict[tuple[str, str], list[dict]] = {}
     for row in speed.inference:
         groups.setdefault((row["method"], row["tta"]), []).append(row)
+    table = []
     for (method, tta), rows in groups.items():
         alone = [r for r in rows if r["shared"] == "no"]
         used = alone or rows
         seconds = median([float(r["seconds_per_case"]) for r in used])
         kind = "alone" if alone else "**all shared the cores**"
-        lines.append(
-            f"| {METHODS[method]} | {tta} | {seconds:.2f} | {len(used)} of {len(rows)}, {kind} |"
+        table.append(
+            (METHODS[method], tta, f"{seconds:.2f}", f"{len(used)} of {len(rows)}, {kind}")
         )
-    lines += [
-        "",
-        "Wall seconds per validation case of each prediction call (every snapshot is one "
-        "call; nnU-Net with its mirroring TTA once, at the last point), both cores, "
-        "including start-up. The median uses the calls that had the cores alone (other "
-        "jobs below a quarter of a core), or all calls, marked, when none did.",
-    ]
-    return lines
-
-
-LEARNING_SPEED_REPRODUCE = [
-    "",
-    "## Reproduce",
-    "",
-    "```bash",
-    "python3 -m venv .venv-nnunet && .venv-nnunet/bin/pip install torch nnunetv2",
-    "python scripts/learning_speed.py prepare",
-    "python scripts/learning_speed.py calibrate",
-    "for s in 0 1 2; do   # seeds: a session each on 2 cores",
-    "  for m in medgraft-imagenet medgraft-scratch nnunet-2d; do",
-    "    python scripts/learning_speed.py train --method $m --seed $s &   # resumable",
-    "  done; wait",
-    "  python scripts/learning_speed.py score --seed $s   # replaces its runs' rows",
-    "done",
-    "python scripts/report.py",
-    "```",
-]
+    return table
 
 
 def learning_speed_plot(root: Path) -> None:
