@@ -17,6 +17,7 @@ from medgraft.lab.measured import note
 from medgraft.lab.reports.common import (
     DATASETS,
     RESULTS,
+    block,
     measured_sentence,
     median,
     paired_dice,
@@ -115,15 +116,12 @@ def accuracy_readme(root: Path) -> str:
             f"{result.case_count} | {per_class} | {result.foreground().mean:.3f} "
             f"| {result.goal_text()} | {result.median_fold_minutes():.1f} min |"
         )
-    lines += ["", measured_sentence(root, "accuracy")]
-    missing = [f"`{d.recipe}` ({d.title})" for n, d in DATASETS.items() if not _has(cases, n)]
-    if missing:
-        lines += [
-            "",
-            f"Not measured with the shipped recipe yet, so no figure is reported: "
-            f"{', '.join(missing)}.",
-        ]
-    return "\n".join(lines)
+    return block(
+        "accuracy_block.md.j2",
+        table=lines,
+        measured=measured_sentence(root, "accuracy"),
+        missing=[f"`{d.recipe}` ({d.title})" for n, d in DATASETS.items() if not _has(cases, n)],
+    )
 
 
 def _has(cases: list[dict], dataset: str) -> bool:

@@ -65,6 +65,12 @@ def render(template: str, **values: object) -> str:
     return TEMPLATES.get_template(template).render(**values)
 
 
+def block(template: str, **values: object) -> str:
+    """A block of ``templates/`` filled with ``values``: inline text or lines between the block's
+    markers, with no newline of its own."""
+    return render(template, **values).removesuffix("\n")
+
+
 def median(values: list[float]) -> float:
     return float(statistics.median(values))
 

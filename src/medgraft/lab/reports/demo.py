@@ -10,7 +10,7 @@ import numpy as np
 from medgraft.config.schema import DemoOptions
 from medgraft.files import read_csv
 from medgraft.lab.measured import note
-from medgraft.lab.reports.common import RESULTS, median, render
+from medgraft.lab.reports.common import RESULTS, block, median, render
 
 
 def demo_case_rows(root: Path) -> list[dict[str, str]]:
@@ -49,46 +49,47 @@ def _range(values: list[float], form: str) -> str:
     return low if low == high else f"{low} to {high}"
 
 
-def demo_timing(runs: list[dict], commit: str) -> str:
+def demo_timing(runs: list[dict], commit: str) -> dict | None:
     """The demo's wall time at the scores' commit (median and range), the install's median."""
     demo = [
         float(r["wall_seconds"]) for r in runs if r["command"] == "demo" and r["commit"] == commit
     ]
     install = [float(r["wall_seconds"]) for r in runs if r["command"] == "install"]
     if not demo or not install:
-        return "Install and demo times: not measured with this version"
+        return None
     alone = sum(
         r["shared"] == "no" for r in runs if r["command"] == "demo" and r["commit"] == commit
     )
-    return (
-        f"Measured on {runs[-1]['cores']} CPU cores ({runs[-1]['cpu']}): demo "
-        f"{median(demo):.0f} s (median of {len(demo)} runs at {commit}, range "
-        f"{_range(demo, '.0f')} s, {alone} with the cores to itself), install "
-        f"{median(install) / 60:.1f} min (median of {len(install)}), in "
-        "[docs/results/demo/runs.csv](docs/results/demo/runs.csv)"
-    )
+    return {
+        "machine": runs[-1],
+        "commit": commit,
+        "demo": median(demo),
+        "demo_runs": len(demo),
+        "range": _range(demo, ".0f"),
+        "alone": alone,
+        "install_minutes": median(install) / 60,
+        "installs": len(install),
+    }
 
 
 def demo_readme(root: Path) -> str:
     rows, runs = demo_case_rows(root), demo_runs_scores(root)
-    held_out = len({r["case_id"] for r in rows})
     data = root / DemoOptions().data
-    labelled = len(list((data / "imagesTr").glob("*.nii.gz")))
-    unlabelled = len(list((data / "imagesTs").glob("*.nii.gz")))
     classes = list(runs[0]["dice"])
-    per_class = ", ".join(f"{n} {_range([run['dice'][n] for run in runs], '.3f')}" for n in classes)
-    hd95 = " / ".join(_range([run["hd95"][n] for run in runs], ".1f") for n in classes)
-    mean = _range([run["mean"]["dice"] for run in runs], ".3f")
-    return (
-        f"trains a 2.5D U-Net for {DemoOptions().epochs} epochs on {labelled - held_out} of the "
-        f"{labelled} embedded hippocampus cases, segments the {held_out} held-out cases and the "
-        f"{unlabelled} unlabelled ones (NIfTI masks with the input's affine and header) with the "
-        "model of the last epoch, so the held-out cases choose no checkpoint, and prints Dice, "
-        f"HD95 and surface Dice per class. {demo_timing(demo_runs(root), rows[-1]['commit'])}; "
-        f"mean foreground Dice {mean} on the {held_out} held-out cases over {len(runs)} runs "
-        f"({per_class}; HD95 {hd95} mm), per case and run in "
-        f"[docs/results/demo/dice.csv](docs/results/demo/dice.csv); the Dice: "
-        f"{note(root, 'demo')}."
+    return block(
+        "demo_block.md.j2",
+        epochs=DemoOptions().epochs,
+        held_out=len({r["case_id"] for r in rows}),
+        labelled=len(list((data / "imagesTr").glob("*.nii.gz"))),
+        unlabelled=len(list((data / "imagesTs").glob("*.nii.gz"))),
+        timing=demo_timing(demo_runs(root), rows[-1]["commit"]),
+        mean=_range([run["mean"]["dice"] for run in runs], ".3f"),
+        runs=len(runs),
+        per_class=", ".join(
+            f"{n} {_range([run['dice'][n] for run in runs], '.3f')}" for n in classes
+        ),
+        hd95=" / ".join(_range([run["hd95"][n] for run in runs], ".1f") for n in classes),
+        measured=note(root, "demo"),
     )
 
 

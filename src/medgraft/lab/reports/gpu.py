@@ -9,7 +9,7 @@ from medgraft.evaluation.stats import difference_interval, mean_interval
 from medgraft.files import read_csv
 from medgraft.lab.measured import note
 from medgraft.lab.reports.accuracy import accuracy_sources
-from medgraft.lab.reports.common import RESULTS, median, paired_dice, render, wall_text
+from medgraft.lab.reports.common import RESULTS, block, median, paired_dice, render, wall_text
 
 
 def bench_rows(root: Path, name: str) -> list[dict]:
@@ -59,23 +59,14 @@ def bench_amp_cpu_readme(root: Path) -> str:
         precision: median([float(r["samples_per_s"]) for r in rows if r["precision"] == precision])
         for precision in ("fp32", "bf16")
     }
-    first = rows[0]
-    shared = sum(r["shared"] == "yes" for r in rows)
-    slower = speed["bf16"] < speed["fp32"]
-    factor = (
-        f"{speed['fp32'] / speed['bf16']:.1f}x slower"
-        if slower
-        else f"{speed['bf16'] / speed['fp32']:.1f}x faster"
-    )
-    verdict = "so fp32 stays the CPU default" if slower else "a speed-up whose Dice is not measured"
-    return (
-        f"on this {first['cores']}-core {first['cpu']} (torch CPU capability "
-        f"{first['cpu_capability']}, bf16/AMX flags: {first['cpu_bf16_flags']}) a training step "
-        f"of the `{first['recipe']}` recipe ran {speed['fp32']:.1f} samples/s in fp32 and "
-        f"{speed['bf16']:.1f} under bf16 autocast, {factor} (medians of {len(rows) // 2} runs "
-        f"each, {shared} of {len(rows)} runs shared the cores, "
-        f"[docs/results/bench/amp_cpu.csv](docs/results/bench/amp_cpu.csv)), {verdict} "
-        f"({note(root, 'amp-cpu')})"
+    return block(
+        "bench_amp_cpu_block.md.j2",
+        first=rows[0],
+        fp32=speed["fp32"],
+        bf16=speed["bf16"],
+        runs=len(rows),
+        shared=sum(r["shared"] == "yes" for r in rows),
+        measured=note(root, "amp-cpu"),
     )
 
 
@@ -117,16 +108,16 @@ def bench_gpu_readme(root: Path) -> str:
         return "not measured with this version"
     fold, gpu_cases, cpu_cases, cpu_folds = _gpu_and_cpu(root)
     gpu, cpu = paired_dice(gpu_cases, cpu_cases, None)
-    dice, difference = mean_interval(gpu), difference_interval(gpu, cpu)
-    return (
-        f"on one {fold['gpu']} the recipe's fold {fold['fold']} trained in "
-        f"{_gpu_wall_text(fold)}, with {fold['views']} views, `--amp "
-        f"{fold['amp'].split()[0]}` and {fold['num_workers']} DataLoader workers (on 2 CPU cores "
-        f"the median of {len(cpu_folds)} folds took {wall_text(cpu_folds)}), and scored "
-        f"{dice.mean:.3f} mean Dice on its "
-        f"{fold['cases']} validation cases, {difference} against the CPU-trained fold: "
-        f"{difference.verdict} ([docs/results/gpu.md](docs/results/gpu.md); "
-        f"{note(root, 'gpu')})"
+    return block(
+        "bench_gpu_block.md.j2",
+        fold=fold,
+        amp=fold["amp"].split()[0],
+        gpu_wall=_gpu_wall_text(fold),
+        cpu_folds=len(cpu_folds),
+        cpu_wall=wall_text(cpu_folds),
+        dice=mean_interval(gpu),
+        difference=difference_interval(gpu, cpu),
+        measured=note(root, "gpu"),
     )
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from medgraft.evaluation.stats import Interval, difference_interval, mean_interval
 from medgraft.files import read_csv
 from medgraft.lab.measured import note
-from medgraft.lab.reports.common import RESULTS, dice_by_case, median, render
+from medgraft.lab.reports.common import RESULTS, block, dice_by_case, median, render
 
 METHODS = {
     "medgraft-imagenet": "medgraft, ImageNet encoder",
@@ -183,21 +183,13 @@ def learning_speed_readme(root: Path) -> str:
     speed = LearningSpeed.read(root)
     if speed is None:
         return "Not measured with this version."
-    return "\n".join(
-        [
-            *_dice_table(speed),
-            "",
-            f"Mean foreground Dice on the {speed.validation_cases} validation cases of "
-            "hippocampus fold 0 [95% bootstrap interval over cases of the mean over seeds], "
-            f"{_seed_summary(speed)}, each run on one thread; the clock is the training "
-            "process's CPU time ([details, per class and seed, HD95, inference "
-            "times](docs/results/learning_speed.md)). From the interval of the paired difference "
-            "over cases:",
-            "",
-            *[f"- {claim}." for claim in _claims(speed)],
-            "",
-            f"The runs and their scores: {note(root, 'learning-speed')}.",
-        ]
+    return block(
+        "learning_speed_block.md.j2",
+        dice_table=_dice_table(speed),
+        cases=speed.validation_cases,
+        seed_summary=_seed_summary(speed),
+        claims=_claims(speed),
+        measured=note(root, "learning-speed"),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from medgraft.lab.measured import note
-from medgraft.lab.reports.common import STUDIES
+from medgraft.lab.reports.common import STUDIES, block
 from medgraft.lab.reports.learning_speed import LearningSpeed
 from medgraft.lab.reports.study import study_folders
 from medgraft.study import StudyResults
@@ -47,18 +47,9 @@ def overview_readme(root: Path) -> str:
                 + " | ".join(cells)
                 + f" | - | **{difference.verdict}**, {difference} |"
             )
-    return "\n".join(
-        [
-            *lines,
-            "",
-            "Mean foreground Dice on held-out validation cases [95% bootstrap interval]; the "
-            "verdict comes from the interval of the difference. How each was measured, with "
-            "seeds, per-class scores and nnU-Net v2 `3d_fullres`: [results](docs/results.md). "
-            f"The CPU-minute rows: {note(root, 'learning-speed')}; "
-            + "; ".join(
-                f"the {STUDIES[name]} study: {note(root, 'study', name=name)}"
-                for name in study_folders(root)
-            )
-            + ".",
-        ]
+    return block(
+        "overview_block.md.j2",
+        table=lines,
+        speed_measured=note(root, "learning-speed"),
+        studies=[(STUDIES[name], note(root, "study", name=name)) for name in study_folders(root)],
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from medgraft.lab.measured import note
-from medgraft.lab.reports.common import RESULTS, STUDIES
+from medgraft.lab.reports.common import RESULTS, STUDIES, block
 from medgraft.study import StudyResults
 
 
@@ -50,18 +50,11 @@ def study_readme(root: Path) -> str:
                     f"{STUDIES[name]}, {fraction:.0%} of the labels: ImageNet is "
                     f"**{difference.verdict}** (difference {difference})"
                 )
-    return "\n".join(
-        [
-            *lines,
-            "",
-            "Last-epoch mean foreground Dice on the study's fixed validation cases, mean over "
-            "seeds and cases [95% bootstrap interval over both]. Against scratch at the same "
-            "label fraction, from the interval of the difference:",
-            "",
-            *[f"- {claim}." for claim in claims],
-            "",
-            *[f"{STUDIES[name]}: {note(root, 'study', name=name)}." for name in folders],
-        ]
+    return block(
+        "study_block.md.j2",
+        table=lines,
+        claims=claims,
+        measured=[(STUDIES[name], note(root, "study", name=name)) for name in folders],
     )
 
 
