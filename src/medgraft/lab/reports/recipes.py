@@ -1,6 +1,7 @@
 """The ``measured:`` block that ends each shipped recipe (``src/medgraft/config/recipes/*.yaml``):
 this module is what writes them now, from the accuracy CV, so ``medgraft recipes`` quotes the
-same figures as the accuracy page; ``report --check`` compares the recipe files too."""
+same figures as the accuracy page. ``report --check`` compares the recipe files too, so a figure
+edited by hand in a recipe fails it (``tests/test_report.py``)."""
 
 from __future__ import annotations
 
