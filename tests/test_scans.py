@@ -19,7 +19,7 @@ from medgraft.config.schema import InferenceOptions, PredictOptions
 from medgraft.data.transforms import Preprocessing
 from medgraft.errors import MedgraftError
 from medgraft.inference.batch import predict_cases
-from medgraft.inference.predictor import Predictor
+from medgraft.inference.predictor import VOLUME, Predictor
 from medgraft.models.checkpoint import ModelInputs
 
 LEVELS = (0.0, 500.0, 1000.0)
@@ -38,6 +38,22 @@ class IntensityOracle(torch.nn.Module):
         centre = stacks[:, stacks.shape[1] // 2]
         levels = torch.tensor([0.0, 0.5, 1.0]).view(1, 3, 1, 1)
         return -100.0 * (centre[:, None] - levels) ** 2
+
+
+class VolumeOracle(torch.nn.Module):
+    """The 3D counterpart: each voxel of a (N, 1, X, Y, Z) window labelled by its intensity."""
+
+    output_stride = 16
+    num_classes = 3
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        levels = torch.tensor([0.0, 0.5, 1.0]).view(1, 3, 1, 1, 1)
+        return -100.0 * (windows - levels) ** 2
+
+
+WINDOW = [16, 24, 8]
+"""Smaller than the test volumes along some axes (windows slide and blend), larger along
+others (MONAI pads and crops back)."""
 
 
 def label_map(shape: tuple[int, int, int]) -> np.ndarray:
@@ -62,21 +78,30 @@ class Background(torch.nn.Module):
         return logits
 
 
-def oracle_inputs(spacing=None) -> ModelInputs:
+def oracle_inputs(spacing=None, dims: int = 2) -> ModelInputs:
     return ModelInputs(
         preprocessing=Preprocessing(volumetric=True, orientation="RAS", spacing=spacing),
-        slices=3,
+        slices=3 if dims == 2 else 1,
         labels={"0": "background", "1": "a", "2": "b"},
         inference=InferenceOptions(tta=False),
+        dims=dims,
+        patch=WINDOW if dims == 3 else None,
     )
 
 
 def predict_with_oracle(
-    inputs: list[Path], out: Path, spacing, slice_axes: list[int] | None = None, **options
+    inputs: list[Path],
+    out: Path,
+    spacing,
+    slice_axes: list[int | str] | None = None,
+    dims: int = 2,
+    **options,
 ) -> list:
-    models = [IntensityOracle() for _ in slice_axes or [2]]
+    if dims == 3:
+        slice_axes = slice_axes or [VOLUME]
+    models = [VolumeOracle() if axis == VOLUME else IntensityOracle() for axis in slice_axes or [2]]
     predictor = Predictor(
-        models, oracle_inputs(spacing), device=torch.device("cpu"), slice_axes=slice_axes
+        models, oracle_inputs(spacing, dims), device=torch.device("cpu"), slice_axes=slice_axes
     )
     settings = PredictOptions(tta=False, largest_component=False, min_size=0, **options)
     return list(predict_cases(predictor, inputs, out, settings))
@@ -115,8 +140,26 @@ def test_nifti_masks_match_the_known_labels_on_the_input_grid(name: str, tmp_pat
     assert dice(np.asarray(mask.dataobj), labels) >= 0.99
 
 
+@pytest.mark.parametrize("name", sorted(AFFINES))
+def test_3d_sliding_windows_give_the_known_labels_on_the_input_grid(name: str, tmp_path: Path):
+    """The same round trip for a 3D model: windows slide, blend and pad on the model's grid."""
+    shape = (30, 44, 9) if name != "pir" else (30, 9, 44)
+    labels = label_map(shape)
+    scan = tmp_path / "in" / f"{name}.nii.gz"
+    scan.parent.mkdir()
+    write_nifti(scan, np.choose(labels, LEVELS).astype(np.float32), AFFINES[name])
+    spacing = (1.0, 1.0, 0.0) if name == "anisotropic" else None
+    [result] = predict_with_oracle([scan], tmp_path / "out", spacing, dims=3)
+    assert result.status == "ok", result.message
+    mask = nib.load(tmp_path / "out" / f"{name}.nii.gz")
+    np.testing.assert_allclose(mask.affine, AFFINES[name], atol=1e-5)
+    assert dice(np.asarray(mask.dataobj), labels) >= 0.99
+
+
 @pytest.mark.parametrize(
-    "slice_axes", [[0], [1], [2, 0, 1]], ids=["sagittal", "coronal", "3 views"]
+    "slice_axes",
+    [[0], [1], [2, 0, 1], [VOLUME, 2, 0]],
+    ids=["sagittal", "coronal", "3 views", "3D and 2 views"],
 )
 def test_each_view_and_their_ensemble_give_the_known_labels(slice_axes, tmp_path: Path):
     labels = label_map((30, 9, 44))
@@ -128,7 +171,7 @@ def test_each_view_and_their_ensemble_give_the_known_labels(slice_axes, tmp_path
     mask = np.asarray(nib.load(tmp_path / "out" / "pir.nii.gz").dataobj)
     assert dice(mask, labels) >= 0.99
     ras_shape = nib.as_closest_canonical(nib.load(scan)).shape
-    assert result.slices == sum(ras_shape[axis] for axis in set(slice_axes))
+    assert result.slices == sum(ras_shape[axis] for axis in set(slice_axes) - {VOLUME})
 
 
 def test_views_are_averaged_by_their_number_of_models():

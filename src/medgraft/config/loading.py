@@ -127,6 +127,9 @@ ADDED_LATER = {
     "trainer": "default",
     "val_metrics": None,
     "cpu_budget_minutes": None,
+    "dims": 2,
+    "conversion": "acs",
+    "volume_patch": "auto",
 }
 """Options added after runs were fingerprinted, with the value that reproduces what those runs
 did: at that value an option is left out of the fingerprint, so adding it does not make every

@@ -31,6 +31,8 @@ SLICE_VIEWS = {"sagittal": "LR", "coronal": "PA", "axial": "IS"}
 """The views 2.5D slices can be cut in, each with the axis codes its slices are stacked along."""
 
 AMP_MODES = ("auto", "off", "fp16", "bf16")
+CONVERSIONS = ("acs", "inflate")
+"""How a 3D model's encoder carries 2D kernels into 3D (``models.volumetric``)."""
 """Mixed-precision modes (``runtime.amp_dtype`` maps them to dtypes)."""
 
 TRACKERS = ("tensorboard", "mlflow")
@@ -221,6 +223,26 @@ class TrainConfig:
         min=0,
         section="data",
     )
+    dims: int = option(
+        2,
+        "Volumes: 2 segments slice by slice (2.5D); 3 trains a 3D U-Net on patches, the "
+        "encoder's 2D ImageNet kernels carried into 3D (--conversion).",
+        min=2,
+        section="model and weights",
+    )
+    conversion: str = option(
+        "acs",
+        "With --dims 3: how 2D kernels become 3D, acs (each kernel acts in one of the axial, "
+        "coronal, sagittal planes) | inflate (spread evenly along the slice axis, I3D).",
+        choices=CONVERSIONS,
+        section="model and weights",
+    )
+    volume_patch: str = option(
+        "auto",
+        "With --dims 3: training patch x,y,z in voxels, each a multiple of the encoder's "
+        "stride (16); auto: the smallest holding the median training case, at most 128.",
+        section="data",
+    )
     orientation: str = option("RAS", "Axis codes volumes are reoriented to.", cli=False)
     spacing: str = option("auto", "auto (median in-plane) | none | x,y[,z] in mm.", section="data")
     foreground_ratio: float = option(
@@ -320,6 +342,12 @@ class TrainConfig:
                 raise MedgraftError(f"{name} must be one of {', '.join(SLICE_VIEWS)}, not {view!r}")
         if len(set(self.view_list)) != len(self.view_list):
             raise MedgraftError(f"views lists a view twice: {self.views!r}")
+        if self.dims not in (2, 3):
+            raise MedgraftError(f"--dims must be 2 or 3, not {self.dims}")
+        if self.conversion not in CONVERSIONS:
+            raise MedgraftError(
+                f"--conversion must be one of {', '.join(CONVERSIONS)}, not {self.conversion!r}"
+            )
         if self.patch_size > self.image_size:
             raise MedgraftError(
                 f"--patch-size {self.patch_size} is larger than --image-size {self.image_size}"

@@ -280,6 +280,10 @@ def collate_padded(samples: list[dict], divisor: int) -> dict:
     tensors come out: MONAI metadata carried through the network costs time and is never read
     there."""
     keys = ["image", "label", "roi"]
-    pad = DivisiblePadd(keys, k=(1, divisor, divisor), method="end", allow_missing_keys=True)
+    # MONAI's patch samplers give each item as a list of its patches
+    samples = [s for item in samples for s in (item if isinstance(item, list) else [item])]
+    spatial_dims = samples[0]["image"].ndim - 1
+    k = (1, *[divisor] * spatial_dims)
+    pad = DivisiblePadd(keys, k=k, method="end", allow_missing_keys=True)
     batch = pad(pad_list_data_collate(samples))
     return {key: convert_to_tensor(value, track_meta=False) for key, value in batch.items()}

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
+from monai.inferers import sliding_window_inference
 from monai.transforms import DivisiblePad, Resize
 from monai.utils import convert_to_tensor
 
@@ -25,6 +26,14 @@ from medgraft.models.checkpoint import (
     load_model,
 )
 from medgraft.models.unet import Segmenter
+
+VOLUME = "3d"
+"""The "view" of 3D models in an ensemble: the whole volume, by sliding windows."""
+SLICES_PER_WINDOW = 16
+"""``--batch-size`` counts 2D slices; a 3D window takes the memory of about this many (a
+48 x 64 x 48 patch holds 48 slices of a smaller plane), so batches of windows stay bounded."""
+WINDOW_OVERLAP = 0.5
+"""Sliding windows overlap by half a patch, as nnU-Net's default step of 0.5."""
 
 
 def mirrorings(axes: list[int]) -> list[tuple[int, ...]]:
@@ -71,8 +80,9 @@ class Predictor:
             m.to(device).eval() for m in (models if isinstance(models, list) else [models])
         ]
         self.inputs = inputs
-        self.slice_axes = slice_axes or [inputs.slice_axis] * len(self.models)
-        """Each model's slice axis (2.5D): an ensemble may mix views."""
+        default_axis = VOLUME if inputs.dims == 3 else inputs.slice_axis
+        self.slice_axes = slice_axes or [default_axis] * len(self.models)
+        """Each model's slice axis (2.5D), or :data:`VOLUME` (3D): an ensemble may mix them."""
         self.device = device
         self.batch_size = batch_size
         self.amp_dtype = amp_dtype
@@ -82,7 +92,8 @@ class Predictor:
 
     @classmethod
     def from_checkpoints(cls, checkpoints: list[Checkpoint], **kwargs) -> Predictor:
-        """An ensemble of checkpoints that must agree on input handling and classes."""
+        """An ensemble of checkpoints that must agree on input handling and classes; 2.5D
+        models on their slices, and 3D models beside 2.5D ones on the grid they see."""
         reference = checkpoints[0]
         for checkpoint in checkpoints:
             for key in INPUTS_THAT_MUST_AGREE:
@@ -90,9 +101,19 @@ class Predictor:
                     raise MedgraftError(f"ensembled models disagree on '{key}'")
             if checkpoint.architecture.classes != reference.architecture.classes:
                 raise MedgraftError("ensembled models predict different numbers of classes")
+        slice_models = [c.inputs for c in checkpoints if c.inputs.dims == 2]
+        if len({inputs.slices for inputs in slice_models}) > 1:
+            raise MedgraftError("ensembled models disagree on 'slices'")
+        if len({c.inputs.dims for c in checkpoints}) > 1:
+            for key in ("orientation", "spacing"):
+                if len({getattr(c.inputs.preprocessing, key) for c in checkpoints}) > 1:
+                    raise MedgraftError(
+                        f"ensembled 3D and 2.5D models disagree on '{key}': their grids differ"
+                    )
         models = [load_model(c) for c in checkpoints]
-        axes = [c.inputs.slice_axis for c in checkpoints]
-        return cls(models, reference.inputs, slice_axes=axes, **kwargs)
+        axes = [VOLUME if c.inputs.dims == 3 else c.inputs.slice_axis for c in checkpoints]
+        inputs = next((c.inputs for c in checkpoints if c.inputs.dims == 3), reference.inputs)
+        return cls(models, inputs, slice_axes=axes, **kwargs)
 
     @property
     def num_classes(self) -> int:
@@ -120,22 +141,25 @@ class Predictor:
 
     def _segment_volume(self, volume: torch.Tensor, keep_probabilities: bool) -> Segmentation:
         """Stream stacks ``batch_size`` at a time along the models' slice axis: memory is
-        O(batch), not O(volume). Models of several views (axial, coronal, sagittal) average
-        their probabilities over the whole volume, which holds them all (O(classes x volume),
-        as a 3D ensemble would)."""
+        O(batch), not O(volume). Models of several views (axial, coronal, sagittal), or 3D
+        models, average their probabilities over the whole volume, which holds them all
+        (O(classes x volume), as sliding windows need anyway)."""
         channels = max(len(self.inputs.channels), 1)
         if volume.ndim != 4 or volume.shape[0] != channels:
             raise MedgraftError(
                 f"expected a {channels}-channel 3D volume, got {tuple(volume.shape)}"
             )
         spatial = volume.shape[1:]
-        views: dict[int, list[Segmenter]] = {}
+        views: dict[int | str, list[Segmenter]] = {}
         for model, axis in zip(self.models, self.slice_axes, strict=True):
             views.setdefault(axis, []).append(model)
-        slices = sum(spatial[axis] for axis in views)
-        if len(views) > 1:
+        slices = sum(spatial[axis] for axis in views if axis != VOLUME)
+        if len(views) > 1 or VOLUME in views:
             total = torch.zeros((self.num_classes, *spatial))
             for axis, models in views.items():
+                if axis == VOLUME:
+                    total += self._window_probabilities(volume, models) * len(models)
+                    continue
                 for start, stop, probs in self._stream(volume, axis, models):
                     move_slice_axis_last(total, axis)[..., start:stop] += probs * len(models)
             total /= len(self.models)
@@ -153,6 +177,35 @@ class Predictor:
             if probabilities is not None:
                 move_slice_axis_last(probabilities, axis)[..., start:stop] = probs.half()
         return Segmentation(labels, probabilities, slices)
+
+    def _window_probabilities(self, volume: torch.Tensor, models: list[Segmenter]) -> torch.Tensor:
+        """Mean softmax of 3D ``models`` (and mirrorings) over the (C, X, Y, Z) ``volume``, by
+        MONAI's sliding windows of the training patch with Gaussian blending. The volume and
+        the blended output stay on the CPU; only windows go to the device. A volume smaller
+        than the patch is padded by MONAI and cropped back."""
+        batch = volume[None]
+        total = torch.zeros((1, self.num_classes, *volume.shape[1:]))
+        for model in models:
+            for axes in self.flips:
+                inputs = batch.flip(axes) if axes else batch
+                with torch.autocast(
+                    self.device.type,
+                    dtype=self.amp_dtype or torch.float32,
+                    enabled=self.amp_dtype is not None,
+                ):
+                    logits = sliding_window_inference(
+                        inputs,
+                        roi_size=self.inputs.patch,
+                        sw_batch_size=max(1, self.batch_size // SLICES_PER_WINDOW),
+                        predictor=model,
+                        overlap=WINDOW_OVERLAP,
+                        mode="gaussian",
+                        sw_device=self.device,
+                        device=torch.device("cpu"),
+                    )
+                probs = torch.softmax(convert_to_tensor(logits, track_meta=False).float(), dim=1)
+                total += probs.flip(axes) if axes else probs
+        return total[0] / (len(models) * len(self.flips))
 
     def _stream(
         self, volume: torch.Tensor, axis: int, models: list[Segmenter]

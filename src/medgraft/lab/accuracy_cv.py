@@ -222,6 +222,32 @@ ABLATIONS = {
         "change": {"encoder_lr_mult": 0.1},
         "summary": "encoder learning rate a tenth of the decoder's (`--encoder-lr-mult 0.1`)",
     },
+    # 3D designs (recipe mri-3d) against the three 2.5D views on the same cases; the scratch
+    # twin, paired with the ImageNet-initialised ACS model, is the transfer claim in 3D
+    "3d-acs": {
+        "dataset": "hippocampus",
+        "recipe": "mri-3d",
+        "folds": [0],
+        "change": {},
+        "summary": "a 3D U-Net, the ImageNet encoder carried into 3D by ACS (`--recipe mri-3d`), "
+        "instead of the three 2.5D views",
+    },
+    "3d-inflate": {
+        "dataset": "hippocampus",
+        "recipe": "mri-3d",
+        "folds": [0],
+        "change": {"conversion": "inflate"},
+        "summary": "a 3D U-Net, the ImageNet encoder inflated into 3D (`--recipe mri-3d "
+        "--conversion inflate`), instead of the three 2.5D views",
+    },
+    "3d-acs-scratch": {
+        "dataset": "hippocampus",
+        "recipe": "mri-3d",
+        "folds": [0],
+        "change": {"weights": "none"},
+        "baseline": "3d-acs",
+        "summary": "the 3D ACS U-Net from random weights (`--recipe mri-3d --weights none`)",
+    },
     # measured while the recipe used Lite0, so it pairs with those runs
     "kvasir-320": {
         "dataset": "kvasir",
@@ -271,17 +297,23 @@ def finished(run: Path, expected_sha256: str, redo_changed: bool) -> bool:
 
 
 def fold_runs(
-    name: str, data: Path, output: Path, fold: int, change: dict | None = None
+    name: str,
+    data: Path,
+    output: Path,
+    fold: int,
+    change: dict | None = None,
+    recipe: str | None = None,
 ) -> dict[Path, str]:
     """The run folders ``medgraft train`` writes for this fold (one, or one per view of a
-    ``views`` recipe), each with the options fingerprint it will record."""
+    ``views`` recipe), each with the options fingerprint it will record; ``recipe``: another
+    than the dataset's (an ablation of a whole design, such as a 3D model)."""
     from medgraft.config.loading import options_sha256
     from medgraft.config.resolve import run_folder, train_configs
 
     flags = {"data": str(data), "output": str(output), "folds": FOLDS, "offline": True}
     configs = train_configs(
         flags | DATASETS[name]["options"] | (change or {}),
-        recipe=DATASETS[name]["recipe"],
+        recipe=recipe or DATASETS[name]["recipe"],
         fold=str(fold),
     )
     return {run_folder(config): options_sha256(config) for config in configs}
@@ -297,13 +329,16 @@ def train_folds(
     folds: list[int],
     change: dict | None = None,
     redo_changed: bool = False,
+    recipe: str | None = None,
 ) -> None:
-    """Train the dataset's recipe (with ``change``'s options, for an ablation) on ``folds``."""
+    """Train the dataset's recipe (or ``recipe``; with ``change``'s options, for an ablation)
+    on ``folds``."""
     setup = DATASETS[name]
+    recipe = recipe or setup["recipe"]
     data = dataset_folder(name)
     options = setup["options"] | (change or {})
     for fold in folds:
-        runs = fold_runs(name, data, output, fold, change)
+        runs = fold_runs(name, data, output, fold, change, recipe)
         timed, fingerprint = fold_folder(output, fold, list(runs)), fold_fingerprint(runs)
         count_killed_call(timed, fingerprint)  # first: a call killed after its last epoch too
         if fold_finished(runs, redo_changed):
@@ -319,7 +354,7 @@ def train_folds(
         beat = {"options_sha256": fingerprint}
         with Measurement() as measured, Heartbeat(measured, timed / HEARTBEAT, extra=beat):
             medgraft(
-                "train", "--recipe", setup["recipe"], "--data", str(data), "--output",
+                "train", "--recipe", recipe, "--data", str(data), "--output",
                 str(output), "--folds", str(FOLDS), "--fold", str(fold), "--offline",
                 *as_flags(options), *resume,
             )  # fmt: skip
@@ -585,7 +620,8 @@ def ablate(work: Path, results: Path, names: list[str], redo_changed: bool = Fal
         output.mkdir(parents=True, exist_ok=True)
         if not (output / "splits.json").exists():  # the CV's folds, so cases pair up
             shutil.copyfile(work / name / "splits.json", output / "splits.json")
-        train_folds(name, output, setup["folds"], setup["change"], redo_changed)
+        recipe = setup.get("recipe")
+        train_folds(name, output, setup["folds"], setup["change"], redo_changed, recipe)
         data = dataset_folder(name)
         for fold in setup["folds"]:
             tag = {
@@ -593,13 +629,14 @@ def ablate(work: Path, results: Path, names: list[str], redo_changed: bool = Fal
                 "change": setup["summary"],
                 "baseline": setup.get("baseline", ""),
             }
-            runs = list(fold_runs(name, data, output, fold, setup["change"]))
-            folds.append(tag | fold_record(name, output, fold, runs))
+            runs = list(fold_runs(name, data, output, fold, setup["change"], recipe))
+            own = {"recipe": recipe} if recipe else {}
+            folds.append(tag | fold_record(name, output, fold, runs) | own)
             models = [run / "last.pt" for run in runs]
             flags = tuple(setup.get("predict", ()))
             folder = fold_folder(output, fold, runs)
             rows = evaluate_fold(name, output, fold, "recipe", models, flags, folder)
-            cases += [tag | row for row in rows]
+            cases += [tag | row | own for row in rows]
     write_csv(target / "ablations.csv", cases, [*ABLATION_COLUMNS, *CASE_COLUMNS])
     write_csv(target / "ablation_folds.csv", folds, [*ABLATION_COLUMNS, *FOLD_COLUMNS])
     print(f"wrote {target / 'ablations.csv'}; now run scripts/report.py")

@@ -6,20 +6,27 @@ from __future__ import annotations
 
 import tempfile
 import time
+from dataclasses import replace
 
 import torch
 
 from medgraft.config.schema import TrainConfig
 from medgraft.models.registry import DEFAULT_ENCODER, get_encoder
-from medgraft.models.unet import architecture, build_segmenter
+from medgraft.models.unet import Architecture, architecture, build_segmenter
 from medgraft.training.trainer import Trainer
 
 AMP_MODE = {None: "off", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
-def bare_trainer(classes: int, steps: int, autocast: torch.dtype | None, device: str) -> Trainer:
-    """A default trainer with a model and its optimisation built, and no data: on CUDA the
-    model is channels_last, as the GPU recipes train."""
+def bare_trainer(
+    classes: int,
+    steps: int,
+    autocast: torch.dtype | None,
+    device: str,
+    arch: Architecture | None = None,
+) -> Trainer:
+    """A default trainer with a model (``arch``; default: the 2.5D U-Net) and its optimisation
+    built, and no data: on CUDA a 2D model is channels_last, as the GPU recipes train."""
     cuda = device.startswith("cuda")
     config = TrainConfig(
         data="-", output=tempfile.mkdtemp(), device=device, amp=AMP_MODE[autocast],
@@ -28,8 +35,9 @@ def bare_trainer(classes: int, steps: int, autocast: torch.dtype | None, device:
     trainer = Trainer(config)
     trainer.device, trainer.dtype = torch.device(device), autocast
     spec = get_encoder(DEFAULT_ENCODER)
-    model = build_segmenter(architecture(spec, 3, classes), spec).to(device)
-    if cuda:
+    arch = arch or architecture(spec, 3, classes)
+    model = build_segmenter(arch, spec).to(device)
+    if cuda and arch.dims == 2:
         model = model.to(memory_format=torch.channels_last)
     trainer.model = trainer.training_model = trainer.parallel_model = model.train()
     trainer.build_optimisation(steps)
@@ -63,3 +71,31 @@ def model_only(
     if cuda:
         torch.cuda.synchronize()
     return steps * batch_size / (time.perf_counter() - started)
+
+
+def volume_step_seconds(
+    conversion: str,
+    decoder_channels: tuple[int, ...],
+    batch_size: int,
+    patch: tuple[int, int, int],
+    steps: int,
+    classes: int = 3,
+) -> list[float]:
+    """Seconds of each of ``steps`` trainer steps (after two warm-up steps) of a 3D U-Net on
+    one-channel in-memory volumes: the design's model cost, without data loading."""
+    spec = get_encoder(DEFAULT_ENCODER)
+    arch = replace(
+        architecture(spec, 1, classes, conversion), decoder_channels=list(decoder_channels)
+    )
+    trainer = bare_trainer(classes, steps + 2, None, "cpu", arch)
+    batch = {
+        "image": torch.rand(batch_size, 1, *patch),
+        "label": torch.randint(0, classes, (batch_size, 1, *patch)),
+    }
+    seconds = []
+    for step in range(steps + 2):
+        started = time.perf_counter()
+        trainer.train_step(batch)
+        if step >= 2:
+            seconds.append(time.perf_counter() - started)
+    return seconds

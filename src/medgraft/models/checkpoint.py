@@ -27,8 +27,9 @@ from medgraft.models.unet import Architecture, Segmenter, build_segmenter
 CHECKPOINT_FORMAT = "medgraft-checkpoint-v1"
 FOLD = re.compile(r"fold_\d+")
 """A cross-validation fold's run folder (``--folds K --fold N``)."""
-INPUTS_THAT_MUST_AGREE = ("volumetric", "channels", "slices", "image_size")
-"""What every model of an ensemble must share to take the same input."""
+INPUTS_THAT_MUST_AGREE = ("volumetric", "channels", "image_size")
+"""What every model of an ensemble must share to take the same input (2.5D models also
+``slices``; 3D models beside 2.5D ones also the grid, see ``Predictor.from_checkpoints``)."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,9 @@ class ModelInputs:
     slice_axis: int = 2
     """Spatial array axis a 2.5D model's slices are stacked along (2: axial for RAS volumes);
     models of one ensemble may differ in it."""
+    dims: int = 2
+    """3: a 3D model, segmenting volumes by sliding windows of ``patch`` voxels."""
+    patch: list[int] | None = None
 
     @property
     def volumetric(self) -> bool:
@@ -71,6 +75,8 @@ class ModelInputs:
             "modality": self.modality,
             "inference": dataclasses.asdict(self.inference),
             "slice_axis": self.slice_axis,
+            "dims": self.dims,
+            "patch": None if self.patch is None else list(self.patch),
         }
 
     @classmethod
@@ -86,6 +92,8 @@ class ModelInputs:
             mirror_axes=list(values.get("mirror_axes", [])),
             inference=InferenceOptions(**values.get("inference", {})),
             slice_axis=int(values.get("slice_axis", 2)),  # runs before it was recorded: axial
+            dims=int(values.get("dims", 2)),
+            patch=values.get("patch"),
         )
 
 

@@ -11,6 +11,12 @@ from torch import nn
 
 from medgraft.errors import MedgraftError
 from medgraft.models.registry import EncoderSpec
+from medgraft.models.volumetric import (
+    VOLUME_DECODER_CHANNELS,
+    VOLUME_ENCODER_DEPTH,
+    VolumeUnet,
+    convert_to_3d,
+)
 from medgraft.models.weights import ResolvedWeights, load_into_encoder
 
 
@@ -29,6 +35,7 @@ class Segmenter(nn.Module):
         self.encoder_name = encoder_name
         self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+        self.dims = 3 if isinstance(unet, VolumeUnet) else 2
 
     @property
     def encoder(self) -> nn.Module:
@@ -55,9 +62,22 @@ class Segmenter(nn.Module):
             classes=self.num_classes,
             mean=self.mean.flatten().tolist(),
             std=self.std.flatten().tolist(),
+            **self._volume_fields(),
         )
 
+    def _volume_fields(self) -> dict:
+        if self.dims == 2:
+            return {}
+        return {
+            "dims": 3,
+            "conversion": self.unet.conversion,
+            "encoder_depth": len(self.unet.encoder.out_channels) - 1,
+            "decoder_channels": list(self.unet.decoder_channels),
+        }
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.dims == 3:  # the (1, C, 1, 1) buffers, kept so 2D checkpoints load, for 5D
+            return self.unet((x - self.mean[..., None]) / self.std[..., None])
         return self.unet((x - self.mean) / self.std)
 
 
@@ -77,6 +97,13 @@ class Architecture:
     classes: int
     mean: list[float]
     std: list[float]
+    dims: int = 2
+    """2: a 2D U-Net (2D images, 2.5D slices); 3: a 3D U-Net on volumes."""
+    conversion: str | None = None
+    """3D: how the encoder's 2D kernels were carried into 3D (``models.volumetric``)."""
+    encoder_depth: int = 5
+    decoder_channels: list[int] | None = None
+    """Decoder widths, finest last; None: smp's default for 2D."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -86,12 +113,16 @@ class Architecture:
         return cls(**values)
 
 
-def architecture(spec: EncoderSpec, in_channels: int, classes: int) -> Architecture:
+def architecture(
+    spec: EncoderSpec, in_channels: int, classes: int, conversion: str | None = None
+) -> Architecture:
     """The U-Net for ``in_channels`` inputs and ``classes`` outputs on the encoder ``spec``.
 
     Inputs arrive in [0, 1]; weights trained on another input range (``input_range``, e.g.
     0-255 for some smp encoders) get it folded into the stored mean/std, since
     ``(x * (hi - lo) + lo - mean) / std == (x - (mean - lo) / (hi - lo)) / (std / (hi - lo))``.
+    A ``conversion`` makes it a 3D U-Net (:data:`VOLUME_ENCODER_DEPTH`,
+    :data:`VOLUME_DECODER_CHANNELS`).
     """
     source = spec.normalization()
     low, high = source.input_range
@@ -105,6 +136,16 @@ def architecture(spec: EncoderSpec, in_channels: int, classes: int) -> Architect
         classes=classes,
         mean=channel_normalization(tuple(mean), in_channels),
         std=channel_normalization(tuple(std), in_channels),
+        **(
+            {}
+            if conversion is None
+            else {
+                "dims": 3,
+                "conversion": conversion,
+                "encoder_depth": VOLUME_ENCODER_DEPTH,
+                "decoder_channels": list(VOLUME_DECODER_CHANNELS),
+            }
+        ),
     )
 
 
@@ -120,23 +161,29 @@ def build_segmenter(
     download = weights is not None and weights.origin == "download"
     # smp takes True for timm ("tu-") encoders, whose weights tag is part of the name
     smp_weights = (True if spec.timm_name else weights.source) if download else None
+    decoder = {"decoder_channels": arch.decoder_channels} if arch.decoder_channels else {}
     unet = smp.Unet(
         encoder_name=spec.name,
         encoder_weights=smp_weights,
+        encoder_depth=arch.encoder_depth,
         in_channels=3,
         classes=arch.classes,
+        **decoder,
     )
     if weights is not None:
         load_into_encoder(unet.encoder, weights, spec)
     if arch.in_channels != 3:
         pretrained = weights is not None and weights.origin != "random"
         patch_first_conv(unet.encoder, arch.in_channels, pretrained=pretrained)
+    if arch.dims == 3:  # the 2D encoder, its weights loaded, carried into 3D; a 3D decoder
+        encoder = convert_to_3d(unet.encoder, arch.conversion)
+        unet = VolumeUnet(encoder, arch.classes, arch.conversion, tuple(arch.decoder_channels))
     return Segmenter(unet, arch.mean, arch.std, encoder_name=spec.name)
 
 
 def require_same_input(source: Architecture, target: Architecture) -> None:
     """An earlier model can seed this one only with the same encoder and input channels."""
-    for key in ("encoder", "in_channels"):
+    for key in ("encoder", "in_channels", "dims"):
         theirs, ours = getattr(source, key), getattr(target, key)
         if theirs != ours:
             raise MedgraftError(f"--init-from model has {key} {theirs!r}, this run needs {ours!r}")

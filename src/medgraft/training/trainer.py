@@ -34,6 +34,7 @@ from medgraft.config.schema import AMP_MODES, TRACKERS, AugmentOptions, TrainCon
 from medgraft.data.augment import Augment2Dd
 from medgraft.data.cases import LoadedCase, apply_intensity, load_cases
 from medgraft.data.discovery import DatasetSpec, discover_dataset
+from medgraft.data.patches import check_volume_options, patch_transforms, plan_patch
 from medgraft.data.planning import plan_preprocessing, with_ct_window
 from medgraft.data.records import CaseRecord
 from medgraft.data.sampling import BalancedSampler
@@ -61,6 +62,7 @@ from medgraft.models.unet import (
     require_same_input,
     transfer_state,
 )
+from medgraft.models.volumetric import VOLUME_ENCODER_DEPTH
 from medgraft.models.weights import record_download, resolve_weights
 from medgraft.runtime import (
     amp_dtype,
@@ -160,6 +162,8 @@ class Trainer(EventEmitter):
         self.device: torch.device | None = None
         self.dtype: torch.dtype | None = None
         self.augment: AugmentOptions = config.augment
+        self.patch: tuple[int, int, int] | None = None
+        """3D models: the training patch, also the window prediction slides."""
         # build_model: the saved U-Net, what the optimiser trains, what runs forward
         self.arch: Architecture | None = None
         self.weights_record: dict = {}
@@ -222,6 +226,10 @@ class Trainer(EventEmitter):
         self.dtype = amp_dtype(self.config.amp, self.device)
         self._load_cases(spec, train_records, val_records)
         self.augment = self.config.augment.for_data(self.volumetric)
+        if self.config.dims == 3:
+            shapes = [case.image.shape[1:] for case in self.train_cases]
+            stride = 2**VOLUME_ENCODER_DEPTH
+            self.patch = plan_patch(self.config.volume_patch, shapes, stride)
         self.resolved = self._resolved_config(train_records, val_records)
 
     def build_model(self) -> None:
@@ -230,7 +238,10 @@ class Trainer(EventEmitter):
         # volumes: k slices of each channel (modality); 2D images: RGB, or their named channels
         named = len(self.prep.channels)
         in_channels = max(named, 1) * self.config.slices if self.volumetric else (named or 3)
-        self.arch = architecture(encoder, in_channels, self.num_classes)
+        conversion = None
+        if self.config.dims == 3:  # one channel per modality, the volume around it in 3D
+            in_channels, conversion = max(named, 1), self.config.conversion
+        self.arch = architecture(encoder, in_channels, self.num_classes, conversion)
         model, self.weights_record = initial_model(self.config, encoder, self.arch)
         self.resolved["weights_record"] = self.weights_record
         self.model = model.to(self.device)
@@ -242,23 +253,19 @@ class Trainer(EventEmitter):
         """Samples (2.5D stacks or 2D images), augmented, drawn with a foreground share."""
         config = self.config
         masks = ["label", "roi"] if config.roi_dir is not None else ["label"]
-        steps = [Augment2Dd(["image", *masks], self.augment)]
-        if config.patch_size:  # after augmenting, so rotations fill the crop with image
-            size = (config.patch_size, config.patch_size)
-            steps.append(RandSpatialCropd(["image", *masks], roi_size=size, random_size=False))
-        self.sample_transform = Compose(steps)
-        if self.volumetric:
-            self.dataset = SliceStackDataset(
-                self.train_cases, config.slices, self.sample_transform, self.inputs.slice_axis
-            )
-            foreground = self.dataset.foreground()
-        else:
+        ratio = config.foreground_ratio
+        if self.patch is not None:  # 3D patches: the crop itself draws the foreground share
+            keys = ["image", *masks]
+            self.sample_transform = patch_transforms(keys, self.patch, ratio, self.augment)
             voxels = [case.voxels() for case in self.train_cases]
             self.dataset = Dataset(voxels, self.sample_transform)
-            foreground = [bool((case.label > 0).any()) for case in self.train_cases]
+            foreground, ratio = [True] * len(self.train_cases), -1.0
+        else:
+            self._build_slice_dataset(masks)
+            foreground = self._foreground()
         self.sampler = BalancedSampler(
             foreground,
-            config.foreground_ratio,
+            ratio,
             config.seed,
             self.rank,
             self.world_size,
@@ -273,6 +280,28 @@ class Trainer(EventEmitter):
             # cases of different in-plane sizes meet in one batch: pad to the largest
             collate_fn=partial(collate_padded, divisor=self.model.output_stride),
         )
+
+    def _build_slice_dataset(self, masks: list[str]) -> None:
+        """2D images or 2.5D stacks, augmented in-plane, optionally cropped."""
+        config = self.config
+        steps = [Augment2Dd(["image", *masks], self.augment)]
+        if config.patch_size:  # after augmenting, so rotations fill the crop with image
+            size = (config.patch_size, config.patch_size)
+            steps.append(RandSpatialCropd(["image", *masks], roi_size=size, random_size=False))
+        self.sample_transform = Compose(steps)
+        if self.volumetric:
+            self.dataset = SliceStackDataset(
+                self.train_cases, config.slices, self.sample_transform, self.inputs.slice_axis
+            )
+        else:
+            voxels = [case.voxels() for case in self.train_cases]
+            self.dataset = Dataset(voxels, self.sample_transform)
+
+    def _foreground(self) -> list[bool]:
+        """Whether each 2D sample holds any label, for the sampler's foreground share."""
+        if isinstance(self.dataset, SliceStackDataset):
+            return self.dataset.foreground()
+        return [bool((case.label > 0).any()) for case in self.train_cases]
 
     def build_loss(self) -> torch.nn.Module:
         """The loss ``--loss`` names (``training.losses``)."""
@@ -398,6 +427,8 @@ class Trainer(EventEmitter):
                 f"{self.config.data}: views {self.config.views!r} (from --views, the recipe or "
                 "--config) need volumes; 2D images have one view"
             )
+        if self.config.dims == 3:
+            check_volume_options(self.config, spec)
         if self.config.patch_size and spec.is_volumetric:
             raise MedgraftError(
                 f"{self.config.data}: --patch-size crops 2D images; volumes train on whole "
@@ -494,11 +525,19 @@ class Trainer(EventEmitter):
             labels={str(k): v for k, v in self.label_names.items()},
             modality=self.modality,
             # mirroring TTA may only use flips the model was trained with
-            mirror_axes=[-2, -1] if self.augment.active and self.augment.flips else [],
+            mirror_axes=self._mirror_axes(),
             # what `medgraft predict` does with this model unless told otherwise
             inference=self.config.inference,
             slice_axis=slice_axis_index(self.config.slice_axis, self.prep.orientation),
+            dims=self.config.dims,
+            patch=None if self.patch is None else list(self.patch),
         )
+
+    def _mirror_axes(self) -> list[int]:
+        """Axes of a batch mirroring TTA may flip: only those the model was trained with."""
+        if not (self.augment.active and self.augment.flips):
+            return []
+        return [-3, -2, -1] if self.patch is not None else [-2, -1]
 
     def _parallel(self, module: torch.nn.Module) -> torch.nn.Module:
         if self.world_size == 1:
