@@ -125,3 +125,35 @@ def test_onnx_missing_names_the_extra(trained, tmp_path: Path, monkeypatch) -> N
     monkeypatch.setitem(sys.modules, "onnx", None)  # find_spec then reports it missing
     with pytest.raises(MedgraftError, match=r"medgraft\[export\]"):
         export_model(trained[0], "onnx", tmp_path / "model.onnx")
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+def test_a_3d_model_exports_with_a_5d_input_of_any_size(tmp_path: Path) -> None:
+    """ACS's 2D convolutions on planes and MONAI's 3D decoder, traced at 64^3, must give the
+    checkpoint's logits on another batch and size (multiples of the stride, 16)."""
+    torch.manual_seed(0)
+    arch = architecture(SPEC, 1, 3, conversion="acs")
+    model = build_segmenter(arch, SPEC).eval()
+    inputs = ModelInputs(
+        preprocessing=Preprocessing(volumetric=True), slices=1, labels=LABELS, dims=3,
+        patch=[32, 48, 16],
+    )  # fmt: skip
+    run = tmp_path / "run"
+    run.mkdir()
+    save_checkpoint(Checkpoint(arch, inputs, model.state_dict(), epoch=1), run / "last.pt")
+    volume = torch.rand(2, 1, 32, 48, 16, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = model(volume)
+    scripted = export_model(run, "torchscript", tmp_path / "model.ts")
+    with torch.no_grad():
+        torch.testing.assert_close(
+            torch.jit.load(str(scripted))(volume), expected, atol=1e-4, rtol=1e-4
+        )
+    onnx = export_model(run, "onnx", tmp_path / "model.onnx")
+    session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+    [logits] = session.run(["logits"], {"image": volume.numpy()})
+    np.testing.assert_allclose(logits, expected.numpy(), atol=1e-4, rtol=1e-4)
+    info = json.loads((tmp_path / "model.onnx.json").read_text())
+    assert info["dims"] == 3 and info["input"]["shape"] == ["batch", 1, "x", "y", "z"]
+    assert info["patch"] == [32, 48, 16] and info["input"]["xyz_multiple_of"] == 16

@@ -23,8 +23,12 @@ from medgraft.models.unet import Segmenter
 
 FORMATS = ("torchscript", "onnx")
 TRACE_SIZE = 64  # any multiple of the encoder's output stride traces the same graph
+TRACE_SIZE_3D = 32  # a multiple of a 3D model's stride (16), and a quick trace
 # 17 rather than the exporter's newest: older ONNX runtimes (TensorRT, mobile) still load it
 ONNX_OPSET = 17
+SPATIAL_AXES = {2: ["height", "width"], 3: ["x", "y", "z"]}
+"""The names of the dynamic spatial axes, by the model's dimensions (3D: array axes after
+reorientation, as the sidecar's preprocessing says)."""
 
 
 def export_model(
@@ -49,7 +53,9 @@ def export_model(
     source = resolve_checkpoint_path(model, checkpoint)
     loaded = load_finished_checkpoint(source)
     segmenter = load_model(loaded)
-    example = torch.rand(1, loaded.architecture.in_channels, TRACE_SIZE, TRACE_SIZE)
+    dims = loaded.architecture.dims  # 3D models take a 5D input
+    spatial = (TRACE_SIZE,) * 2 if dims == 2 else (TRACE_SIZE_3D,) * 3
+    example = torch.rand(1, loaded.architecture.in_channels, *spatial)
     info = _sidecar(loaded, segmenter, fmt, source)
     output.parent.mkdir(parents=True, exist_ok=True)
     # the model first: a sidecar never describes a file that is not there
@@ -72,7 +78,8 @@ def _export_onnx(model: Segmenter, example: torch.Tensor, path: Path) -> None:
     """Use the TorchScript-based exporter (``dynamo=False``): it exports a dynamic batch and
     dynamic H/W in about a second, whereas the torch.export one takes minutes on the symbolic
     shapes of TF "SAME" padding when H/W are dynamic."""
-    axes = {0: "batch", 2: "height", 3: "width"}
+    axes = dict(enumerate(["batch", "channels", *SPATIAL_AXES[example.ndim - 2]]))
+    del axes[1]
     with warnings.catch_warnings(), torch.no_grad():
         # the whole TorchScript-based exporter is deprecated, so its internals warn too
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -92,20 +99,21 @@ def _sidecar(checkpoint: Checkpoint, model: Segmenter, fmt: str, source: Path) -
     """What a user of the exported file needs to feed it and read its output."""
     arch, inputs = checkpoint.architecture, checkpoint.inputs
     prep = inputs.preprocessing
+    spatial = SPATIAL_AXES[arch.dims]
     info = {
         "format": fmt,
         "medgraft_version": __version__,
         "source_checkpoint": str(source),
         "encoder": arch.encoder,
         "input": {
-            "shape": ["batch", arch.in_channels, "height", "width"],
+            "shape": ["batch", arch.in_channels, *spatial],
             "dtype": "float32",
             "range": [0.0, 1.0],
             "normalization_inside": True,
-            "height_width_multiple_of": model.output_stride,
+            ("height_width" if arch.dims == 2 else "xyz") + "_multiple_of": model.output_stride,
         },
         "output": {
-            "shape": ["batch", arch.classes, "height", "width"],
+            "shape": ["batch", arch.classes, *spatial],
             "note": "raw logits: softmax over axis 1 gives class probabilities",
         },
         "in_channels": arch.in_channels,
@@ -114,6 +122,8 @@ def _sidecar(checkpoint: Checkpoint, model: Segmenter, fmt: str, source: Path) -
         "slices": inputs.slices,
         "slice_axis": inputs.slice_axis,  # spatial array axis after reorientation
         "volumetric": inputs.volumetric,
+        "dims": arch.dims,
+        "patch": inputs.patch,
         "image_size": inputs.image_size,
         "modality": inputs.modality,
         "preprocessing": {
