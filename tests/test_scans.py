@@ -5,6 +5,7 @@ NIfTI, a volume that needs in-plane resampling, and an oblique DICOM series."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nib
@@ -154,6 +155,17 @@ def test_3d_sliding_windows_give_the_known_labels_on_the_input_grid(name: str, t
     mask = nib.load(tmp_path / "out" / f"{name}.nii.gz")
     np.testing.assert_allclose(mask.affine, AFFINES[name], atol=1e-5)
     assert dice(np.asarray(mask.dataobj), labels) >= 0.99
+
+
+def test_3d_mirroring_tta_flips_every_axis_and_back():
+    """With flips trained, TTA averages the 8 mirrorings of a 3D window: an oracle that
+    labels voxels by intensity must give the same labels as without TTA."""
+    image = torch.from_numpy(np.choose(label_map((20, 26, 9)), (0.0, 0.5, 1.0)))[None].float()
+    inputs = replace(oracle_inputs(dims=3), mirror_axes=[-3, -2, -1])
+    plain = Predictor([VolumeOracle()], inputs, device=torch.device("cpu"))
+    mirrored = Predictor([VolumeOracle()], inputs, device=torch.device("cpu"), tta=True)
+    assert len(mirrored.flips) == 8
+    torch.testing.assert_close(mirrored.segment(image).labels, plain.segment(image).labels)
 
 
 @pytest.mark.parametrize(
