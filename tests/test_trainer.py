@@ -380,3 +380,35 @@ def test_the_cpu_budget_trainer_keeps_snapshots_and_its_clock(micro_msd: Path, t
     assert final.epoch == 1 and final.train_config["trainer"] == "cpu-budget"
     with pytest.raises(MedgraftError, match="needs --cpu-budget-minutes"):
         train(replace(config, cpu_budget_minutes=None, output=str(tmp_path / "x")))
+
+
+@pytest.mark.slow
+def test_val_every_validates_at_its_cadence_and_the_last_epoch_and_resumes_exactly(
+    micro_msd: Path, tmp_path: Path
+):
+    """--val-every 2 over 3 epochs validates epochs 2 and 3: epoch 1's row has blank scores
+    and no per-case rows, curves plot the validated epochs, best.pt is a validated epoch; a
+    run killed after the unvalidated epoch 1 resumes to the uninterrupted run's model."""
+    cadence = FAST | {"epochs": 3, "samples_per_epoch": 32, "val_every": 2}
+    straight = tmp_path / "straight"
+    result = train(TrainConfig(data=str(micro_msd), output=str(straight), **cadence))
+    rows = list(csv.DictReader((straight / "metrics.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+    validation = [c for c in rows[0] if c.startswith("val_")]
+    assert all(rows[0][c] == "" for c in validation) and float(rows[0]["train_loss"]) > 0
+    assert all(rows[i][c] != "" for i in (1, 2) for c in validation)
+    cases = list(csv.DictReader((straight / "val_cases.csv").open()))
+    assert sorted({r["epoch"] for r in cases}) == ["2", "3"]
+    assert result.best_epoch in (2, 3)
+    assert load_checkpoint(straight / "best.pt").epoch == result.best_epoch
+    assert (straight / "curves.png").stat().st_size > 1000
+    resumed = tmp_path / "resumed"
+    _train_until(TrainConfig(data=str(micro_msd), output=str(resumed), **cadence), 1)
+    assert load_checkpoint(resumed / "last.pt").epoch == 1 and not (resumed / "best.pt").exists()
+    train(TrainConfig(data=str(micro_msd), output=str(resumed), resume=True, **cadence))
+    final, expected = load_checkpoint(resumed / "last.pt"), load_checkpoint(straight / "last.pt")
+    torch.testing.assert_close(final.model_state, expected.model_state, rtol=1e-4, atol=1e-5)
+    resumed_rows = list(csv.DictReader((resumed / "metrics.csv").open()))
+    assert [r["val_mean_dice"] == "" for r in resumed_rows] == [True, False, False]
+    resumed_cases = list(csv.DictReader((resumed / "val_cases.csv").open()))
+    assert [r["epoch"] for r in resumed_cases] == [r["epoch"] for r in cases]
