@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from medgraft.config.flags import as_flags
@@ -271,10 +272,17 @@ def finished(run: Path, expected_sha256: str, redo_changed: bool) -> bool:
 
 
 def fold_runs(
-    name: str, data: Path, output: Path, fold: int, change: dict | None = None
+    name: str,
+    data: Path,
+    output: Path,
+    fold: int,
+    change: dict | None = None,
+    on_cuda: Callable[[str], bool] | None = None,
 ) -> dict[Path, str]:
     """The run folders ``medgraft train`` writes for this fold (one, or one per view of a
-    ``views`` recipe), each with the options fingerprint it will record."""
+    ``views`` recipe), each with the options fingerprint it will record: with the recipe's
+    cuda profile where ``on_cuda`` says the device is a CUDA GPU (as ``medgraft train`` does,
+    ``runtime.is_cuda``); without it, the recipe as the CPU trains it."""
     from medgraft.config.loading import options_sha256
     from medgraft.config.resolve import run_folder, train_configs
 
@@ -283,6 +291,7 @@ def fold_runs(
         flags | DATASETS[name]["options"] | (change or {}),
         recipe=DATASETS[name]["recipe"],
         fold=str(fold),
+        on_cuda=on_cuda,
     )
     return {run_folder(config): options_sha256(config) for config in configs}
 
@@ -298,12 +307,15 @@ def train_folds(
     change: dict | None = None,
     redo_changed: bool = False,
 ) -> None:
-    """Train the dataset's recipe (with ``change``'s options, for an ablation) on ``folds``."""
+    """Train the dataset's recipe (with ``change``'s options, for an ablation) on ``folds``
+    through ``medgraft train`` (on a CUDA device, under the recipe's cuda profile)."""
+    from medgraft.runtime import is_cuda
+
     setup = DATASETS[name]
     data = dataset_folder(name)
     options = setup["options"] | (change or {})
     for fold in folds:
-        runs = fold_runs(name, data, output, fold, change)
+        runs = fold_runs(name, data, output, fold, change, on_cuda=is_cuda)
         timed, fingerprint = fold_folder(output, fold, list(runs)), fold_fingerprint(runs)
         count_killed_call(timed, fingerprint)  # first: a call killed after its last epoch too
         if fold_finished(runs, redo_changed):
