@@ -185,7 +185,16 @@ def test_config_file_with_flag_override(micro_msd: Path, tmp_path: Path, runner)
         "folds: 2\nval_fraction: 0.25\naugment:\n  strength: 0.5\n"
     )
     result = invoke(
-        runner, "train", "--config", tmp_path / "exp.yaml", "--epochs", "1", "--fold", "all"
+        runner,
+        "train",
+        "--recipe",
+        "none",
+        "--config",
+        tmp_path / "exp.yaml",
+        "--epochs",
+        "1",
+        "--fold",
+        "all",
     )
     assert result.exit_code == 0, result.output
     splits = json.loads((tmp_path / "cv" / "splits.json").read_text())
@@ -203,6 +212,8 @@ def test_ddp_two_gloo_processes(micro_msd: Path, tmp_path: Path):
     proc = run_torchrun(
         29532,
         "train",
+        "--recipe",
+        "none",
         "--data",
         micro_msd,
         "--output",
@@ -273,7 +284,8 @@ def test_a_registered_trainer_variant_trains_with_the_trainer_flag(
     TRAINERS.register("counting")(CountingTrainer)
     try:
         result = invoke(
-            runner, "train", "--data", micro_msd, "--output", tmp_path / "run", "--epochs", "1",
+            runner, "train", "--recipe", "none",
+            "--data", micro_msd, "--output", tmp_path / "run", "--epochs", "1",
             "--batch-size", "16", "--samples-per-epoch", "32", "--val-fraction", "0.25",
             "--trainer", "counting",
         )  # fmt: skip
@@ -288,14 +300,25 @@ def test_a_registered_trainer_variant_trains_with_the_trainer_flag(
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["train_config"]["trainer"] == "counting"
     assert "unknown trainer --trainer 'counting'" in str(
-        invoke(runner, "train", "--data", "d", "--output", "o", "--trainer", "counting").exception
+        invoke(
+            runner,
+            "train",
+            "--recipe",
+            "none",
+            "--data",
+            "d",
+            "--output",
+            "o",
+            "--trainer",
+            "counting",
+        ).exception
     )
 
 
 @pytest.mark.slow
 def test_resume_with_more_epochs_extends_a_finished_run(micro_msd: Path, tmp_path: Path, runner):
     run = tmp_path / "run"
-    args = ["train", "--data", micro_msd, "--output", run, "--batch-size", "16",
+    args = ["train", "--recipe", "none", "--data", micro_msd, "--output", run, "--batch-size", "16",
             "--val-fraction", "0.25", "--samples-per-epoch", "32"]  # fmt: skip
     assert invoke(runner, *args, "--epochs", "1").exit_code == 0
     finished = invoke(runner, *args, "--resume")  # the saved run's 1 epoch: nothing to do
