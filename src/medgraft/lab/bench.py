@@ -17,19 +17,28 @@ from medgraft.training.trainer import Trainer
 AMP_MODE = {None: "off", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
-def bare_trainer(classes: int, steps: int, autocast: torch.dtype | None, device: str) -> Trainer:
-    """A default trainer with a model and its optimisation built, and no data: on CUDA the
-    model is channels_last, as the GPU recipes train."""
-    cuda = device.startswith("cuda")
+def bare_trainer(
+    classes: int,
+    steps: int,
+    autocast: torch.dtype | None,
+    device: str,
+    encoder: str = DEFAULT_ENCODER,
+    channels_last: bool | None = None,
+) -> Trainer:
+    """A default trainer with a model (``encoder``'s U-Net) and its optimisation built, and no
+    data; ``channels_last`` not given: on CUDA only, as the GPU table before the cuda
+    profiles measured."""
+    if channels_last is None:
+        channels_last = device.startswith("cuda")
     config = TrainConfig(
         data="-", output=tempfile.mkdtemp(), device=device, amp=AMP_MODE[autocast],
-        channels_last=cuda, epochs=1,
+        channels_last=channels_last, epochs=1, encoder=encoder,
     )  # fmt: skip
     trainer = Trainer(config)
     trainer.device, trainer.dtype = torch.device(device), autocast
-    spec = get_encoder(DEFAULT_ENCODER)
+    spec = get_encoder(encoder)
     model = build_segmenter(architecture(spec, 3, classes), spec).to(device)
-    if cuda:
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     trainer.model = trainer.training_model = trainer.parallel_model = model.train()
     trainer.build_optimisation(steps)
@@ -43,12 +52,15 @@ def model_only(
     classes: int,
     autocast: torch.dtype | None = None,
     device: str = "cpu",
+    encoder: str = DEFAULT_ENCODER,
+    channels_last: bool | None = None,
 ) -> float:
     """Samples/s of the trainer's step (forward, loss, backward, clipping, optimiser and
     schedule) on in-memory tensors: the ceiling; with ``autocast``, under autocast to that
     dtype as ``--amp`` trains. On CUDA the tensors sit on the GPU and fp16 goes through the
-    gradient scaler; the clock waits for the GPU to finish."""
-    trainer = bare_trainer(classes, steps + 2, autocast, device)
+    gradient scaler; the clock waits for the GPU to finish. ``encoder`` and ``channels_last``
+    as for :func:`bare_trainer`."""
+    trainer = bare_trainer(classes, steps + 2, autocast, device, encoder, channels_last)
     batch = {
         "image": torch.rand(batch_size, 3, *shape, device=device),
         "label": torch.randint(0, classes, (batch_size, 1, *shape), device=device),
