@@ -133,9 +133,7 @@ def bench_gpu_readme(root: Path) -> str:
 
 GPU_GOALS = {"kvasir": 0.93, "drive": 0.82, "hippocampus": 0.89}
 """Mean foreground Dice each cuda profile's fold 0 is to reach on one GPU (issue 42)."""
-PROFILES_NOT_MEASURED = (
-    "not measured: `scripts/bench_gpu.py` has not run on a GPU since the cuda profiles were added"
-)
+PROFILES_NOT_RUN = "`scripts/bench_gpu.py` has not run on a GPU since the cuda profiles were added"
 
 
 def profile_folds(root: Path) -> list[dict]:
@@ -148,16 +146,16 @@ def gpu_profiles_readme(root: Path) -> str:
     """What the recipes' cuda profiles scored on one GPU, or that they were not measured."""
     folds = profile_folds(root)
     if not folds:
-        return f"accuracy and speed {PROFILES_NOT_MEASURED}"
+        return f"accuracy and speed not measured: {PROFILES_NOT_RUN}"
     parts = [
-        f"`{f['recipe']}` {float(f['mean_dice']):.3f} Dice on {f['dataset']} fold {f['fold']} "
-        f"in {float(f['seconds']) / 60:.1f} min"
+        f"`{f['recipe']}` {float(f['mean_dice']):.3f} mean Dice on {f['dataset']} in "
+        f"{float(f['seconds']) / 60:.1f} min of training"
         for f in folds
     ]
     return (
-        f"on one {folds[-1]['gpu']}: " + "; ".join(parts)
-        + f" ([docs/results/gpu.md](docs/results/gpu.md); {note(root, 'gpu-profiles')})"
-    )  # fmt: skip
+        "; ".join(parts) + f", on one {folds[-1]['gpu']} ([docs/results/gpu.md]"
+        f"(docs/results/gpu.md); {note(root, 'gpu-profiles')})"
+    )
 
 
 def _profile_fold_rows(root: Path) -> list[tuple]:
@@ -259,7 +257,7 @@ def gpu_page(root: Path) -> str:
         profile_folds=_profile_fold_rows(root),
         profile_speeds=_profile_speed_rows(root),
         profiles_measured=note(root, "gpu-profiles") if profile_folds(root) else "",
-        not_measured=PROFILES_NOT_MEASURED,
+        not_run=PROFILES_NOT_RUN,
         fold=fold,
         amp=fold["amp"].split()[0],
         autocast=fold["amp"].split()[-1].strip("()"),
