@@ -112,6 +112,37 @@ def tiny_2d(tmp_path_factory) -> Path:
     return root
 
 
+DRIVE_SIZE = 64
+
+
+@pytest.fixture(scope="session")
+def drive_layout(tmp_path_factory) -> Path:
+    """Six fundus-like images named as DRIVE names them; the field of view is a disc and the
+    'vessels' are dark lines inside it."""
+    root = tmp_path_factory.mktemp("drive") / "training"
+    for folder in ("images", "1st_manual", "mask"):
+        (root / folder).mkdir(parents=True)
+    size = DRIVE_SIZE
+    yy, xx = np.mgrid[:size, :size]
+    field = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 2 - 4) ** 2
+    rng = np.random.default_rng(0)
+    for i in range(21, 27):
+        vessels = np.zeros((size, size), bool)
+        for row in rng.integers(10, size - 10, size=3):
+            vessels[row : row + 2, 8:-8] = True
+        vessels &= field
+        image = np.where(field, 180, 10).astype(np.float64) - 90 * vessels
+        rgb = np.clip(image[..., None] + rng.normal(0, 5, (size, size, 3)), 0, 255)
+        Image.fromarray(rgb.astype(np.uint8)).save(root / "images" / f"{i}_training.tif")
+        Image.fromarray((vessels * 255).astype(np.uint8)).save(
+            root / "1st_manual" / f"{i}_manual1.gif"
+        )
+        Image.fromarray((field * 255).astype(np.uint8)).save(
+            root / "mask" / f"{i}_training_mask.gif"
+        )
+    return root
+
+
 def write_nifti(path: Path, array: np.ndarray, affine: np.ndarray | None = None) -> None:
     nib.save(nib.Nifti1Image(array, np.eye(4) if affine is None else affine), str(path))
 
@@ -123,6 +154,8 @@ def mri_run(tiny_msd: Path, runner, tmp_path_factory) -> Path:
     result = invoke(
         runner,
         "train",
+        "--recipe",
+        "none",
         "--data",
         tiny_msd,
         "--output",

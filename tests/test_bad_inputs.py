@@ -325,7 +325,9 @@ ROWS = [
 
 def _train(runner, data: Path, run: Path, *extra: str):
     common = ("--epochs", "1", "--weights", "none")
-    return invoke(runner, "train", "--data", data, "--output", run, *common, *extra)
+    return invoke(
+        runner, "train", "--recipe", "none", "--data", data, "--output", run, *common, *extra
+    )
 
 
 @pytest.fixture(scope="module")
@@ -394,7 +396,16 @@ def _check_train(row: Row, request, runner, tmp_path: Path) -> str:
     offending = row.breaks(root, _training_case(root))
     run = tmp_path / "run"
     if row.subprocess:
-        command = [sys.executable, "-m", "medgraft", "train", "--data", str(root)]
+        command = [
+            sys.executable,
+            "-m",
+            "medgraft",
+            "train",
+            "--recipe",
+            "none",
+            "--data",
+            str(root),
+        ]
         proc = subprocess.run(
             [*command, "--output", str(run), "--epochs", "1", "--weights", "none"],
             capture_output=True,
@@ -457,7 +468,17 @@ def test_debug_flag_shows_the_traceback(micro_msd: Path, tmp_path: Path):
     root = tmp_path / "data"
     shutil.copytree(micro_msd, root)
     rewrite_nifti(_training_case(root)["label"], shifted)
-    command = [sys.executable, "-m", "medgraft", "--debug", "train", "--data", str(root)]
+    command = [
+        sys.executable,
+        "-m",
+        "medgraft",
+        "--debug",
+        "train",
+        "--recipe",
+        "none",
+        "--data",
+        str(root),
+    ]
     proc = subprocess.run(
         [*command, "--output", str(tmp_path / "run"), "--weights", "none"],
         capture_output=True,

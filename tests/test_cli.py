@@ -88,7 +88,7 @@ def test_typed_flag_equal_to_the_default_still_beats_the_config_file(
     monkeypatch.setattr("medgraft.training.trainer.run_training", fake_train)
     config = tmp_path / "c.yaml"
     config.write_text("epochs: 20\nbatch_size: 16\naugment: {strength: 0.5}\n")
-    args = ["train", "--data", "d", "--output", "o", "--config", config]
+    args = ["train", "--recipe", "none", "--data", "d", "--output", "o", "--config", config]
     assert invoke(runner, *args, "--epochs", "8", "--no-flips").exit_code == 0
     assert (seen[0].epochs, seen[0].batch_size) == (8, 16)
     assert (seen[0].augment.strength, seen[0].augment.flips) == (0.5, False)
@@ -99,7 +99,9 @@ def test_train_ends_by_naming_the_file_predict_will_use(runner, tmp_path, monkey
     monkeypatch.setattr(
         "medgraft.training.trainer.run_training", lambda config: type("R", (), fields)
     )
-    result = invoke(runner, "train", "--data", "d", "--output", tmp_path / "run")
+    result = invoke(
+        runner, "train", "--recipe", "none", "--data", "d", "--output", tmp_path / "run"
+    )
     assert result.exit_code == 0, result.output
     assert f"predict --model {tmp_path / 'run'} uses {tmp_path / 'run' / 'last.pt'}" in (
         result.output.replace("\n", "")

@@ -32,7 +32,18 @@ def test_training_writes_a_complete_run_folder(mri_run: Path):
 
 
 def test_refuses_to_overwrite_an_existing_run(mri_run: Path, tiny_msd: Path, runner):
-    result = invoke(runner, "train", "--data", tiny_msd, "--output", mri_run, "--epochs", "1")
+    result = invoke(
+        runner,
+        "train",
+        "--recipe",
+        "none",
+        "--data",
+        tiny_msd,
+        "--output",
+        mri_run,
+        "--epochs",
+        "1",
+    )
     assert result.exit_code != 0
     assert isinstance(result.exception, Exception) and "already holds a training run" in str(
         result.exception
@@ -121,6 +132,8 @@ def test_2d_train_and_predict_map_back_to_original_size(tiny_2d: Path, runner, t
     result = invoke(
         runner,
         "train",
+        "--recipe",
+        "none",
         "--data",
         tiny_2d,
         "--output",

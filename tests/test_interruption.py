@@ -58,6 +58,8 @@ def resume_training(data: Path, run: Path) -> subprocess.CompletedProcess:
             "-m",
             "medgraft",
             "train",
+            "--recipe",
+            "none",
             "--data",
             str(data),
             "--output",
@@ -83,7 +85,7 @@ TRAIN = ["--epochs", "3", "--batch-size", "2", "--val-fraction", "0.25", "--no-a
 
 def test_sigkill_mid_training_then_resume_loses_at_most_one_epoch(micro_msd: Path, tmp_path: Path):
     run = tmp_path / "run"
-    process = start("train", "--data", micro_msd, "--output", run, *TRAIN)
+    process = start("train", "--recipe", "none", "--data", micro_msd, "--output", run, *TRAIN)
     wait_for(lambda: epoch_started(run, 2), process)
     completed_at_kill = metric_rows(run)
     process.send_signal(signal.SIGKILL)
@@ -101,7 +103,7 @@ def test_sigkill_mid_training_then_resume_loses_at_most_one_epoch(micro_msd: Pat
 
 def test_ctrl_c_mid_epoch_writes_last_pt(micro_msd: Path, tmp_path: Path):
     run = tmp_path / "run"
-    process = start("train", "--data", micro_msd, "--output", run, *TRAIN)
+    process = start("train", "--recipe", "none", "--data", micro_msd, "--output", run, *TRAIN)
     wait_for(lambda: epoch_started(run, 2), process)  # epoch 1's checkpoint is written
     after_epoch_1 = (run / "last.pt").stat().st_mtime_ns
     process.send_signal(signal.SIGINT)

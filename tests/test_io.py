@@ -86,7 +86,8 @@ def test_training_and_predict_take_a_registered_format(
 ):
     run = tmp_path / "run"
     trained = invoke(
-        runner, "train", "--data", npy_dataset, "--output", run, "--epochs", "1",
+        runner, "train", "--recipe", "none",
+        "--data", npy_dataset, "--output", run, "--epochs", "1",
         "--batch-size", "8", "--val-fraction", "0.25", "--samples-per-epoch", "16",
     )  # fmt: skip
     assert trained.exit_code == 0, trained.output

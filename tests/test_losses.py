@@ -69,10 +69,22 @@ def test_a_new_loss_is_one_registered_function(micro_msd: Path, runner, tmp_path
     """Registered as one function, it is a --loss choice and is what a training step calls."""
     LOSSES.register("ce_counting")(lambda options: CountingCrossEntropy())
     try:
-        wrong = invoke(runner, "train", "--data", "d", "--output", "o", "--loss", "ce_count")
+        wrong = invoke(
+            runner,
+            "train",
+            "--recipe",
+            "none",
+            "--data",
+            "d",
+            "--output",
+            "o",
+            "--loss",
+            "ce_count",
+        )
         assert "choose from dice_ce, dice_ce_batch, dice_focal, ce_counting" in str(wrong.exception)
         result = invoke(
-            runner, "train", "--data", micro_msd, "--output", tmp_path / "run", "--epochs", "1",
+            runner, "train", "--recipe", "none",
+            "--data", micro_msd, "--output", tmp_path / "run", "--epochs", "1",
             "--loss", "ce_counting", "--batch-size", "16", "--samples-per-epoch", "32",
             "--val-fraction", "0.25",
         )  # fmt: skip
@@ -87,7 +99,8 @@ def test_a_new_loss_is_one_registered_function(micro_msd: Path, runner, tmp_path
 def test_training_with_dice_focal(micro_msd: Path, runner, tmp_path: Path) -> None:
     run = tmp_path / "focal"
     result = invoke(
-        runner, "train", "--data", micro_msd, "--output", run, "--loss", "dice_focal",
+        runner, "train", "--recipe", "none",
+        "--data", micro_msd, "--output", run, "--loss", "dice_focal",
         "--epochs", "2", "--batch-size", "8", "--val-fraction", "0.25", "--seed", "1",
     )  # fmt: skip
     assert result.exit_code == 0, result.output

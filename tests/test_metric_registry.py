@@ -57,7 +57,7 @@ def test_a_per_epoch_metric_reaches_the_training_logs(
 ) -> None:
     run = tmp_path / "run"
     result = invoke(
-        runner, "train", "--data", micro_msd, "--output", run, "--epochs", "1",
+        runner, "train", "--recipe", "none", "--data", micro_msd, "--output", run, "--epochs", "1",
         "--batch-size", "16", "--samples-per-epoch", "32", "--val-fraction", "0.25",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -72,7 +72,7 @@ def test_a_per_epoch_metric_reaches_the_training_logs(
 def test_val_metrics_asks_for_nsd_in_the_epoch_loop(micro_msd: Path, runner, tmp_path) -> None:
     run = tmp_path / "run"
     result = invoke(
-        runner, "train", "--data", micro_msd, "--output", run, "--epochs", "1",
+        runner, "train", "--recipe", "none", "--data", micro_msd, "--output", run, "--epochs", "1",
         "--batch-size", "16", "--samples-per-epoch", "32", "--val-fraction", "0.25",
         "--val-metrics", "dice,nsd",
     )  # fmt: skip

@@ -10,19 +10,23 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import yaml
 from conftest import invoke
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from scipy import ndimage
 
-from medgraft.config.loading import resolve_options
+from medgraft.config.loading import options_sha256, resolve_options
 from medgraft.config.recipes import load_recipe, recipe_names
+from medgraft.config.resolve import train_configs
 from medgraft.config.schema import AugmentOptions, InferenceOptions, PredictOptions, TrainConfig
+from medgraft.data.discovery import discover_dataset
 from medgraft.data.sampling import BalancedSampler
 from medgraft.errors import MedgraftError
 from medgraft.inference.batch import load_predictor
 from medgraft.models.checkpoint import load_checkpoint
 from medgraft.models.registry import get_encoder
+from medgraft.training.recipe_choice import RecipeChoice, choose_recipe, recipe_for_training
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -216,3 +220,122 @@ def test_predict_applies_the_recipes_post_processing_unless_told_not_to(
     assert any(found > 1 for _, found in components.values()), "raw masks were already clean"
     kept = default_mask > 0
     assert np.array_equal(default_mask[kept], raw_mask[kept])  # clean-up only removes voxels
+
+
+def test_the_cuda_profile_applies_on_a_cuda_device_under_config_file_and_typed_flags(
+    tmp_path: Path,
+) -> None:
+    """flags > --config > cuda profile > recipe train: > defaults; the profile is recorded, and
+    without a CUDA device (or a caller that does not ask) the recipe trains as on the CPU."""
+    recipe = load_recipe("rgb-2d")
+    assert recipe.cuda["image_size"] >= 352 and recipe.cuda["epochs"] >= 100
+    where = {"data": "d", "output": "o"}
+    devices: list[str] = []
+
+    def on_cuda(device: str) -> bool:
+        devices.append(device)
+        return device != "cpu"
+
+    [cpu] = train_configs(where, recipe="rgb-2d")
+    [gpu] = train_configs(where, recipe="rgb-2d", on_cuda=on_cuda)
+    assert (cpu.image_size, cpu.epochs, cpu.recipe_profile) == (160, 15, None)
+    assert (gpu.image_size, gpu.epochs, gpu.val_every) == (352, recipe.cuda["epochs"], 10)
+    assert gpu.recipe_profile == "cuda" and gpu.encoder == recipe.train["encoder"]
+    config = tmp_path / "c.yaml"
+    config.write_text("epochs: 7\n")
+    [mine] = train_configs(
+        where | {"batch_size": 3}, recipe="rgb-2d", config_file=config, on_cuda=on_cuda
+    )
+    assert (mine.epochs, mine.batch_size, mine.image_size) == (7, 3, 352)
+    [forced] = train_configs(where | {"device": "cpu"}, recipe="rgb-2d", on_cuda=on_cuda)
+    assert (forced.image_size, forced.recipe_profile) == (160, None)
+    assert devices == ["auto", "auto", "cpu"]
+    assert options_sha256(cpu) != options_sha256(gpu)
+    # the CPU path is the recipe as it was: adding the profile changed no fingerprint
+    assert options_sha256(cpu) == options_sha256(
+        TrainConfig(**resolve_options([recipe.train, where, {"recipe": "rgb-2d"}]))
+    )
+
+
+def test_every_shipped_cuda_profile_is_valid_and_shown_beside_the_cpu_settings(runner) -> None:
+    for name in recipe_names():
+        recipe = load_recipe(name)
+        changes = {option: (cpu, gpu) for option, cpu, gpu in recipe.cuda_changes()}
+        assert changes["epochs"][1] > changes["epochs"][0], name  # more training on a GPU
+        assert changes["num_workers"] == (0, 8) and recipe.cuda["amp"] == "auto", name
+        shown = invoke(runner, "recipes", name)
+        assert shown.exit_code == 0 and "CUDA (train: + cuda:)" in shown.output
+        assert all(option in shown.output for option in changes), name
+    listing = invoke(runner, "recipes")
+    assert "352 px, 100 epochs" in listing.output.replace("\n", " ")
+
+
+@pytest.mark.parametrize(
+    ("cuda", "expected"),
+    [
+        ("cuda: {device: cpu}\n", "cuda.device cannot change with the device"),
+        ("cuda: {output: x}\n", "cuda.output is set per run"),
+        ("cuda: {epoch: 3}\n", "unknown option 'cuda.epoch'"),
+    ],
+)
+def test_bad_cuda_profiles_fail_naming_the_file(tmp_path: Path, cuda: str, expected: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("summary: s\nfor: f\ntrain: {epochs: 2}\n" + cuda)
+    with pytest.raises(MedgraftError) as error:
+        load_recipe(str(path))
+    assert str(path) in str(error.value) and expected in str(error.value)
+
+
+def test_train_without_a_recipe_chooses_the_one_that_fits_and_says_why(
+    runner, tiny_msd: Path, tiny_2d: Path, tmp_path: Path, monkeypatch
+) -> None:
+    seen: list[TrainConfig] = []
+    monkeypatch.setattr("medgraft.training.trainer.run_training", _capture(seen))
+    monkeypatch.setattr("medgraft.runtime.is_cuda", lambda device: False)
+    out = ["--output", tmp_path / "o"]
+    volumes = invoke(runner, "train", "--data", tiny_msd, *out)
+    assert volumes.exit_code == 0, volumes.output
+    [line] = [ln for ln in volumes.output.splitlines() if "chosen" in ln]
+    assert line.startswith("recipe mri-2.5d, chosen for 6 volumes") and "--recipe none" in line
+    assert {(c.recipe, c.recipe_chosen) for c in seen} == {("mri-2.5d", line)}
+    assert len(seen) == 3  # the recipe's three views
+    seen.clear()
+    images = invoke(runner, "train", "--data", tiny_2d, *out)
+    assert images.exit_code == 0 and "recipe rgb-2d, chosen for 6 2D images" in images.output
+    assert "--recipe retina-2d" in images.output and seen[0].image_size == 160
+    monkeypatch.setattr("medgraft.runtime.is_cuda", lambda device: True)
+    on_gpu = invoke(runner, "train", "--data", tiny_2d, *out)
+    assert "its cuda profile sets" in on_gpu.output and "image_size 352" in on_gpu.output
+    assert (seen[-1].recipe_profile, seen[-1].image_size) == ("cuda", 352)
+    plain = invoke(runner, "train", "--recipe", "none", "--data", tiny_2d, *out)
+    assert plain.exit_code == 0 and "chosen" not in plain.output
+    assert (seen[-1].recipe, seen[-1].recipe_chosen, seen[-1].image_size) == (None, None, 256)
+
+
+def test_the_recipe_choice_reads_the_kind_of_data(tiny_msd: Path, tiny_2d: Path) -> None:
+    assert choose_recipe(discover_dataset(tiny_msd)).recipe == "mri-2.5d"
+    spec = discover_dataset(tiny_2d)
+    assert choose_recipe(spec).recipe == "rgb-2d"
+    spec.labels = {0: "background", 1: "Retinal vessels"}
+    thin = choose_recipe(spec)
+    assert thin.recipe == "retina-2d" and "'Retinal vessels' names thin structures" in thin.line
+    spec.channels = ["T1", "T2"]
+    assert choose_recipe(spec).recipe is None
+
+
+def test_resume_without_a_recipe_continues_with_the_saved_one(tmp_path: Path) -> None:
+    run = tmp_path / "o"
+    for view in ("axial", "coronal"):
+        (run / view).mkdir(parents=True)
+        saved = {"data": "d", "output": str(run / view), "recipe": "mri-2.5d", "epochs": 20}
+        saved |= {"slice_axis": view, "recipe_profile": "cuda", "batch_size": 128}
+        (run / view / "config.yaml").write_text(yaml.safe_dump(saved))
+    given = {"data": "d", "output": str(run), "resume": True}
+    assert recipe_for_training(None, given) == RecipeChoice("mri-2.5d")
+    assert recipe_for_training("none", given) == RecipeChoice(None)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "config.yaml").write_text("recipe: my-edited-copy\n")
+    assert recipe_for_training(None, given | {"output": str(tmp_path / "mine")}).recipe is None
+    # a run started under the cuda profile resumes with its saved options, the recipe named
+    [resumed] = [c for c in train_configs(given, recipe="mri-2.5d") if c.slice_axis == "axial"]
+    assert (resumed.batch_size, resumed.recipe_profile, resumed.resume) == (128, "cuda", True)

@@ -436,6 +436,40 @@ def test_the_gpu_fold_is_paired_case_by_case_with_the_cpu_fold(copy_of_repo: Pat
     assert "| Anterior |" in gpu.gpu_page(copy_of_repo)
 
 
+def test_the_cuda_profiles_say_not_measured_until_bench_gpu_has_run(copy_of_repo: Path):
+    assert gpu.gpu_profiles_readme(copy_of_repo).startswith("accuracy and speed not measured")
+    assert "Accuracy and speed not measured: `scripts/bench_gpu.py`" in gpu.gpu_page(copy_of_repo)
+    bench = copy_of_repo / "docs" / "results" / "bench"
+    cpu = [
+        r
+        for r in read_csv(copy_of_repo / "docs/results/accuracy/cases.csv")
+        if (r["dataset"], r["variant"], r["fold"]) == ("drive", "recipe", "0")
+    ]
+    head = _git(copy_of_repo, "rev-parse", "--short=7", "HEAD")
+    cases = [{**r, "dice": f"{float(r['dice']) + 0.03:.5f}", "commit": head} for r in cpu]
+    write_csv(bench / "gpu_profile_cases.csv", cases, [*cases[0]])
+    fold = {"dataset": "drive", "recipe": "retina-2d", "fold": "0", "cases": str(len(cases)),
+            "commit": head, "gpu": "NVIDIA H100", "seconds": "90.0", "views": "1",
+            "image_size": "768", "epochs": "100", "batch_size": "8", "amp_dtype": "torch.float16",
+            "loop_samples_per_s": "150", "mean_dice": "0.8300", "mean_hd95": "9.5",
+            "mean_nsd": "0.86"}  # fmt: skip
+    write_csv(bench / "gpu_profile_folds.csv", [fold], list(fold))
+    step = {"recipe": "rgb-2d", "encoder": "tu-tf_efficientnet_lite2", "side": "352",
+            "batch_size": "32", "channels_last": "off", "peak_gpu_memory_gib": "3.00"}  # fmt: skip
+    runs = (("fp32", "400"), ("fp16", "700"))
+    speed = [step | {"precision": p, "samples_per_s": v} for p, v in runs]
+    write_csv(bench / "gpu_profile_speed.csv", speed, list(speed[0]))
+    readme = gpu.gpu_profiles_readme(copy_of_repo)
+    assert readme.startswith("`retina-2d` 0.830 mean Dice on drive in 1.5 min of training")
+    assert "on one NVIDIA H100" in readme and "measured at" in readme
+    page = gpu.gpu_page(copy_of_repo)
+    assert "| `retina-2d` | drive fold 0, " in page and "0.030 [" in page and ", ahead (" in page
+    assert (
+        "| `rgb-2d` | tu-tf_efficientnet_lite2, 352 px, batch 32 | fp16 | off | 1 | 700 | 1.75x |"
+        in page
+    )
+
+
 MEASURED = re.compile(
     r"(?<![≥≤] )\b0\.\d{2,}\b"  # a score (a threshold such as "Dice ≥ 0.99" is a setting)
     r"|\b\d+(?:\.\d+)?\s?(?:s|min|GB|MB|slices/s|cases/s|h)\b"  # a time, a size, a speed

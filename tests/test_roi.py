@@ -7,46 +7,15 @@ import csv
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from conftest import invoke
-from PIL import Image
 
 from medgraft.data.discovery import discover_dataset
 from medgraft.data.records import CaseRecord
 from medgraft.errors import MedgraftError
 from medgraft.training.losses import build_loss
 from medgraft.training.regions import ignore_outside
-
-SIZE = 64
-
-
-@pytest.fixture(scope="module")
-def drive_layout(tmp_path_factory) -> Path:
-    """Six fundus-like images named as DRIVE names them; the field of view is a disc and the
-    'vessels' are dark lines inside it."""
-    root = tmp_path_factory.mktemp("drive") / "training"
-    for folder in ("images", "1st_manual", "mask"):
-        (root / folder).mkdir(parents=True)
-    yy, xx = np.mgrid[:SIZE, :SIZE]
-    field = (yy - SIZE / 2) ** 2 + (xx - SIZE / 2) ** 2 < (SIZE / 2 - 4) ** 2
-    rng = np.random.default_rng(0)
-    for i in range(21, 27):
-        vessels = np.zeros((SIZE, SIZE), bool)
-        for row in rng.integers(10, SIZE - 10, size=3):
-            vessels[row : row + 2, 8:-8] = True
-        vessels &= field
-        image = np.where(field, 180, 10).astype(np.float64) - 90 * vessels
-        rgb = np.clip(image[..., None] + rng.normal(0, 5, (SIZE, SIZE, 3)), 0, 255)
-        Image.fromarray(rgb.astype(np.uint8)).save(root / "images" / f"{i}_training.tif")
-        Image.fromarray((vessels * 255).astype(np.uint8)).save(
-            root / "1st_manual" / f"{i}_manual1.gif"
-        )
-        Image.fromarray((field * 255).astype(np.uint8)).save(
-            root / "mask" / f"{i}_training_mask.gif"
-        )
-    return root
 
 
 def test_drive_layout_pairs_images_vessels_and_field_of_view(drive_layout: Path):
@@ -91,7 +60,8 @@ def test_drive_trains_without_conversion_and_validates_inside_the_field(
 ):
     run = tmp_path / "run"
     result = invoke(
-        runner, "train", "--data", drive_layout, "--labels-dir", "1st_manual", "--roi-dir",
+        runner, "train", "--recipe", "none",
+        "--data", drive_layout, "--labels-dir", "1st_manual", "--roi-dir",
         "mask", "--output", run, "--epochs", "2", "--image-size", "64", "--batch-size", "4",
         "--val-fraction", "0.34", "--offline",
     )  # fmt: skip

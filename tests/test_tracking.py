@@ -32,7 +32,9 @@ TINY_TRAINING = (
 
 def train_tracked(runner, data: Path, run: Path, *extra: str) -> str:
     """A tiny tracked training; returns the id of its MLflow run."""
-    result = invoke(runner, "train", "--data", data, "--output", run, *TINY_TRAINING, *extra)
+    result = invoke(
+        runner, "train", "--recipe", "none", "--data", data, "--output", run, *TINY_TRAINING, *extra
+    )
     assert result.exit_code == 0, result.output
     return (run / RUN_ID_FILE).read_text().strip()
 
@@ -153,7 +155,7 @@ def test_without_mlflow_the_tracker_is_one_line_before_any_data(
     here) is never read and no run folder is made."""
     monkeypatch.setitem(sys.modules, "mlflow", None)  # `import mlflow` fails as if absent
     where = ["--data", tmp_path / "absent", "--output", tmp_path / "run"]
-    result = invoke(runner, "train", *where, "--offline", "--tracker", "mlflow")
+    result = invoke(runner, "train", "--recipe", "none", *where, "--offline", "--tracker", "mlflow")
     assert result.exit_code == 1
     assert isinstance(result.exception, MedgraftError)
     assert str(result.exception) == INSTALL_HINT

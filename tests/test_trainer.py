@@ -185,7 +185,16 @@ def test_config_file_with_flag_override(micro_msd: Path, tmp_path: Path, runner)
         "folds: 2\nval_fraction: 0.25\naugment:\n  strength: 0.5\n"
     )
     result = invoke(
-        runner, "train", "--config", tmp_path / "exp.yaml", "--epochs", "1", "--fold", "all"
+        runner,
+        "train",
+        "--recipe",
+        "none",
+        "--config",
+        tmp_path / "exp.yaml",
+        "--epochs",
+        "1",
+        "--fold",
+        "all",
     )
     assert result.exit_code == 0, result.output
     splits = json.loads((tmp_path / "cv" / "splits.json").read_text())
@@ -203,6 +212,8 @@ def test_ddp_two_gloo_processes(micro_msd: Path, tmp_path: Path):
     proc = run_torchrun(
         29532,
         "train",
+        "--recipe",
+        "none",
         "--data",
         micro_msd,
         "--output",
@@ -273,7 +284,8 @@ def test_a_registered_trainer_variant_trains_with_the_trainer_flag(
     TRAINERS.register("counting")(CountingTrainer)
     try:
         result = invoke(
-            runner, "train", "--data", micro_msd, "--output", tmp_path / "run", "--epochs", "1",
+            runner, "train", "--recipe", "none",
+            "--data", micro_msd, "--output", tmp_path / "run", "--epochs", "1",
             "--batch-size", "16", "--samples-per-epoch", "32", "--val-fraction", "0.25",
             "--trainer", "counting",
         )  # fmt: skip
@@ -288,14 +300,25 @@ def test_a_registered_trainer_variant_trains_with_the_trainer_flag(
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["train_config"]["trainer"] == "counting"
     assert "unknown trainer --trainer 'counting'" in str(
-        invoke(runner, "train", "--data", "d", "--output", "o", "--trainer", "counting").exception
+        invoke(
+            runner,
+            "train",
+            "--recipe",
+            "none",
+            "--data",
+            "d",
+            "--output",
+            "o",
+            "--trainer",
+            "counting",
+        ).exception
     )
 
 
 @pytest.mark.slow
 def test_resume_with_more_epochs_extends_a_finished_run(micro_msd: Path, tmp_path: Path, runner):
     run = tmp_path / "run"
-    args = ["train", "--data", micro_msd, "--output", run, "--batch-size", "16",
+    args = ["train", "--recipe", "none", "--data", micro_msd, "--output", run, "--batch-size", "16",
             "--val-fraction", "0.25", "--samples-per-epoch", "32"]  # fmt: skip
     assert invoke(runner, *args, "--epochs", "1").exit_code == 0
     finished = invoke(runner, *args, "--resume")  # the saved run's 1 epoch: nothing to do
@@ -380,3 +403,35 @@ def test_the_cpu_budget_trainer_keeps_snapshots_and_its_clock(micro_msd: Path, t
     assert final.epoch == 1 and final.train_config["trainer"] == "cpu-budget"
     with pytest.raises(MedgraftError, match="needs --cpu-budget-minutes"):
         train(replace(config, cpu_budget_minutes=None, output=str(tmp_path / "x")))
+
+
+@pytest.mark.slow
+def test_val_every_validates_at_its_cadence_and_the_last_epoch_and_resumes_exactly(
+    micro_msd: Path, tmp_path: Path
+):
+    """--val-every 2 over 3 epochs validates epochs 2 and 3: epoch 1's row has blank scores
+    and no per-case rows, curves plot the validated epochs, best.pt is a validated epoch; a
+    run killed after the unvalidated epoch 1 resumes to the uninterrupted run's model."""
+    cadence = FAST | {"epochs": 3, "samples_per_epoch": 32, "val_every": 2}
+    straight = tmp_path / "straight"
+    result = train(TrainConfig(data=str(micro_msd), output=str(straight), **cadence))
+    rows = list(csv.DictReader((straight / "metrics.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+    validation = [c for c in rows[0] if c.startswith("val_")]
+    assert all(rows[0][c] == "" for c in validation) and float(rows[0]["train_loss"]) > 0
+    assert all(rows[i][c] != "" for i in (1, 2) for c in validation)
+    cases = list(csv.DictReader((straight / "val_cases.csv").open()))
+    assert sorted({r["epoch"] for r in cases}) == ["2", "3"]
+    assert result.best_epoch in (2, 3)
+    assert load_checkpoint(straight / "best.pt").epoch == result.best_epoch
+    assert (straight / "curves.png").stat().st_size > 1000
+    resumed = tmp_path / "resumed"
+    _train_until(TrainConfig(data=str(micro_msd), output=str(resumed), **cadence), 1)
+    assert load_checkpoint(resumed / "last.pt").epoch == 1 and not (resumed / "best.pt").exists()
+    train(TrainConfig(data=str(micro_msd), output=str(resumed), resume=True, **cadence))
+    final, expected = load_checkpoint(resumed / "last.pt"), load_checkpoint(straight / "last.pt")
+    torch.testing.assert_close(final.model_state, expected.model_state, rtol=1e-4, atol=1e-5)
+    resumed_rows = list(csv.DictReader((resumed / "metrics.csv").open()))
+    assert [r["val_mean_dice"] == "" for r in resumed_rows] == [True, False, False]
+    resumed_cases = list(csv.DictReader((resumed / "val_cases.csv").open()))
+    assert [r["epoch"] for r in resumed_cases] == [r["epoch"] for r in cases]

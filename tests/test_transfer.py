@@ -297,6 +297,8 @@ def test_init_from_cli_trains_a_2d_task_from_an_mri_run(
     result = invoke(
         runner,
         "train",
+        "--recipe",
+        "none",
         "--data",
         tiny_2d,
         "--output",

@@ -125,13 +125,15 @@ def test_views_train_and_predict_as_one_ensemble(micro_msd: Path, runner, tmp_pa
     run = tmp_path / "run"
     common = ["--epochs", "1", "--batch-size", "16", "--val-fraction", "0.25"]
     result = invoke(
-        runner, "train", "--data", micro_msd, "--output", run, "--views", "axial,sagittal",
+        runner, "train", "--recipe", "none",
+        "--data", micro_msd, "--output", run, "--views", "axial,sagittal",
         *common,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     shutil.rmtree(run / "sagittal")  # as if killed before the second view started
     resumed = invoke(
-        runner, "train", "--data", micro_msd, "--output", run, "--views", "axial,sagittal",
+        runner, "train", "--recipe", "none",
+        "--data", micro_msd, "--output", run, "--views", "axial,sagittal",
         *common[2:], "--epochs", "2", "--resume",
     )  # fmt: skip
     assert resumed.exit_code == 0, resumed.output
@@ -150,7 +152,8 @@ def test_views_train_and_predict_as_one_ensemble(micro_msd: Path, runner, tmp_pa
 
 def test_views_are_refused_for_2d_images(tiny_2d: Path, runner, tmp_path: Path):
     result = invoke(
-        runner, "train", "--data", tiny_2d, "--output", tmp_path / "run", "--views",
+        runner, "train", "--recipe", "none",
+        "--data", tiny_2d, "--output", tmp_path / "run", "--views",
         "axial,coronal",
     )  # fmt: skip
     assert result.exit_code != 0

@@ -213,7 +213,9 @@ def train(
     recipe: Annotated[
         str | None,
         typer.Option(
-            help="Named recipe (see `medgraft recipes`) or recipe .yaml: the defaults.",
+            help="Named recipe (see `medgraft recipes`) or recipe .yaml: the defaults, with its "
+            "cuda profile on a CUDA device. Not given: the shipped recipe that fits --data "
+            "(printed); none: the plain defaults.",
             rich_help_panel="run",
         ),
     ] = None,
@@ -234,11 +236,26 @@ def train(
     **options: Any,
 ) -> None:
     """Fine-tune a U-Net with a pretrained encoder on a labelled dataset."""
+    from medgraft.config.loading import load_config_file, overlay_options
     from medgraft.config.resolve import train_configs
+    from medgraft.runtime import is_cuda
+    from medgraft.training.recipe_choice import recipe_for_training
+
+    flags = typed_options(options)
+    given = overlay_options([load_config_file(config) if config else {}, flags])
+    choice = recipe_for_training(recipe, given)
+    if choice.line:
+        console.print(escape(choice.line), highlight=False)
+    runs = train_configs(
+        flags, recipe=choice.recipe, config_file=config, fold=fold, on_cuda=is_cuda,
+        recipe_chosen=choice.line,
+    )  # fmt: skip
+    if runs[0].recipe_profile:
+        console.print(escape(_profile_line(choice.recipe)), highlight=False)
     from medgraft.models.checkpoint import checkpoint_in_run
     from medgraft.training.trainer import run_training
 
-    for run in train_configs(typed_options(options), recipe=recipe, config_file=config, fold=fold):
+    for run in runs:
         result = run_training(run)
         shipped = checkpoint_in_run(result.run_dir, PredictOptions.checkpoint)
         console.print(
@@ -246,6 +263,18 @@ def train(
             f"(the last epoch's model); best validation Dice {result.best_dice:.3f} at epoch "
             f"{result.best_epoch} (best.pt)"
         )
+
+
+def _profile_line(recipe: str) -> str:
+    """What the recipe's cuda profile changes, said when it applies."""
+    from medgraft.config.recipes import load_recipe
+
+    chosen = load_recipe(recipe)
+    changes = ", ".join(f"{name} {gpu}" for name, _, gpu in chosen.cuda_changes())
+    return (
+        f"recipe {chosen.name} on a CUDA device: its cuda profile sets {changes} "
+        "(--config and typed flags still win)"
+    )
 
 
 @app.command(cls=SectionedCommand)
@@ -461,37 +490,53 @@ def _timm_entries(pattern: str, known: set[str]) -> list[dict]:
 @app.command(cls=SectionedCommand)
 def recipes(
     name: Annotated[
-        str | None, typer.Argument(help="Print this recipe's file (settings and reasons).")
+        str | None,
+        typer.Argument(
+            help="Print this recipe's file (settings and reasons) and what its cuda profile "
+            "changes on a CUDA GPU."
+        ),
     ] = None,
 ) -> None:
-    """List the shipped training recipes: what each is for and what it measured."""
+    """List the shipped training recipes: what each is for, trains on a CPU and on a CUDA GPU,
+    and what it measured."""
     from medgraft.config.recipes import load_recipe, recipe_names
 
     if name is not None:
         recipe = load_recipe(name)
         console.print(recipe.path.read_text(encoding="utf-8"), markup=False, highlight=False)
+        if recipe.cuda:
+            table = Table(title=f"{recipe.name}: what its cuda profile changes on a CUDA device")
+            for column in ("option", "CPU (train:)", "CUDA (train: + cuda:)"):
+                table.add_column(column)
+            for option, cpu, gpu in recipe.cuda_changes():
+                table.add_row(option, escape(str(cpu)), escape(str(gpu)))
+            console.print(table)
         return
     table = Table(title="Recipes (name for medgraft train --recipe)")
-    for column in ("recipe", "for", "input", "epochs", "measured"):
+    for column in ("recipe", "for", "input", "epochs", "on a CUDA GPU", "measured"):
         table.add_column(column)
     for recipe_name in recipe_names():
         recipe = load_recipe(recipe_name)
         train_options = recipe.train
-        size = (
-            f"{train_options['slices']} slices (2.5D)"
-            if "slices" in train_options
-            else f"{train_options.get('image_size', TrainConfig.image_size)} px"
-        )
+        size = _recipe_input(train_options)
         if "views" in train_options:  # one model each, averaged
             size += f" in views {train_options['views'].replace(',', ', ')}"
+        cuda = {**train_options, **recipe.cuda}
         table.add_row(
             f"[bold]{recipe.name}[/]\n{escape(recipe.summary)}",
             escape(recipe.use_for),
             size,
             str(train_options.get("epochs", "")),
+            f"{_recipe_input(cuda)}, {cuda.get('epochs', '')} epochs" if recipe.cuda else "-",
             escape(str(recipe.measured.get("result", "not measured yet"))),
         )
     Console(width=max(console.width, 150)).print(table)
+
+
+def _recipe_input(options: dict) -> str:
+    if "slices" in options:
+        return f"{options['slices']} slices (2.5D)"
+    return f"{options.get('image_size', TrainConfig.image_size)} px"
 
 
 @app.command("fetch-weights", cls=SectionedCommand)

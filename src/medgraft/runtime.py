@@ -43,6 +43,12 @@ def select_device(name: str, local_rank: int = 0) -> torch.device:
         raise MedgraftError(f"--device {name}: {first_line(exc)}") from None
 
 
+def is_cuda(device: str) -> bool:
+    """Whether ``--device`` trains on a CUDA GPU: ``cuda`` (or ``cuda:N``), or ``auto`` where
+    one is available (what :func:`select_device` picks)."""
+    return torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
+
+
 def amp_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     """``auto``: fp16 on CUDA, full precision on the CPU (bf16 there is slow without AMX)."""
     if mode == "auto":

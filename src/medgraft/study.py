@@ -212,6 +212,7 @@ def run_config(
         "split_file": str(split_file),
         "weights": init if pretrained else SCRATCH,
         "init_from": None if pretrained else init,
+        "val_every": 1,  # the study's curves are made of every epoch's validation
         "resume": resume,
         "overwrite": not resume,
     }

@@ -110,12 +110,12 @@ def _overlay(base: dict[str, Any], layer: dict[str, Any], cls: type) -> dict[str
 
 NOT_IN_OPTIONS_HASH = frozenset(
     {"output", "resume", "overwrite", "device", "num_workers", "cache_dir", "offline", "views"}
-    | {"tracker"}
+    | {"tracker", "recipe_chosen"}
 )
-"""Where a run is written and tracked, on what hardware, whether it may download: not what it
-computes. ``views`` only says which single-view runs exist beside it (each records its
-``slice_axis``), so a view's run trained on its own is the same run as that view of a
-``--views`` set."""
+"""Where a run is written and tracked, on what hardware, whether it may download, why its
+recipe was chosen: not what it computes. ``views`` only says which single-view runs exist beside
+it (each records its ``slice_axis``), so a view's run trained on its own is the same run as that
+view of a ``--views`` set."""
 
 
 ADDED_LATER = {
@@ -130,6 +130,8 @@ ADDED_LATER = {
     "dims": 2,
     "conversion": "acs",
     "volume_patch": "auto",
+    "val_every": 1,
+    "recipe_profile": None,
 }
 """Options added after runs were fingerprinted, with the value that reproduces what those runs
 did: at that value an option is left out of the fingerprint, so adding it does not make every

@@ -2,26 +2,32 @@
 
 A recipe file (``src/medgraft/config/recipes/<name>.yaml``) holds a one-line ``summary``, what
 data it is ``for``, the ``train`` options (any ``TrainConfig`` field but the data and output
-folders; ``inference`` among them sets what ``medgraft predict`` does by default), and
-``measured``: the
-cross-validation result, wall time and hardware behind it. ``medgraft train --recipe NAME`` takes
-the ``train`` options as defaults that a ``--config`` file and typed flags override; a path to a
+folders; ``inference`` among them sets what ``medgraft predict`` does by default), optionally a
+``cuda`` profile (options that replace ``train``'s when training on a CUDA GPU, sized for its
+budget), and ``measured``: the cross-validation result, wall time and hardware behind it.
+``medgraft train --recipe NAME`` takes the ``train`` options (with the ``cuda`` profile over them
+on a CUDA device) as defaults that a ``--config`` file and typed flags override; a path to a
 file of the same form works too, so a copied and edited recipe needs no code.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from medgraft.config.loading import options_from_mapping, read_yaml
+from medgraft.config.loading import options_from_mapping, read_yaml, resolve_options
+from medgraft.config.schema import TrainConfig
 from medgraft.errors import MedgraftError
 
-RECIPE_KEYS = {"summary", "for", "train", "measured"}
-NOT_IN_RECIPES = {"data", "output", "resume", "overwrite", "recipe"}
+RECIPE_KEYS = {"summary", "for", "train", "cuda", "measured"}
+NOT_IN_RECIPES = {"data", "output", "resume", "overwrite", "recipe", "recipe_profile"}
+NOT_IN_RECIPES |= {"recipe_chosen"}
 """Options that belong to one run, not to a recipe shared between datasets."""
+NOT_IN_PROFILES = {"device", "views", "folds", "trainer"}
+"""What the ``cuda`` profile may not change: it applies because of the device, and it trains the
+same runs (views, folds) with the same trainer as the recipe's ``train`` options."""
 
 
 @dataclass
@@ -32,6 +38,26 @@ class Recipe:
     train: dict[str, Any]
     measured: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    cuda: dict[str, Any] = field(default_factory=dict)
+    """Options over ``train``'s when training on a CUDA device (``recipe_profile: cuda``)."""
+
+    def cuda_changes(self) -> list[tuple[str, Any, Any]]:
+        """(option, value on the CPU, value under the cuda profile) for each option the
+        profile changes, nested ones as ``augment.strength``."""
+        where = {"data": "-", "output": "-"}
+        cpu = _flat(asdict(TrainConfig(**resolve_options([self.train, where]))))
+        gpu = _flat(asdict(TrainConfig(**resolve_options([self.train, self.cuda, where]))))
+        return [(name, cpu[name], gpu[name]) for name in cpu if cpu[name] != gpu[name]]
+
+
+def _flat(options: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for name, value in options.items():
+        if isinstance(value, dict):
+            flat |= _flat(value, f"{prefix}{name}.")
+        else:
+            flat[prefix + name] = value
+    return flat
 
 
 def recipe_folder() -> Path:
@@ -64,9 +90,16 @@ def load_recipe(name_or_path: str) -> Recipe:
         )
         raise MedgraftError(f"{path}: {'; '.join(problems)}; a recipe has {sorted(RECIPE_KEYS)}")
     train = options_from_mapping(data["train"] or {}, path, prefix="train.")
-    run_only = sorted(NOT_IN_RECIPES & set(train))
-    if run_only:
-        raise MedgraftError(f"{path}: train.{run_only[0]} is set per run, not in a recipe")
+    cuda = options_from_mapping(data.get("cuda") or {}, path, prefix="cuda.")
+    for section, options in (("train", train), ("cuda", cuda)):
+        run_only = sorted(NOT_IN_RECIPES & set(options))
+        if run_only:
+            raise MedgraftError(f"{path}: {section}.{run_only[0]} is set per run, not in a recipe")
+    fixed = sorted(NOT_IN_PROFILES & set(cuda))
+    if fixed:
+        raise MedgraftError(
+            f"{path}: cuda.{fixed[0]} cannot change with the device; set it under train"
+        )
     measured = data.get("measured") or {}
     if not isinstance(measured, dict):
         raise MedgraftError(f"{path}: 'measured' must be a mapping")
@@ -77,4 +110,5 @@ def load_recipe(name_or_path: str) -> Recipe:
         train=train,
         measured=measured,
         path=path,
+        cuda=cuda,
     )

@@ -1,10 +1,12 @@
 """The options of one command, from every place they can come from, in order of precedence.
 
-schema defaults < ``--recipe`` < ``--config`` file < flags typed on the command line.
+schema defaults < ``--recipe`` (its ``train`` options, then its ``cuda`` profile when training
+on a CUDA device) < ``--config`` file < flags typed on the command line.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ from medgraft.config.loading import (
     overlay_options,
     resolve_options,
 )
-from medgraft.config.recipes import load_recipe
+from medgraft.config.recipes import load_recipe, recipe_names
 from medgraft.config.schema import TrainConfig
 from medgraft.errors import MedgraftError
 
@@ -26,19 +28,34 @@ def train_configs(
     recipe: str | None = None,
     config_file: Path | None = None,
     fold: str | None = None,
+    on_cuda: Callable[[str], bool] | None = None,
+    recipe_chosen: str | None = None,
 ) -> list[TrainConfig]:
     """One ``TrainConfig`` per fold to train: a single one, or each fold for ``fold='all'``;
     with ``views``, one per fold and view, each view a run of its own in ``<output>/<view>``.
 
     ``flags`` holds only the options the user typed (nested ones as ``{"augment": {...}}``).
+    ``on_cuda`` says whether a ``--device`` value trains on a CUDA GPU: then the recipe's
+    ``cuda`` profile applies over its ``train`` options (a resumed run keeps the profile it
+    started with). Without it (the lab's fingerprints, any caller that does not look at the
+    hardware) the recipe trains as on the CPU. ``recipe_chosen`` records why the caller chose
+    the recipe (or none), when the user did not name one.
     """
-    layers: list[dict[str, Any]] = []
+    asked = [load_config_file(config_file), flags] if config_file else [flags]
+    # what naming a recipe asks of a resumed run: its name, not its options (a run started
+    # under the cuda profile resumes with the options it saved, on any device)
+    named: list[dict[str, Any]] = []
+    layers = list(asked)
     if recipe:
         chosen = load_recipe(recipe)
-        layers.append({**chosen.train, "recipe": chosen.name})
-    if config_file:
-        layers.append(load_config_file(config_file))
-    layers.append(flags)
+        named = [{"recipe": chosen.name}]
+        layers.insert(0, {**chosen.train, **named[0]})
+        given = overlay_options(layers)
+        device = given.get("device", TrainConfig.device)
+        if chosen.cuda and on_cuda and not given.get("resume") and on_cuda(device):
+            layers.insert(1, {**chosen.cuda, "recipe_profile": "cuda"})
+    if recipe_chosen:
+        layers.insert(0, {"recipe_chosen": recipe_chosen})
     base = TrainConfig(**resolve_options(layers))
     folds = [base.fold] if fold is None else folds_to_run(fold, base.folds)
     configs = [replace(base, fold=index) for index in folds]
@@ -60,7 +77,7 @@ def train_configs(
             for view in base.view_list
         ]
     if base.resume:
-        requested = overlay_options(layers)
+        requested = overlay_options([*named, *asked])
         began = [(run_folder(c) / "config.yaml").is_file() for c in configs]
         if not any(began):  # nothing to continue: the trainer reports the missing last.pt
             return [resumed_config(c, requested) for c in configs]
@@ -72,6 +89,18 @@ def train_configs(
             for c, b in zip(configs, began, strict=True)
         ]
     return configs
+
+
+def saved_recipe(output: Path) -> str | None:
+    """The recipe a run (or set of folds and views) in ``output`` was started with, for
+    ``--resume`` without ``--recipe``: its name when it is a shipped recipe, else None (a
+    recipe file must be named again, a run without a recipe has none)."""
+    saved = [output / "config.yaml", *output.glob("*/config.yaml"), *output.glob("*/*/config.yaml")]
+    for path in saved:
+        if path.is_file():
+            name = load_config_file(path).get("recipe")
+            return name if name in recipe_names() else None
+    return None
 
 
 def unstarted_config(config: TrainConfig, requested: dict[str, Any], template: Path) -> TrainConfig:

@@ -195,6 +195,13 @@ class TrainConfig:
         path=True,
         section="validation and output",
     )
+    val_every: int = option(
+        1,
+        "Validate every N epochs, and always after the last one; epochs in between leave "
+        "their validation cells blank in metrics.csv.",
+        min=1,
+        section="validation and output",
+    )
     folds: int = option(
         0, "k-fold cross-validation (0: off).", min=0, section="validation and output"
     )
@@ -267,6 +274,18 @@ class TrainConfig:
         factory=InferenceOptions, help="Prediction defaults stored with the model.", cli=False
     )
     recipe: str | None = option(None, "Recipe the options came from.", cli=False)
+    recipe_profile: str | None = option(
+        None,
+        "The recipe's profile applied over its train options: cuda when training on a CUDA "
+        "device took the recipe's cuda section, else none.",
+        cli=False,
+    )
+    recipe_chosen: str | None = option(
+        None,
+        "Why train chose the recipe itself (no --recipe given), as it printed; none when the "
+        "recipe was named.",
+        cli=False,
+    )
     stray_labels_to_background: bool = option(
         False, "Map label values outside the dataset's labels to 0 (logged).", section="data"
     )

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from medgraft.config.flags import as_flags
@@ -302,10 +303,13 @@ def fold_runs(
     output: Path,
     fold: int,
     change: dict | None = None,
+    on_cuda: Callable[[str], bool] | None = None,
     recipe: str | None = None,
 ) -> dict[Path, str]:
     """The run folders ``medgraft train`` writes for this fold (one, or one per view of a
-    ``views`` recipe), each with the options fingerprint it will record; ``recipe``: another
+    ``views`` recipe), each with the options fingerprint it will record: with the recipe's
+    cuda profile where ``on_cuda`` says the device is a CUDA GPU (as ``medgraft train`` does,
+    ``runtime.is_cuda``); without it, the recipe as the CPU trains it. ``recipe``: another
     than the dataset's (an ablation of a whole design, such as a 3D model)."""
     from medgraft.config.loading import options_sha256
     from medgraft.config.resolve import run_folder, train_configs
@@ -315,6 +319,7 @@ def fold_runs(
         flags | DATASETS[name]["options"] | (change or {}),
         recipe=recipe or DATASETS[name]["recipe"],
         fold=str(fold),
+        on_cuda=on_cuda,
     )
     return {run_folder(config): options_sha256(config) for config in configs}
 
@@ -332,13 +337,16 @@ def train_folds(
     recipe: str | None = None,
 ) -> None:
     """Train the dataset's recipe (or ``recipe``; with ``change``'s options, for an ablation)
-    on ``folds``."""
+    on ``folds`` through ``medgraft train`` (on a CUDA device, under the recipe's cuda
+    profile)."""
+    from medgraft.runtime import is_cuda
+
     setup = DATASETS[name]
     recipe = recipe or setup["recipe"]
     data = dataset_folder(name)
     options = setup["options"] | (change or {})
     for fold in folds:
-        runs = fold_runs(name, data, output, fold, change, recipe)
+        runs = fold_runs(name, data, output, fold, change, on_cuda=is_cuda, recipe=recipe)
         timed, fingerprint = fold_folder(output, fold, list(runs)), fold_fingerprint(runs)
         count_killed_call(timed, fingerprint)  # first: a call killed after its last epoch too
         if fold_finished(runs, redo_changed):
@@ -629,7 +637,7 @@ def ablate(work: Path, results: Path, names: list[str], redo_changed: bool = Fal
                 "change": setup["summary"],
                 "baseline": setup.get("baseline", ""),
             }
-            runs = list(fold_runs(name, data, output, fold, setup["change"], recipe))
+            runs = list(fold_runs(name, data, output, fold, setup["change"], recipe=recipe))
             own = {"recipe": recipe} if recipe else {}
             folds.append(tag | fold_record(name, output, fold, runs) | own)
             models = [run / "last.pt" for run in runs]

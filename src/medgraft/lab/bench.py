@@ -23,21 +23,25 @@ def bare_trainer(
     steps: int,
     autocast: torch.dtype | None,
     device: str,
+    encoder: str = DEFAULT_ENCODER,
+    channels_last: bool | None = None,
     arch: Architecture | None = None,
 ) -> Trainer:
-    """A default trainer with a model (``arch``; default: the 2.5D U-Net) and its optimisation
-    built, and no data: on CUDA a 2D model is channels_last, as the GPU recipes train."""
-    cuda = device.startswith("cuda")
+    """A default trainer with a model (``arch``; default: ``encoder``'s 2.5D U-Net) and its
+    optimisation built, and no data; ``channels_last`` not given: on CUDA only, as the GPU
+    table before the cuda profiles measured (never for a 3D model)."""
+    if channels_last is None:
+        channels_last = device.startswith("cuda") and (arch is None or arch.dims == 2)
     config = TrainConfig(
         data="-", output=tempfile.mkdtemp(), device=device, amp=AMP_MODE[autocast],
-        channels_last=cuda, epochs=1,
+        channels_last=channels_last, epochs=1, encoder=encoder,
     )  # fmt: skip
     trainer = Trainer(config)
     trainer.device, trainer.dtype = torch.device(device), autocast
-    spec = get_encoder(DEFAULT_ENCODER)
+    spec = get_encoder(encoder)
     arch = arch or architecture(spec, 3, classes)
     model = build_segmenter(arch, spec).to(device)
-    if cuda and arch.dims == 2:
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     trainer.model = trainer.training_model = trainer.parallel_model = model.train()
     trainer.build_optimisation(steps)
@@ -51,12 +55,15 @@ def model_only(
     classes: int,
     autocast: torch.dtype | None = None,
     device: str = "cpu",
+    encoder: str = DEFAULT_ENCODER,
+    channels_last: bool | None = None,
 ) -> float:
     """Samples/s of the trainer's step (forward, loss, backward, clipping, optimiser and
     schedule) on in-memory tensors: the ceiling; with ``autocast``, under autocast to that
     dtype as ``--amp`` trains. On CUDA the tensors sit on the GPU and fp16 goes through the
-    gradient scaler; the clock waits for the GPU to finish."""
-    trainer = bare_trainer(classes, steps + 2, autocast, device)
+    gradient scaler; the clock waits for the GPU to finish. ``encoder`` and ``channels_last``
+    as for :func:`bare_trainer`."""
+    trainer = bare_trainer(classes, steps + 2, autocast, device, encoder, channels_last)
     batch = {
         "image": torch.rand(batch_size, 3, *shape, device=device),
         "label": torch.randint(0, classes, (batch_size, 1, *shape), device=device),
@@ -87,7 +94,7 @@ def volume_step_seconds(
     arch = replace(
         architecture(spec, 1, classes, conversion), decoder_channels=list(decoder_channels)
     )
-    trainer = bare_trainer(classes, steps + 2, None, "cpu", arch)
+    trainer = bare_trainer(classes, steps + 2, None, "cpu", arch=arch)
     batch = {
         "image": torch.rand(batch_size, 1, *patch),
         "label": torch.randint(0, classes, (batch_size, 1, *patch)),

@@ -52,6 +52,7 @@ FIGURES = {
     "study": Figure("study_{name}/results.csv", (*TRAINING, "src/medgraft/study.py", SCORING)),
     "learning-speed": Figure("learning_speed_points.csv", (*TRAINING, PREDICTION, SCORING)),
     "gpu": Figure("bench/gpu_fold.csv", (*TRAINING, PREDICTION, SCORING)),
+    "gpu-profiles": Figure("bench/gpu_profile_folds.csv", (*TRAINING, PREDICTION, SCORING)),
     "amp-cpu": Figure("bench/amp_cpu.csv", TRAINING),
 }
 """Every figure whose note the report writes, in one place: its rows and its producing code.

@@ -13,9 +13,14 @@ from pathlib import Path
 
 from medgraft.lab import CHECKOUT
 
-SHARED = Path(os.environ.get("MEDGRAFT_SHARED_DATA") or CHECKOUT.parent / "shared" / "data")
-"""The shared data, ``../shared/data`` beside the checkout; ``MEDGRAFT_SHARED_DATA`` names
-another copy (a GPU machine that gets the data carried in)."""
+CARRIED = CHECKOUT / "shared" / "data"
+"""Where a copy of the checkout sent to a GPU machine carries the data: ``shared/data`` inside."""
+SHARED = Path(
+    os.environ.get("MEDGRAFT_SHARED_DATA")
+    or (CARRIED if CARRIED.is_dir() else CHECKOUT.parent / "shared" / "data")
+)
+"""The shared data, ``../shared/data`` beside the checkout, or ``shared/data`` inside it when a
+copy carries it there (a GPU machine); ``MEDGRAFT_SHARED_DATA`` names another copy."""
 
 
 def hippocampus_subset(target: Path, cases: int, seed: int) -> Path:

@@ -18,7 +18,8 @@ class Event(Enum):
     ITERATION_COMPLETED = "iteration_completed"
     """After each optimisation step; ``trainer.state.loss`` holds its loss."""
     EPOCH_COMPLETED = "epoch_completed"
-    """On the main process, after validation, with the :class:`EpochResult`."""
+    """On the main process, after validation (``EpochResult.validated`` says whether the epoch
+    was), with the :class:`EpochResult`."""
     FIT_COMPLETED = "fit_completed"
     """Every epoch trained, or a handler called ``trainer.terminate()``."""
     EXCEPTION_RAISED = "exception_raised"

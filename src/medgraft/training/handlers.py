@@ -16,8 +16,9 @@ if TYPE_CHECKING:
 
 
 class CheckpointSaver:
-    """``last.pt`` after every epoch, ``best.pt`` when validation improved; Ctrl-C inside an
-    epoch keeps its progress in ``last.pt`` (``--resume`` then re-runs that epoch)."""
+    """``last.pt`` after every epoch (validated or not), ``best.pt`` when validation improved;
+    Ctrl-C inside an epoch keeps its progress in ``last.pt`` (``--resume`` then re-runs that
+    epoch)."""
 
     def attach(self, trainer: Trainer) -> None:
         if trainer.main:
@@ -60,6 +61,8 @@ class EpochReporter:
         """The epoch's validation Dice, or that there is none (then every epoch is the best)."""
         if not trainer.val_cases:
             return "no validation cases (best.pt is the last epoch)"
+        if not result.validated:
+            return f"not validated (every {trainer.config.val_every} epochs and the last)"
         dice = ", ".join(
             f"{n} {d:.3f}" for n, d in zip(trainer.class_names, result.dice, strict=True)
         )

@@ -65,6 +65,8 @@ class EpochResult:
     seconds: float
     num_foreground: int
     scores: ValidationScores = field(default_factory=lambda: ValidationScores(["dice"]))
+    validated: bool = True
+    """False for an epoch between validations (``--val-every``): its scores are empty."""
 
     def class_means(self, metric: str) -> list[float]:
         return self.scores.class_means(metric, self.num_foreground)
@@ -130,10 +132,17 @@ class MetricsLogger:
         self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=kept + 1)
 
     def epoch_completed(self, trainer: Trainer, result: EpochResult) -> None:
-        """One row of each CSV and TensorBoard scalars; ``curves.png`` redrawn."""
+        """One row of ``metrics.csv`` (its validation cells blank for an epoch between
+        validations), the epoch's rows of ``val_cases.csv``, TensorBoard scalars (NaN ones
+        left out); ``curves.png`` redrawn."""
         values = epoch_values(trainer, result)
-        append_csv(self.run_dir / "metrics.csv", [{k: _fmt(v) for k, v in values.items()}])
-        append_csv(self.run_dir / "val_cases.csv", self._case_rows(result))
+        row = {
+            k: "" if k.startswith("val_") and not result.validated else _fmt(v)
+            for k, v in values.items()
+        }
+        append_csv(self.run_dir / "metrics.csv", [row])
+        if result.validated:
+            append_csv(self.run_dir / "val_cases.csv", self._case_rows(result))
         for name, value in values.items():
             if name != "epoch" and not math.isnan(value):
                 self.writer.add_scalar(name, value, result.epoch)
@@ -158,17 +167,19 @@ class MetricsLogger:
             self.writer.close()
 
     def _plot(self) -> None:
-        """``curves.png``: training loss and validation Dice per epoch, redrawn every epoch."""
+        """``curves.png``: training loss per epoch and validation Dice per validated epoch,
+        redrawn every epoch."""
         rows = read_csv(self.run_dir / "metrics.csv")
-        epochs = [int(r["epoch"]) for r in rows]
         figure, (loss_axis, dice_axis) = plt.subplots(1, 2, figsize=(10, 4))
-        loss_axis.plot(epochs, [float(r["train_loss"]) for r in rows], "-o")
+        epochs, losses = [int(r["epoch"]) for r in rows], [float(r["train_loss"]) for r in rows]
+        loss_axis.plot(epochs, losses, "-o")
         loss_axis.set(title="training loss", xlabel="epoch")
+        validated = [r for r in rows if r["val_mean_dice"] != ""]
         for column in [c for c in self.columns if c.startswith("val_dice_")] + ["val_mean_dice"]:
             style = "-o" if column == "val_mean_dice" else "--"
             dice_axis.plot(
-                epochs,
-                [float(r[column]) for r in rows],
+                [int(r["epoch"]) for r in validated],
+                [float(r[column]) for r in validated],
                 style,
                 label=column.removeprefix("val_dice_").replace("val_mean_dice", "mean"),
             )
@@ -182,7 +193,8 @@ class MetricsLogger:
 
 
 def metric_columns(metrics: list[str], class_names: list[str]) -> list[str]:
-    """The columns of ``metrics.csv``, the per-epoch series TensorBoard and MLflow plot too."""
+    """The columns of ``metrics.csv``, the per-epoch series TensorBoard and MLflow plot too
+    (those of validation begin with ``val_``)."""
     per_class = [f"val_{m}_{n}" for m in metrics for n in class_names]
     return ["epoch", "train_loss", "val_mean_dice", *per_class, "lr", "seconds", "samples_per_s"]
 

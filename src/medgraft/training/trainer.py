@@ -4,7 +4,8 @@
 built by public hooks, in this order: :meth:`~Trainer.build_data`, :meth:`~Trainer.build_model`,
 :meth:`~Trainer.build_loader`, :meth:`~Trainer.build_optimizer`,
 :meth:`~Trainer.build_scheduler`, :meth:`~Trainer.build_loss`; then every epoch runs
-:meth:`~Trainer.train_step` per batch and :meth:`~Trainer.validate`. Variants override one hook,
+:meth:`~Trainer.train_step` per batch, and :meth:`~Trainer.validate` every ``--val-every`` epochs
+and after the last. Variants override one hook,
 as in nnU-Net, or attach handlers (:mod:`medgraft.training.events`) from :meth:`~Trainer.handlers`;
 they are registered by name in :mod:`medgraft.training.trainers` (``--trainer``). Runs are
 resumable (``--resume`` continues from ``last.pt`` exactly as an uninterrupted run would), run
@@ -592,8 +593,12 @@ class Trainer(EventEmitter):
             )
         return state.epoch + 1
 
+    def validates(self, epoch: int) -> bool:
+        """Whether ``epoch`` is validated: every ``--val-every`` epochs, and always the last."""
+        return epoch % self.config.val_every == 0 or epoch == self.config.epochs
+
     def _train_epochs(self) -> None:
-        """Every remaining epoch, each validated on the main process."""
+        """Every remaining epoch, validated on the main process at its cadence."""
         self.fire(Event.FIT_STARTED)
         if self.main:
             console.print(
@@ -610,7 +615,9 @@ class Trainer(EventEmitter):
             if self.state.terminated:
                 return
             if self.main:
-                result.scores = self.validate()
+                result.validated = self.validates(epoch)
+                if result.validated:
+                    result.scores = self.validate()
                 result.seconds = time.perf_counter() - started  # training and validation
                 self._track_best(result)
                 self.fire(Event.EPOCH_COMPLETED, result)
@@ -618,7 +625,11 @@ class Trainer(EventEmitter):
                 dist.barrier()
 
     def _track_best(self, result: EpochResult) -> None:
-        improved = not self.val_cases or result.mean_dice > self.state.best_dice
+        """Without validation cases every epoch is the best; else a validated epoch that beat
+        the best so far (an epoch between validations never is)."""
+        improved = not self.val_cases or (
+            result.validated and result.mean_dice > self.state.best_dice
+        )
         if improved:
             self.state.best_dice, self.state.best_epoch = result.mean_dice, result.epoch
         self.state.improved = improved

@@ -14,7 +14,7 @@ TRAINERS: Registry[type] = Registry("trainer", "--trainer")
 TRAINERS.declare(
     "default",
     "medgraft.training.trainer:Trainer",
-    help="Fine-tune for --epochs, validating after every epoch",
+    help="Fine-tune for --epochs, validating every --val-every epochs and after the last",
 )
 TRAINERS.declare(
     "cpu-budget",

@@ -24,6 +24,7 @@ from medgraft.lab.reports.gpu import (
     bench_train_readme,
     gpu_fold,
     gpu_page,
+    gpu_profiles_readme,
 )
 from medgraft.lab.reports.learning_speed import (
     LearningSpeed,
@@ -45,6 +46,7 @@ BLOCKS: dict[str, Callable[[Path], str]] = {
     "bench-predict": bench_predict_readme,
     "bench-amp-cpu": bench_amp_cpu_readme,
     "bench-gpu": bench_gpu_readme,
+    "gpu-profiles": gpu_profiles_readme,
     "learning-speed": learning_speed_readme,
 }
 """Every generated block by name. Each lives in one of the pages ``block_pages`` lists."""

@@ -1,15 +1,25 @@
-"""The benchmark blocks (bench-train, bench-predict, bench-amp-cpu, bench-gpu) and the GPU page
-(``docs/results/gpu.md``), from ``docs/results/bench/*.csv``."""
+"""The benchmark blocks (bench-train, bench-predict, bench-amp-cpu, bench-gpu, gpu-profiles) and
+the GPU page (``docs/results/gpu.md``), from ``docs/results/bench/*.csv``."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from medgraft.evaluation.stats import difference_interval, mean_interval
 from medgraft.files import read_csv
 from medgraft.lab.measured import note
 from medgraft.lab.reports.accuracy import accuracy_sources
-from medgraft.lab.reports.common import RESULTS, block, median, paired_dice, render, wall_text
+from medgraft.lab.reports.common import (
+    DATASETS,
+    RESULTS,
+    block,
+    median,
+    paired_dice,
+    render,
+    wall_text,
+)
 
 
 def bench_rows(root: Path, name: str) -> list[dict]:
@@ -121,8 +131,103 @@ def bench_gpu_readme(root: Path) -> str:
     )
 
 
+GPU_GOALS = {"kvasir": 0.93, "drive": 0.82, "hippocampus": 0.89}
+"""Mean foreground Dice each cuda profile's fold 0 is to reach on one GPU (issue 42)."""
+PROFILES_NOT_RUN = "`scripts/bench_gpu.py` has not run on a GPU since the cuda profiles were added"
+
+
+def profile_folds(root: Path) -> list[dict]:
+    """The latest fold trained under each cuda profile (``bench_gpu.py --part folds``)."""
+    latest = {row["dataset"]: row for row in bench_rows(root, "gpu_profile_folds")}
+    return [latest[name] for name in DATASETS if name in latest]
+
+
+def gpu_profiles_readme(root: Path) -> str:
+    """What the recipes' cuda profiles scored on one GPU, or that they were not measured."""
+    folds = profile_folds(root)
+    if not folds:
+        return f"accuracy and speed not measured: {PROFILES_NOT_RUN}"
+    parts = [
+        f"`{f['recipe']}` {float(f['mean_dice']):.3f} mean Dice on {f['dataset']} in "
+        f"{float(f['seconds']) / 60:.1f} min of training"
+        for f in folds
+    ]
+    return (
+        "; ".join(parts) + f", on one {folds[-1]['gpu']} ([docs/results/gpu.md]"
+        f"(docs/results/gpu.md); {note(root, 'gpu-profiles')})"
+    )
+
+
+def _profile_fold_rows(root: Path) -> list[tuple]:
+    """Per fold: what it trained, its time and speed, its Dice against the CPU fold's (paired
+    by case), HD95, NSD and the goal."""
+    cases = bench_rows(root, "gpu_profile_cases")
+    cpu_cases, _ = accuracy_sources(root)
+    rows = []
+    for fold in profile_folds(root):
+        name, number = fold["dataset"], int(fold["fold"])
+        ours = [c for c in cases if c["dataset"] == name and c["commit"] == fold["commit"]]
+        cpu = [c for c in cpu_cases if c["dataset"] == name and c["variant"] == "recipe"
+               and int(c["fold"]) == number]  # fmt: skip
+        gpu_dice, cpu_dice = paired_dice(ours, cpu, None)
+        size = f"{fold['image_size']} px" if name != "hippocampus" else f"{fold['views']} views"
+        rows.append((
+            f"`{fold['recipe']}`", f"{name} fold {number}, {fold['cases']} cases",
+            f"{size}, {fold['epochs']} epochs, batch {fold['batch_size']}, {fold['amp_dtype']}",
+            f"{float(fold['seconds']) / 60:.1f} min", fold["loop_samples_per_s"],
+            f"{mean_interval(dice_of(ours))}",
+            _against_cpu(gpu_dice, cpu_dice),
+            f"{float(fold['mean_hd95']):.2f}", f"{float(fold['mean_nsd']):.3f}",
+            f"{GPU_GOALS[name]:.2f}",
+        ))  # fmt: skip
+    return rows
+
+
+def _against_cpu(gpu: np.ndarray, cpu: np.ndarray) -> str:
+    """GPU - CPU Dice on the cases both scored, with its verdict."""
+    if not len(gpu):
+        return "no case in common"
+    change = difference_interval(gpu, cpu)
+    return f"{change}, {change.verdict} ({len(gpu)} cases)"
+
+
+def dice_of(cases: list[dict]) -> list[float]:
+    """Each case's mean foreground Dice."""
+    by_case: dict[str, list[float]] = {}
+    for row in cases:
+        by_case.setdefault(row["case"], []).append(float(row["dice"]))
+    return [sum(v) / len(v) for v in by_case.values()]
+
+
+def _profile_speed_rows(root: Path) -> list[tuple]:
+    """Per profile shape, precision and memory format: the median samples/s of the model alone
+    and its ratio to fp32 in the same memory format."""
+    speed = bench_rows(root, "gpu_profile_speed")
+    keys = dict.fromkeys((r["recipe"], r["precision"], r["channels_last"]) for r in speed)
+    medians = {
+        key: median([float(r["samples_per_s"]) for r in speed
+                     if (r["recipe"], r["precision"], r["channels_last"]) == key])
+        for key in keys
+    }  # fmt: skip
+    rows = []
+    for key in keys:
+        recipe, precision, memory = key
+        first = next(r for r in speed if (r["recipe"], r["precision"], r["channels_last"]) == key)
+        fp32 = medians.get((recipe, "fp32", memory))
+        runs = sum((r["recipe"], r["precision"], r["channels_last"]) == (recipe, precision, memory)
+                   for r in speed)  # fmt: skip
+        rows.append((
+            f"`{recipe}`", f"{first['encoder']}, {first['side']} px, batch {first['batch_size']}",
+            precision, memory, runs, f"{medians[(recipe, precision, memory)]:.0f}",
+            f"{medians[(recipe, precision, memory)] / fp32:.2f}x" if fp32 else "-",
+            f"{first['peak_gpu_memory_gib']} GiB",
+        ))  # fmt: skip
+    return rows
+
+
 def gpu_page(root: Path) -> str:
-    """The GPU measurements of ``bench_gpu.py``: the fold, prediction, the model alone."""
+    """The GPU measurements of ``bench_gpu.py``: the cuda profiles' folds and training steps,
+    the hippocampus fold of the CPU recipe, prediction, the model alone."""
     fold, gpu_cases, cpu_cases, cpu_folds = _gpu_and_cpu(root)
     classes = []
     for class_name in [*dict.fromkeys(r["class"] for r in gpu_cases), None]:
@@ -149,6 +254,10 @@ def gpu_page(root: Path) -> str:
         )  # fmt: skip
     return render(
         "gpu.md.j2",
+        profile_folds=_profile_fold_rows(root),
+        profile_speeds=_profile_speed_rows(root),
+        profiles_measured=note(root, "gpu-profiles") if profile_folds(root) else "",
+        not_run=PROFILES_NOT_RUN,
         fold=fold,
         amp=fold["amp"].split()[0],
         autocast=fold["amp"].split()[-1].strip("()"),
