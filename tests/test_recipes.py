@@ -314,6 +314,7 @@ def test_train_without_a_recipe_chooses_the_one_that_fits_and_says_why(
 
 def test_the_recipe_choice_reads_the_kind_of_data(tiny_msd: Path, tiny_2d: Path) -> None:
     assert choose_recipe(discover_dataset(tiny_msd)).recipe == "mri-2.5d"
+    assert choose_recipe(discover_dataset(tiny_msd), dims=3).recipe == "mri-3d"
     spec = discover_dataset(tiny_2d)
     assert choose_recipe(spec).recipe == "rgb-2d"
     spec.labels = {0: "background", 1: "Retinal vessels"}

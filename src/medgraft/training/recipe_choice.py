@@ -4,7 +4,7 @@ A newcomer's first ``medgraft train --data MY_DATA --output runs/x`` should trai
 project measured, not the flat schema defaults. The choice reads only what discovery already
 knows (no image is decoded): volumes or 2D images, and their channels.
 
-- Volumes, whatever their channels: ``mri-2.5d``.
+- Volumes, whatever their channels: ``mri-2.5d``; with ``--dims 3``, ``mri-3d``.
 - 2D images read as RGB (no named channels): ``rgb-2d``, unless a label's name in
   ``dataset.json`` names thin structures (vessels, arteries, veins): then ``retina-2d``.
   Thin against blob-like targets is what separates the two 2D recipes, and it is a property of
@@ -46,12 +46,19 @@ class RecipeChoice:
     """Which recipe was chosen and why, when ``train`` chose it (printed and recorded)."""
 
 
-def choose_recipe(spec: DatasetSpec) -> RecipeChoice:
-    """The shipped recipe that fits the dataset ``spec`` describes, with the line saying why."""
+def choose_recipe(spec: DatasetSpec, dims: int | None = None) -> RecipeChoice:
+    """The shipped recipe that fits the dataset ``spec`` describes (and ``--dims``, when
+    given), with the line saying why."""
     cases = len(spec.training)
     plain = "the plain defaults: --recipe none"
     if spec.is_volumetric:
         channels = max(len(spec.channels), 1)
+        if dims == 3:
+            return RecipeChoice(
+                "mri-3d",
+                f"recipe mri-3d, chosen for --dims 3 on {cases} volumes of {channels} "
+                f"channel(s) ({plain})",
+            )
         return RecipeChoice(
             "mri-2.5d",
             f"recipe mri-2.5d, chosen for {cases} volumes of {channels} channel(s) ({plain})",
@@ -91,4 +98,4 @@ def recipe_for_training(recipe: str | None, given: dict[str, Any]) -> RecipeChoi
     if "data" not in given:  # the options' check names what is missing
         return RecipeChoice(None)
     spec = discover_dataset(given["data"], given.get("labels_dir"), given.get("roi_dir"))
-    return choose_recipe(spec)
+    return choose_recipe(spec, given.get("dims"))
