@@ -98,9 +98,9 @@ def test_bad_recipe_files_fail_with_one_message_naming_the_file(
 
 
 def test_unknown_recipe_names_the_shipped_ones(runner) -> None:
-    result = invoke(runner, "train", "--recipe", "mri-3d", "--data", "x", "--output", "y")
+    result = invoke(runner, "train", "--recipe", "mri-4d", "--data", "x", "--output", "y")
     assert result.exit_code != 0
-    assert "unknown recipe 'mri-3d'" in str(result.exception)
+    assert "unknown recipe 'mri-4d'" in str(result.exception)
     assert "mri-2.5d" in str(result.exception)
 
 
