@@ -6,10 +6,10 @@ time, and the model's training speed under each precision.
 Needs a CUDA GPU and the shared hippocampus data (``MEDGRAFT_SHARED_DATA`` names another copy).
 Each part appends rows, with the machine, the versions and the load, to a CSV in ``--results``:
 
-- ``gpu_fold.csv``: ``mri-2.5d`` trained on fold 0 of the accuracy CV (its three views in one
-  ``medgraft train`` call, with what a GPU user gets by default, ``--amp auto``: fp16; or the
-  ``--amp`` given),
-  its wall time and the real loop's slices/s (median over views and epochs after the first).
+- ``gpu_fold.csv``: ``mri-2.5d`` trained on fold 0 of the accuracy CV (its three views in
+  turn, as ``medgraft crossval`` trains them, with what a GPU user gets by default,
+  ``--amp auto``: fp16; or the ``--amp`` given), its wall time and the real loop's slices/s
+  (median over views and epochs after the first).
   ``gpu_fold_cases.csv`` holds the fold's 36 validation cases scored as ``accuracy_cv.py``
   scores them (last-epoch models, the recipe's clean-up), so ``report.py`` pairs them with the
   CPU CV's fold 0; ``same_split`` says whether the validation cases are the CPU fold's.
@@ -33,12 +33,13 @@ from pathlib import Path
 
 import torch
 
+from medgraft.crossval import fold_folder
 from medgraft.files import append_csv, read_csv
 from medgraft.lab import CHECKOUT
-from medgraft.lab.accuracy_cv import DATASETS, evaluate_fold, fold_folder, fold_runs, train_folds
+from medgraft.lab.accuracy_cv import DATASETS, evaluate_fold, fold_runs, train_folds
 from medgraft.lab.bench import model_only
-from medgraft.lab.provenance import Measurement
 from medgraft.lab.shared_subsets import SHARED
+from medgraft.provenance import Measurement
 from medgraft.runtime import amp_dtype
 
 DATASET = "hippocampus"
@@ -90,11 +91,9 @@ def cpu_fold_cases() -> set[str]:
 def train_fold(work: Path, results: Path, amp: str) -> None:
     """Train the fold, score its validation cases with the views' last-epoch models."""
     output, runs = fold_output(work, amp), fold_runs_on_gpu(work, amp)
-    models = [run / "last.pt" for run in runs]
     with Measurement() as measured:
         train_folds(DATASET, output, [FOLD], change=GPU_OPTIONS | {"amp": amp})
-    rows = evaluate_fold(DATASET, output, FOLD, "recipe", models, folder=fold_folder(
-        output, FOLD, runs))  # fmt: skip
+    rows = evaluate_fold(DATASET, output, FOLD, "recipe", GPU_OPTIONS | {"amp": amp})
     append_csv(results / "gpu_fold_cases.csv", rows)
     speeds = []
     for run in runs:

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from medgraft.files import append_csv
-from medgraft.lab.provenance import Measurement
+from medgraft.provenance import Measurement
 
 
 def main() -> None:
