@@ -179,7 +179,7 @@ def test_the_ablations_name_known_options_of_their_datasets_recipes():
     ("edit", "message"),
     [
         ({"change": {"los": "dice_ce"}}, r"unknown option 'axial-only.change.los'"),
-        ({"change": {"loss": "dice"}}, r"axial-only: --loss 'dice'"),
+        ({"change": {"loss": "dice"}}, r"axial-only: unknown loss --loss 'dice'"),
         ({"recipe": "rgb-2d"}, "trained with recipe 'mri-2.5d', not 'rgb-2d'"),
         ({"folds": [7]}, "folds must list folds of 0 .. 4"),
         ({"baseline": "nowhere"}, "baseline 'nowhere' is no ablation here"),

@@ -364,18 +364,19 @@ def compare(
     chosen = CompareOptions(**typed_options(options))
     title = METRICS.get(chosen.metric).title
     table = Table(
-        title=f"{title}: {first} - {second}, paired by case",
-        caption="95% bootstrap interval over the paired cases; a verdict only when it excludes "
-        "0 (ahead: the first is higher).",
+        title=f"{title}, A = {first}, B = {second}, paired by case",
+        caption="A - B: its 95% bootstrap interval over the paired cases; a verdict only when "
+        "it excludes 0 (ahead: A is higher).",
     )
-    for column in ("class", "cases", str(first), str(second), "difference", "verdict"):
-        table.add_column(escape(column), justify="left" if column == "class" else "right")
+    table.add_column("class", no_wrap=True)
+    for column in ("cases", "A", "B", "A - B", "verdict"):
+        table.add_column(column, justify="right", no_wrap=True)
     for row in compare_folders(first, second, chosen.metric):
         table.add_row(
             row.name, str(row.cases), f"{row.first:.3f}", f"{row.second:.3f}",
             str(row.difference), row.difference.verdict,
         )  # fmt: skip
-    console.print(table)
+    Console(width=max(console.width, 100)).print(table)  # every cell whole at 80 columns
 
 
 @app.command(cls=SectionedCommand)
