@@ -18,7 +18,7 @@ import statistics
 from medgraft.files import append_csv
 from medgraft.lab import CHECKOUT
 from medgraft.lab.bench import model_only, volume_step_seconds
-from medgraft.lab.provenance import Measurement
+from medgraft.provenance import Measurement
 
 CSV = CHECKOUT / "docs/results/bench/volume_step.csv"
 DESIGNS = [

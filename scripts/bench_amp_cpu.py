@@ -19,7 +19,7 @@ import torch
 from medgraft.files import append_csv
 from medgraft.lab import CHECKOUT
 from medgraft.lab.bench import model_only
-from medgraft.lab.provenance import Measurement
+from medgraft.provenance import Measurement
 
 SHAPES = {
     # recipe: (batch, height, width, classes), as the recipe trains

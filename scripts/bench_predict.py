@@ -32,8 +32,8 @@ from medgraft.data.slicing import volume_to_stacks
 from medgraft.files import append_csv
 from medgraft.inference.batch import load_predictor, predict_cases
 from medgraft.lab import CHECKOUT
-from medgraft.lab.provenance import Measurement
 from medgraft.lab.shared_subsets import SHARED
+from medgraft.provenance import Measurement
 
 
 def pipeline_vs_model(model: Path, cases: list[Path], batch_size: int) -> dict[str, float]:

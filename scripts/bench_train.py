@@ -25,8 +25,8 @@ from medgraft.config.schema import AugmentOptions, TrainConfig
 from medgraft.files import append_csv, read_csv
 from medgraft.lab import CHECKOUT
 from medgraft.lab.bench import model_only
-from medgraft.lab.provenance import Measurement
 from medgraft.lab.shared_subsets import hippocampus_subset
+from medgraft.provenance import Measurement
 from medgraft.training.trainer import run_training
 
 

@@ -15,19 +15,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from medgraft.crossval import fold_cases, fold_folder
 from medgraft.data.discovery import discover_dataset
 from medgraft.evaluation.evaluate import evaluate_folders
 from medgraft.evaluation.metrics import ERROR_BANDS
 from medgraft.files import read_csv, write_csv
 from medgraft.lab import CHECKOUT
-from medgraft.lab.accuracy_cv import (
-    DATASETS,
-    FOLDS,
-    dataset_folder,
-    fold_cases,
-    fold_folder,
-    fold_runs,
-)
+from medgraft.lab.accuracy_cv import DATASETS, FOLDS, dataset_folder, fold_runs
 
 COLUMNS = ["dataset", "recipe", "fold", "case", "class", *ERROR_BANDS]
 

@@ -2,7 +2,7 @@
 
     python scripts/time_command.py --label demo --csv docs/results/demo/runs.csv -- medgraft demo
 
-The row holds the wall time, the cores other jobs used meanwhile (``medgraft/lab/provenance.py``),
+The row holds the wall time, the cores other jobs used meanwhile (``medgraft/provenance.py``),
 the CPU, versions, commit and date; ``scripts/report.py`` quotes the median of the rows.
 """
 
@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from medgraft.files import append_csv
-from medgraft.lab.provenance import Measurement
+from medgraft.provenance import Measurement
 
 
 def main() -> None:

@@ -37,7 +37,7 @@ SCHEMAS = {
     "export": ExportOptions,
 }
 
-COMMANDS = [*sorted(SCHEMAS), "encoders", "recipes", "fetch-weights"]
+COMMANDS = [*sorted(SCHEMAS), "crossval", "compare", "encoders", "recipes", "fetch-weights"]
 SECTION_TITLES = [section.capitalize() for section in HELP_SECTIONS]
 
 

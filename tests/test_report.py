@@ -31,7 +31,7 @@ def test_readme_and_results_equal_what_their_sources_give():
 
 def test_committed_ablation_rows_are_the_changes_the_cv_script_defines():
     """Rows are moved by hand when a recipe adopts a change (its ablation runs become the CV,
-    the old CV an ablation): each ablation's rows must still say what ``ABLATIONS`` runs."""
+    the old CV an ablation): each ablation's rows must still say what ``ablations.yaml`` runs."""
     folder = REPO / "docs" / "results" / "accuracy"
     for name, by_fold in (
         ("ablations.csv", read_csv(folder / "ablations.csv")),
@@ -41,10 +41,10 @@ def test_committed_ablation_rows_are_the_changes_the_cv_script_defines():
         for ablation, setup in ABLATIONS.items():
             rows = [r for r in by_fold if r["ablation"] == ablation]
             described = {(r["change"], r["baseline"], r["dataset"]) for r in rows}
-            assert described == {(setup["summary"], setup.get("baseline", ""), setup["dataset"])}, (
+            assert described == {(setup.summary, setup.baseline, setup.dataset)}, (
                 f"{name}: {ablation}"
             )
-            assert {int(r["fold"]) for r in rows} == set(setup["folds"]), f"{name}: {ablation}"
+            assert {int(r["fold"]) for r in rows} == set(setup.folds), f"{name}: {ablation}"
 
 
 def test_every_results_page_is_generated():

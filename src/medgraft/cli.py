@@ -26,7 +26,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from medgraft.config.schema import (
+    CROSSVAL_LEAVES_OUT,
     QUICK_STUDY,
+    CompareOptions,
+    CrossvalOptions,
     DemoOptions,
     EvaluateOptions,
     ExportOptions,
@@ -76,17 +79,25 @@ NESTED = "__"
 """Separates a nested option's parts in parameter names: ``augment__strength``."""
 
 
-def schema_options(cls: type) -> Callable[[Callable], Callable]:
-    """Decorator: add a flag for every CLI field of the options dataclass ``cls`` to a command.
+def schema_options(
+    cls: type, leave_out: frozenset[str] = frozenset()
+) -> Callable[[Callable], Callable]:
+    """Decorator: add a flag for every CLI field of the options dataclass ``cls`` to a command,
+    but those named in ``leave_out`` (options the command sets itself).
 
     The command takes them as ``**options`` (``None`` when not given); nested dataclass fields
     with a ``flag`` (e.g. ``augment.strength`` as ``--augment-strength``) become flags too.
+    Stacked, the decorators give a command the flags of several dataclasses.
     """
 
     def decorate(command: Callable) -> Callable:
         signature = inspect.signature(command, eval_str=True)
         own = [p for p in signature.parameters.values() if p.kind != p.VAR_KEYWORD]
-        generated = [_parameter(name, f, hint) for name, f, hint in _cli_fields(cls)]
+        generated = [
+            _parameter(name, f, hint)
+            for name, f, hint in _cli_fields(cls)
+            if name.split(NESTED)[0] not in leave_out
+        ]
         command.__signature__ = signature.replace(parameters=own + generated)
         return command
 
@@ -321,6 +332,80 @@ def study(
     plan = plan_from_cli(output, data, flags, quick=quick, config_file=config, command=command)
     rows = run_study(plan)
     console.print(f"{len(rows)} runs; summary and plots in {output}")
+
+
+@app.command(cls=SectionedCommand)
+@schema_options(CrossvalOptions)
+@schema_options(TrainConfig, leave_out=CROSSVAL_LEAVES_OUT)
+def crossval(
+    output: Annotated[
+        Path,
+        typer.Option(
+            help="Cross-validation folder: the folds' runs, cases.csv, folds.csv, summary.md.",
+            rich_help_panel="run",
+        ),
+    ],
+    recipe: Annotated[
+        str | None,
+        typer.Option(
+            help="Named recipe (see `medgraft recipes`) or recipe .yaml: the defaults.",
+            rich_help_panel="run",
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            help="YAML file with training options; it and typed flags beat --recipe.",
+            rich_help_panel="run",
+        ),
+    ] = None,
+    **options: Any,
+) -> None:
+    """Train every fold, score each fold's validation cases with its final model, summarise.
+
+    Reruns skip finished folds and continue interrupted ones.
+    """
+    from medgraft.config.flags import as_flags
+    from medgraft.crossval import CrossvalPlan, run_crossval
+
+    typed = typed_options(options)
+    own_names = {f.name for f in fields(CrossvalOptions)}
+    own = CrossvalOptions(**{k: v for k, v in typed.items() if k in own_names})
+    flags = {k: v for k, v in typed.items() if k not in own_names}
+    named = typed_options({"output": output, "recipe": recipe, "config": config})
+    command = " ".join(["medgraft crossval", *as_flags({**named, **flags, "folds": own.folds})])
+    plan = CrossvalPlan(output, flags, recipe, config, own.folds, own.redo_changed, command=command)
+    console.print(run_crossval(plan), markup=False, highlight=False)
+    console.print(f"wrote {output / 'summary.md'}, cases.csv and folds.csv")
+
+
+@app.command(cls=SectionedCommand)
+@schema_options(CompareOptions)
+def compare(
+    first: Annotated[Path, typer.Argument(help="A crossval folder (its cases.csv).")],
+    second: Annotated[Path, typer.Argument(help="The crossval folder to compare it with.")],
+    **options: Any,
+) -> None:
+    """Pair two crossval folders by case: the mean difference, its interval and a verdict."""
+    from medgraft.crossval import compare_folders
+    from medgraft.evaluation.metrics import METRICS
+
+    chosen = CompareOptions(**typed_options(options))
+    title = METRICS.get(chosen.metric).title
+    table = Table(
+        title=f"{title}, A = {first}, B = {second}, paired by case",
+        caption="A - B: its 95% bootstrap interval over the paired cases; a verdict only when "
+        "it excludes 0 (ahead: A is higher).",
+    )
+    table.add_column("class", no_wrap=True)
+    for column in ("cases", "A", "B", "A - B", "verdict"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for row in compare_folders(first, second, chosen.metric):
+        table.add_row(
+            row.name, str(row.cases), f"{row.first:.3f}", f"{row.second:.3f}",
+            str(row.difference), row.difference.verdict,
+        )  # fmt: skip
+    Console(width=max(console.width, 100)).print(table)  # every cell whole at 80 columns
 
 
 @app.command(cls=SectionedCommand)

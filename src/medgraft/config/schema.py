@@ -510,6 +510,43 @@ class StudyOptions:
     )
 
 
+@dataclass
+class CrossvalOptions:
+    """``medgraft crossval``: how many folds, and what to do with runs of other options (its
+    training options are ``TrainConfig``'s)."""
+
+    folds: int = option(
+        5,
+        "Folds: each case is validated once, by the final model of the fold that left it out.",
+        min=2,
+        section="validation and output",
+    )
+    redo_changed: bool = option(
+        False,
+        "Retrain runs trained with other options than asked for now (default: refuse them).",
+        section="run",
+    )
+
+
+CROSSVAL_LEAVES_OUT = frozenset(
+    {"output", "folds", "resume", "overwrite", "split_file", "val_fraction"}
+)
+"""Training options ``medgraft crossval`` sets itself: its folder and folds, whether each run
+starts or continues (it resumes an interrupted one), and the split (the folds')."""
+
+HIGHER_IS_BETTER = ("dice", "nsd")
+"""The registered metrics a comparison may take: a larger value is the better segmentation."""
+
+
+@dataclass
+class CompareOptions:
+    """``medgraft compare``: which per-case score two cross-validations are compared on."""
+
+    metric: str = option(
+        "dice", "Score to compare.", choices=HIGHER_IS_BETTER, section="validation and output"
+    )
+
+
 QUICK_STUDY = {
     "fractions": "0.25,1.0",
     "seeds": 2,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from medgraft.files import append_csv, read_csv, write_csv
 from medgraft.lab import CHECKOUT
-from medgraft.lab.provenance import Measurement, machine
+from medgraft.provenance import Measurement, machine
 
 DEMO_RESULTS = CHECKOUT / "docs" / "results" / "demo"
 

@@ -25,7 +25,7 @@ from medgraft.config.loading import options_sha256
 from medgraft.config.schema import TrainConfig
 from medgraft.files import append_csv
 from medgraft.lab.accuracy_cv import DATASETS, FOLDS
-from medgraft.lab.provenance import Measurement
+from medgraft.provenance import Measurement
 from medgraft.training.events import Handler
 from medgraft.training.handlers import CheckpointSaver, EpochReporter
 from medgraft.training.run_log import MetricsLogger, ValidationScores

@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from medgraft.crossval import fold_folder
 from medgraft.errors import MedgraftError
 from medgraft.files import append_csv, read_csv
 from medgraft.lab import CHECKOUT
@@ -30,11 +31,10 @@ from medgraft.lab.accuracy_cv import (
     DATASETS,
     dataset_folder,
     evaluate_fold,
-    fold_folder,
     fold_runs,
     train_folds,
 )
-from medgraft.lab.provenance import Measurement
+from medgraft.provenance import Measurement
 
 FOLD = 0
 PARTS = ("profile-speed", "folds", "model", "predict")
@@ -179,16 +179,12 @@ def train_and_score(bench: Bench, name: str) -> None:
     import json
 
     from medgraft.lab.accuracy_cv import fold_record
-    from medgraft.runtime import is_cuda
 
     output, change = bench.fold_output(name), bench.fold_change(name)
-    runs = list(fold_runs(name, dataset_folder(name), output, FOLD, change, on_cuda=is_cuda))
+    runs = list(fold_runs(name, dataset_folder(name), output, FOLD, change))
     train_folds(name, output, [FOLD], change=change)
     started = time.perf_counter()
-    rows = evaluate_fold(
-        name, output, FOLD, "recipe", [run / "last.pt" for run in runs],
-        folder=fold_folder(output, FOLD, runs),
-    )  # fmt: skip
+    rows = evaluate_fold(name, output, FOLD, "recipe", change)
     scoring = time.perf_counter() - started
     resolved = json.loads((runs[0] / "config.json").read_text())
     trained = resolved["train_config"]
@@ -235,12 +231,9 @@ def cpu_fold_cases(name: str) -> set[str]:
 def predict_speed(bench: Bench) -> None:
     """``medgraft predict`` with the hippocampus fold's models on its validation cases, under
     ``--amp auto`` and ``off``: ``gpu_predict.csv``."""
-    from medgraft.runtime import is_cuda
-
     output = bench.fold_output("hippocampus")
     change = bench.fold_change("hippocampus")
-    runs = list(fold_runs("hippocampus", dataset_folder("hippocampus"), output, FOLD, change,
-                          on_cuda=is_cuda))  # fmt: skip
+    runs = list(fold_runs("hippocampus", dataset_folder("hippocampus"), output, FOLD, change))
     inputs = fold_folder(output, FOLD, runs) / "val_images"
     cases = len(list(inputs.iterdir()))
     models = [flag for run in runs for flag in ("--model", str(run / "last.pt"))]

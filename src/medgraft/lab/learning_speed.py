@@ -19,8 +19,8 @@ from pathlib import Path
 from medgraft.evaluation.metrics import METRICS
 from medgraft.files import append_csv, read_csv, write_csv
 from medgraft.lab import CHECKOUT
-from medgraft.lab.provenance import Measurement, machine
 from medgraft.lab.shared_subsets import SHARED
+from medgraft.provenance import Measurement, machine
 
 HIPPOCAMPUS = SHARED / "hippocampus"
 FOLDS, FOLD = 5, 0

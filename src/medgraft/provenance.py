@@ -1,5 +1,6 @@
 """What a timing or memory figure needs beside the number: the machine, the versions, the
-commit, the date, and whether other jobs shared the cores while it was measured.
+commit, the date, and whether other jobs shared the cores while it was measured. Used by
+``medgraft crossval`` (each fold's wall time and load) and by the lab's benchmarks.
 
     with Measurement() as measured:
         ...                                  # the work, in this process or its children
@@ -7,13 +8,15 @@ commit, the date, and whether other jobs shared the cores while it was measured.
 
 "Other jobs" is measured, not remembered: the CPU time the whole machine spent busy (from
 ``/proc/stat``) minus what this process and its waited-for children used, per second of wall
-time. ``other_jobs_cores`` near 0 means the cores were ours alone.
+time. ``other_jobs_cores`` near 0 means the cores were ours alone; NaN where the system has no
+``/proc/stat`` (not Linux), so the load is unknown rather than claimed to be nil.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import platform
 import resource
@@ -23,15 +26,20 @@ import time
 from contextlib import suppress
 from pathlib import Path
 
-from medgraft.lab import CHECKOUT
+SOURCE_CHECKOUT = Path(__file__).resolve().parents[2]
+"""Where medgraft's source lies when it runs from a checkout (``src/medgraft``): the commit a
+record names is that checkout's; an installed copy has no ``.git`` there and names none."""
 
 SHARED_ABOVE = 0.25
 """Cores' worth of other jobs above which a measurement is marked as sharing the machine."""
 
 
 def _busy_seconds() -> float:
-    """CPU seconds the whole machine has spent busy since boot (all cores)."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    """CPU seconds the whole machine has spent busy since boot (all cores); NaN off Linux."""
+    stat = Path("/proc/stat")
+    if not stat.exists():
+        return math.nan
+    fields = [int(v) for v in stat.read_text().split("\n", 1)[0].split()[1:]]
     idle = fields[3] + fields[4]  # idle + iowait
     return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
@@ -76,11 +84,11 @@ def machine() -> dict[str, str]:
         model = names[0].split(":", 1)[1].strip() if names else model
     # a copy of the tree sent to another machine says which commit it is (its .git may be stale)
     commit = os.environ.get("MEDGRAFT_COMMIT", "")
-    if not commit:
+    if not commit and (SOURCE_CHECKOUT / ".git").exists():
         with suppress(FileNotFoundError):  # no git there
             found = subprocess.run(
                 ["git", "rev-parse", "--short", "HEAD"],
-                cwd=CHECKOUT,
+                cwd=SOURCE_CHECKOUT,
                 capture_output=True,
                 text=True,
             )
@@ -109,20 +117,33 @@ class Measurement:
         """Wall seconds and other jobs' cores from the start until now, while the block runs."""
         seconds = time.perf_counter() - self.started
         others = (_busy_seconds() - self.busy) - (_tree_seconds() - self.tree)
-        return seconds, max(0.0, others / max(seconds, 1e-9))
+        return seconds, _cores(others, seconds)
 
     def __exit__(self, *exc: object) -> None:
         self.seconds = time.perf_counter() - self.started
         others = (_busy_seconds() - self.busy) - (_own_seconds() - self.own)
-        self.other_jobs_cores = max(0.0, others / self.seconds)
+        self.other_jobs_cores = _cores(others, self.seconds)
 
     def record(self) -> dict[str, str]:
         return {
             **machine(),
             "wall_seconds": f"{self.seconds:.1f}",
             "other_jobs_cores": f"{self.other_jobs_cores:.2f}",
-            "shared": "yes" if self.other_jobs_cores > SHARED_ABOVE else "no",
+            "shared": shared(self.other_jobs_cores),
         }
+
+
+def _cores(other_seconds: float, seconds: float) -> float:
+    """Other jobs' CPU seconds per wall second (never below 0; NaN stays unknown)."""
+    cores = other_seconds / max(seconds, 1e-9)
+    return cores if math.isnan(cores) else max(0.0, cores)
+
+
+def shared(other_jobs_cores: float) -> str:
+    """Whether other jobs shared the cores: ``yes``, ``no``, or ``unknown`` (no load measured)."""
+    if math.isnan(other_jobs_cores):
+        return "unknown"
+    return "yes" if other_jobs_cores > SHARED_ABOVE else "no"
 
 
 class Heartbeat:
