@@ -9,8 +9,10 @@ container: ``proctrack/linuxproc`` and ``task/none`` need no cgroups.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -24,6 +26,7 @@ CLUSTER = "medgraft-test"
 ACCOUNT = "medgraft"
 DB_USER, DB_PASSWORD, DB_NAME = "slurm", "slurm-test", "slurm_acct_db"
 START_TIMEOUT = 90.0
+PR_SET_PDEATHSIG = 1
 
 
 def find_program(name: str) -> str | None:
@@ -42,6 +45,12 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def _stop_with_parent() -> None:
+    """In a daemon's process before it starts: SIGTERM when the test run ends without its
+    teardown (killed, timed out), so no daemon outlives it (Linux's PR_SET_PDEATHSIG)."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def wait_until(check, what: str, logs: list[Path], timeout: float = START_TIMEOUT) -> None:
@@ -119,6 +128,7 @@ class SlurmCluster:
             stderr=subprocess.STDOUT,
             env=self.env,
             start_new_session=True,  # a Ctrl-C in the test run is the fixture's to handle
+            preexec_fn=_stop_with_parent,
         )
         self.processes.append((name, process))
         return process

@@ -202,7 +202,7 @@ class SlurmLauncher:
         if record is None:
             return None
         submitted = submitit.SlurmJob(folder=self.folder / "%j", job_id=record["job_id"])
-        state = submitted.get_info(mode="force").get("State", "UNKNOWN").split()[0]
+        state = slurm_state(submitted)
         if state not in ACTIVE_STATES:
             return None
         if record["argv"] != job.argv:
@@ -282,6 +282,24 @@ class SlurmLauncher:
             lines = [line for line in str(exception or "").splitlines() if line.strip("- ")]
             error = next((line for line in reversed(lines) if "Error" in line), "")
         return JobFailure(job.name, slurm_job.job_id, state, slurm_job.paths.stdout, error.strip())
+
+
+def slurm_state(job) -> str:
+    """A submitit job's Slurm state: ``sacct``'s, else (``sacct`` hears of a job a few seconds
+    after the controller) ``squeue``'s, else UNKNOWN."""
+    import subprocess
+
+    state = job.get_info(mode="force").get("State", "UNKNOWN").split()[0]
+    if state != "UNKNOWN":
+        return state
+    queued = subprocess.run(
+        ["squeue", "--noheader", "--jobs", job.job_id, "--format", "%T"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    words = queued.stdout.split() if queued.returncode == 0 else []
+    return words[0] if words else "UNKNOWN"
 
 
 def shard_count(options: PredictLaunchOptions, inputs: int) -> int:
