@@ -188,11 +188,12 @@ def slurm_cluster(tmp_path_factory, request):
         pytest.skip(reason)
     began = time.monotonic()
     cluster = SlurmCluster(tmp_path_factory.mktemp("slurm")).start()
-    reporter = request.config.pluginmanager.getplugin("terminalreporter")
-    reporter.write_line(
-        f"Slurm test cluster (slurmdbd, slurmctld, slurmd on {cluster.node}) started in "
-        f"{time.monotonic() - began:.1f} s"
-    )
+    with request.config.pluginmanager.getplugin("capturemanager").global_and_fixture_disabled():
+        print(
+            f"\nSlurm test cluster (slurmdbd, slurmctld, slurmd on {cluster.node}) started in "
+            f"{time.monotonic() - began:.1f} s",
+            flush=True,
+        )
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SLURM_CONF", str(cluster.conf))
         yield cluster

@@ -43,8 +43,9 @@ def job_ids(output: Path) -> dict[str, str]:
 
 
 def show(request, text: str) -> None:
-    """A line in the test log itself (the CI log shows the Slurm job ids)."""
-    request.config.pluginmanager.getplugin("terminalreporter").write_line(text)
+    """A line in the test log itself, past pytest's capture (the CI log shows the job ids)."""
+    with request.config.pluginmanager.getplugin("capturemanager").global_and_fixture_disabled():
+        print(text, flush=True)
 
 
 def summary_rows(output: Path) -> list[dict[str, str]]:

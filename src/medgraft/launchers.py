@@ -44,9 +44,7 @@ ACTIVE_STATES = {
 }  # fmt: skip
 """Slurm job states of a job that may still finish: a rerun waits for it, submitting nothing."""
 POLL_SECONDS = (1.0, 30.0)
-"""First and longest pause between two looks at the jobs' states (one ``sacct`` call each)."""
-UNKNOWN_GRACE_SECONDS = 300.0
-"""How long a submitted job may stay unknown to ``sacct`` before it counts as lost."""
+"""First and longest pause between two looks at the jobs' states (one ``squeue`` call each)."""
 
 
 @dataclass(frozen=True)
@@ -146,7 +144,12 @@ def make_launcher(options: LaunchOptions, output: Path, runner: Runner) -> Launc
 
 @dataclass
 class SlurmLauncher:
-    """The unfinished jobs as one Slurm job array (submitit), their ids kept in ``folder``."""
+    """The unfinished jobs as one Slurm job array (submitit), their ids kept in ``folder``.
+
+    Whether a job is still pending or running is the controller's word (``squeue``, which
+    lists each task of an array): ``sacct`` hears of a job seconds later, and of an array task
+    cancelled before it started, never. ``sacct`` names the state a job ended in.
+    """
 
     folder: Path
     options: LaunchOptions
@@ -155,10 +158,9 @@ class SlurmLauncher:
     def run(self, jobs: list[Job]) -> LaunchReport:
         from medgraft.runtime import stdout
 
-        self._check_accounting()
         missing = [job for job in jobs if not job.finished()]
-        records = self._records()
-        active = {job.name: self._attach(job, records) for job in missing}
+        records, queued = self._records(), queue_states()
+        active = {job.name: self._attach(job, records, queued) for job in missing}
         to_submit = [job for job in missing if active[job.name] is None]
         active |= self._submit(to_submit, records)
         if not self.options.wait:
@@ -169,40 +171,25 @@ class SlurmLauncher:
                     "command gathers them once they have finished"
                 )
             return LaunchReport(waiting=ids)
-        self._wait(list(active.values()))
+        last_seen = wait_for([active[job.name].job_id for job in missing])
         return LaunchReport(
-            failed=[self._failure(job, active[job.name]) for job in missing if not job.finished()]
+            failed=[
+                self._failure(job, active[job.name], last_seen)
+                for job in missing
+                if not job.finished()
+            ]
         )
-
-    def _check_accounting(self) -> None:
-        """submitit reads job states with ``sacct``: without accounting it would wait forever."""
-        import subprocess
-
-        try:
-            answer = subprocess.run(
-                ["sacct", "--noheader", "-X", "-j", "1"], capture_output=True, text=True, timeout=60
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise MedgraftError(f"--launcher slurm: cannot run sacct ({exc})") from None
-        if answer.returncode != 0:
-            raise MedgraftError(
-                "--launcher slurm needs Slurm's accounting (sacct) to follow its jobs: "
-                + (answer.stderr.strip() or f"sacct exited {answer.returncode}")
-            )
 
     def _records(self) -> dict[str, dict]:
         path = self.folder / JOBS_FILE
         return json.loads(path.read_text()) if path.exists() else {}
 
-    def _attach(self, job: Job, records: dict[str, dict]):
+    def _attach(self, job: Job, records: dict[str, dict], queued: dict[str, str]):
         """The Slurm job last submitted for ``job`` while it is still pending or running."""
         import submitit
 
         record = records.get(job.name)
-        if record is None:
-            return None
-        submitted = submitit.SlurmJob(folder=self.folder / "%j", job_id=record["job_id"])
-        state = slurm_state(submitted)
+        state = queued.get(record["job_id"]) if record else None
         if state not in ACTIVE_STATES:
             return None
         if record["argv"] != job.argv:
@@ -211,7 +198,7 @@ class SlurmLauncher:
                 f"{state.lower()} with other options; wait for it or cancel it (scancel "
                 f"{record['job_id']})"
             )
-        return submitted
+        return submitit.SlurmJob(folder=self.folder / "%j", job_id=record["job_id"])
 
     def _submit(self, jobs: list[Job], records: dict[str, dict]) -> dict:
         """``jobs`` as one array; their ids recorded before anything else can fail."""
@@ -258,24 +245,11 @@ class SlurmLauncher:
             parameters["mem"] = f"{options.mem_gb}GB"
         return parameters
 
-    def _wait(self, jobs: list) -> None:
-        """Until every job has ended (one ``sacct`` call per look, pauses growing to 30 s); a
-        job ``sacct`` never heard of within ``UNKNOWN_GRACE_SECONDS`` is given up on."""
-        import submitit
-
-        started, pause = time.monotonic(), POLL_SECONDS[0]
-        while True:
-            submitit.SlurmJob.watcher.update()
-            running = [job for job in jobs if not job.done()]
-            lost = time.monotonic() - started > UNKNOWN_GRACE_SECONDS
-            if not running or all(lost and job.state == "UNKNOWN" for job in running):
-                return
-            time.sleep(pause)
-            pause = min(pause * 1.5, POLL_SECONDS[1])
-
-    def _failure(self, job: Job, slurm_job) -> JobFailure:
-        """Why ``job`` has no result: its Slurm state and, when it raised, its error's last line."""
-        state = slurm_job.state.split()[0]
+    def _failure(self, job: Job, slurm_job, last_seen: dict[str, str]) -> JobFailure:
+        """Why ``job`` has no result: the state it ended in (``sacct``'s, else the last the
+        controller showed) and, when it raised, its error's last line."""
+        state = slurm_job.get_info(mode="force").get("State", "").split(" ")[0]
+        state = state or last_seen.get(slurm_job.job_id, "ENDED")
         error = ""
         if slurm_job.paths.result_pickle.exists():
             exception = slurm_job.exception()
@@ -284,22 +258,32 @@ class SlurmLauncher:
         return JobFailure(job.name, slurm_job.job_id, state, slurm_job.paths.stdout, error.strip())
 
 
-def slurm_state(job) -> str:
-    """A submitit job's Slurm state: ``sacct``'s, else (``sacct`` hears of a job a few seconds
-    after the controller) ``squeue``'s, else UNKNOWN."""
+def queue_states() -> dict[str, str]:
+    """The state of each of this user's jobs the controller still lists, by job id (an array's
+    tasks one by one, ``12_3``)."""
     import subprocess
 
-    state = job.get_info(mode="force").get("State", "UNKNOWN").split()[0]
-    if state != "UNKNOWN":
-        return state
-    queued = subprocess.run(
-        ["squeue", "--noheader", "--jobs", job.job_id, "--format", "%T"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    words = queued.stdout.split() if queued.returncode == 0 else []
-    return words[0] if words else "UNKNOWN"
+    command = ["squeue", "--noheader", "--array", "--me", "--format", "%i|%T"]
+    try:
+        answer = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise MedgraftError(f"--launcher slurm: cannot run squeue ({exc})") from None
+    if answer.returncode != 0:
+        raise MedgraftError(f"--launcher slurm: squeue failed: {answer.stderr.strip()}")
+    return dict(line.split("|", 1) for line in answer.stdout.split())
+
+
+def wait_for(job_ids: list[str]) -> dict[str, str]:
+    """Until none of ``job_ids`` is pending or running (one ``squeue`` per look, pauses growing
+    to 30 s); the last state the controller showed of each."""
+    pause, last_seen = POLL_SECONDS[0], {}
+    while True:
+        queued = queue_states()
+        last_seen |= {job_id: queued[job_id] for job_id in job_ids if job_id in queued}
+        if not any(queued.get(job_id) in ACTIVE_STATES for job_id in job_ids):
+            return last_seen
+        time.sleep(pause)
+        pause = min(pause * 1.5, POLL_SECONDS[1])
 
 
 def shard_count(options: PredictLaunchOptions, inputs: int) -> int:
