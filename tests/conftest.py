@@ -8,15 +8,18 @@ here for every test that uses a fixture holding a trained model (``TRAINED_MODEL
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 from PIL import Image
+from slurm_cluster import SlurmCluster, missing_programs
 from typer.testing import CliRunner
 
 from medgraft.cli import app
@@ -200,3 +203,32 @@ def run_torchrun(port: int, *args) -> subprocess.CompletedProcess:
         check=False,
         timeout=600,
     )
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory, request):
+    """A one-node Slurm cluster with accounting for the session (``slurm_cluster.py``), its
+    ``SLURM_CONF`` set for every client the tests start; stopped at the end.
+
+    Skipped, saying why, where Slurm is not installed, but never under CI (``$CI`` set), where
+    a missing cluster fails the tests: ``.ci/run`` installs it.
+    """
+    missing = missing_programs()
+    if missing:
+        reason = f"Slurm is not installed here (no {', '.join(missing)}; .ci/run installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI runs the Slurm tests: {reason}")
+        pytest.skip(reason)
+    began = time.monotonic()
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm")).start()
+    with request.config.pluginmanager.getplugin("capturemanager").global_and_fixture_disabled():
+        print(
+            f"\nSlurm test cluster (slurmdbd, slurmctld, slurmd on {cluster.node}) started in "
+            f"{time.monotonic() - began:.1f} s",
+            flush=True,
+        )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SLURM_CONF", str(cluster.conf))
+        yield cluster
+        cluster.client("scancel", "--user", os.environ.get("USER", "root"), check=False)
+    cluster.stop()

@@ -97,6 +97,32 @@ def test_predict_writes_a_qa_page_of_the_batch(predicted: Path):
     assert len(thumbnails) == 4 and all(t.startswith("data:image/png") for t in thumbnails)
 
 
+def test_shards_run_here_merge_into_what_one_run_writes(
+    mri_run: Path, scans: Path, predicted: Path, runner, tmp_path: Path
+):
+    """``--shards`` with the local launcher: each shard in turn, then one merged summary."""
+    out = tmp_path / "sharded"
+    args = ["--save-probabilities", "--overlays", "--no-tta", "--shards", "3"]
+    result = invoke(runner, "predict", "--model", mri_run, "-i", scans, "-o", out, *args)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (out / "shards").iterdir()) == [
+        f"shard-{index}-of-3.json" for index in range(3)
+    ]
+
+    def rows(folder: Path) -> list[dict]:
+        return [
+            {k: v for k, v in row.items() if k not in ("seconds", "output")}
+            for row in csv.DictReader((folder / "summary.csv").open())
+        ]
+
+    assert rows(out) == rows(predicted)  # one row per case, in the same order
+    for name in ("oblique", "lps", "pir", "plain"):
+        mine = np.asarray(nib.load(str(out / f"{name}.nii.gz")).dataobj)
+        np.testing.assert_array_equal(mine, nib.load(str(predicted / f"{name}.nii.gz")).dataobj)
+    thumbnails = [a for tag, a in Page((out / "report.html").read_text()).tags if tag == "img"]
+    assert len(thumbnails) == 4
+
+
 def test_skip_existing_then_overwrite(mri_run: Path, scans: Path, runner, tmp_path: Path):
     out = tmp_path / "out"
     assert (

@@ -12,9 +12,12 @@ import pytest
 from conftest import invoke
 
 from medgraft import study
+from medgraft.cli import run_command
 from medgraft.config.schema import StudyOptions
 from medgraft.errors import MedgraftError
+from medgraft.launchers import LocalLauncher
 from medgraft.study import StudyPlan, fraction_cases, run_study
+from medgraft.training.trainer import TrainResult
 
 
 def study_args(data: Path, output: Path, earlier_run: Path) -> list:
@@ -99,15 +102,16 @@ def test_rerun_skips_finished_runs(
     def must_not_train(config):
         raise AssertionError(f"retrained {config.output}")
 
-    monkeypatch.setattr(study, "run_training", must_not_train)
+    monkeypatch.setattr("medgraft.training.trainer.run_training", must_not_train)
     before = (finished_study / "results.csv").read_text()
     result = invoke(runner, *study_args(micro_msd, finished_study, mri_run))
     assert result.exit_code == 0, result.output
     assert (finished_study / "results.csv").read_text() == before
 
 
-def fake_trainer(calls: list, metrics: str):
-    """A trainer that records its configs and writes ``metrics`` as the run's metrics.csv."""
+def fake_trainer(calls: list, metrics: str, monkeypatch):
+    """A trainer that records its configs and writes ``metrics`` as the run's metrics.csv, put
+    in place of the one ``medgraft train`` runs (each run of a study is a train job)."""
 
     def fake_train(config):
         calls.append(config)
@@ -118,16 +122,24 @@ def fake_trainer(calls: list, metrics: str):
         (run / "val_cases.csv").write_text(
             f"epoch,case,class,dice,hd95\n{last},hippocampus_001,Anterior,0.5,1.0\n"
         )
+        return TrainResult(run, 0.5, 1, [], 1.0)
 
-    return fake_train
+    monkeypatch.setattr("medgraft.training.trainer.run_training", fake_train)
 
 
-def test_interrupted_run_resumes_and_a_new_one_starts_fresh(micro_msd: Path, tmp_path: Path):
+HERE = LocalLauncher(run_command, threads=1)
+"""Each run in turn, in this process, as ``medgraft study`` runs them by default."""
+
+
+def test_interrupted_run_resumes_and_a_new_one_starts_fresh(
+    micro_msd: Path, tmp_path: Path, monkeypatch
+):
     calls = []
-    fake_train = fake_trainer(
+    fake_trainer(
         calls,
         "epoch,val_mean_dice,val_dice_Anterior,val_dice_Posterior,seconds\n"
         "1,0.5,0.4,0.6,3\n2,0.8,0.7,0.9,3\n",
+        monkeypatch,
     )
 
     options = StudyOptions(inits="none", fractions="1.0", seeds=2)
@@ -135,7 +147,7 @@ def test_interrupted_run_resumes_and_a_new_one_starts_fresh(micro_msd: Path, tmp
     interrupted = tmp_path / "runs" / "none-f1-s1"
     interrupted.mkdir(parents=True)
     (interrupted / "last.pt").write_bytes(b"")
-    rows = run_study(plan, trainer=fake_train)
+    rows = run_study(plan, HERE)
     assert [(c.seed, c.resume, c.overwrite) for c in calls] == [(0, False, True), (1, True, False)]
     assert rows[0]["epochs_to_90"] == 2 and rows[0]["final_dice_Posterior"] == 0.9
 
@@ -144,7 +156,7 @@ def test_study_refuses_an_output_made_from_other_cases(micro_msd: Path, tmp_path
     (tmp_path / "split.json").write_text(json.dumps({"val": ["x"], "pool": ["y"]}))
     with pytest.raises(MedgraftError, match="started on other cases"):
         plan = StudyPlan.from_options(str(micro_msd), str(tmp_path), StudyOptions())
-        run_study(plan, trainer=lambda config: None)
+        run_study(plan, HERE)
 
 
 def _results(means: dict[tuple[str, float], float], seeds: int = 3, cases: int = 20):
@@ -182,18 +194,20 @@ def test_matching_fraction_asks_not_behind_scratch_at_full_labels():
     assert study.matching_fraction(never, "imagenet") is None
 
 
-def test_a_run_finished_with_other_options_is_refused_or_redone(micro_msd: Path, tmp_path: Path):
+def test_a_run_finished_with_other_options_is_refused_or_redone(
+    micro_msd: Path, tmp_path: Path, monkeypatch
+):
     trained = []
-    fake_train = fake_trainer(trained, "epoch,val_mean_dice,seconds\n1,0.5,3\n")
+    fake_trainer(trained, "epoch,val_mean_dice,seconds\n1,0.5,3\n", monkeypatch)
 
     def plan(**options):
         settings = StudyOptions(inits="none", fractions="1.0", seeds=1, **options)
         return StudyPlan.from_options(str(micro_msd), str(tmp_path), settings)
 
-    run_study(plan(epochs=1), trainer=fake_train)
-    run_study(plan(epochs=1), trainer=fake_train)  # same options: reused
+    run_study(plan(epochs=1), HERE)
+    run_study(plan(epochs=1), HERE)  # same options: reused
     assert len(trained) == 1
     with pytest.raises(MedgraftError, match="other training options"):
-        run_study(plan(epochs=2), trainer=fake_train)
-    run_study(plan(epochs=2, redo_changed=True), trainer=fake_train)
+        run_study(plan(epochs=2), HERE)
+    run_study(plan(epochs=2, redo_changed=True), HERE)
     assert len(trained) == 2 and trained[1].epochs == 2 and trained[1].overwrite

@@ -34,6 +34,8 @@ from medgraft.config.schema import (
     EvaluateOptions,
     ExportOptions,
     FetchOptions,
+    LaunchOptions,
+    PredictLaunchOptions,
     PredictOptions,
     StudyOptions,
     TrainConfig,
@@ -204,6 +206,21 @@ def typed_options(options: dict[str, Any]) -> dict[str, Any]:
     return layer
 
 
+def options_of(typed: dict[str, Any], cls: type) -> dict[str, Any]:
+    """The typed flags that are fields of ``cls``, for a command taking the flags of several
+    options dataclasses."""
+    names = {f.name for f in fields(cls)}
+    return {name: value for name, value in typed.items() if name in names}
+
+
+def run_command(argv: list[str]) -> None:
+    """One medgraft command line in this process: what a launcher's job runs (here, or in a
+    Slurm job). An error propagates; a non-zero exit raises."""
+    code = app(args=argv, standalone_mode=False)
+    if code not in (None, 0):
+        raise MedgraftError(f"medgraft {' '.join(argv)} exited with status {code}")
+
+
 @app.callback()
 def _options(
     debug: Annotated[
@@ -290,6 +307,7 @@ def _profile_line(recipe: str) -> str:
 
 @app.command(cls=SectionedCommand)
 @schema_options(StudyOptions)
+@schema_options(LaunchOptions)
 def study(
     output: Annotated[
         Path,
@@ -320,18 +338,24 @@ def study(
     ] = False,
     **options: Any,
 ) -> None:
-    """Compare initialisations across label fractions and seeds; reruns skip finished runs."""
+    """Compare initialisations across label fractions and seeds; reruns skip finished runs.
+
+    With --launcher slurm each missing run is a job of one Slurm job array."""
     from medgraft.config.flags import as_flags
+    from medgraft.launchers import make_launcher
     from medgraft.study import plan_from_cli, run_study
 
-    flags = typed_options(options)
+    typed = typed_options(options)
+    flags = options_of(typed, StudyOptions)
     named = typed_options(
         {"data": data, "output": output, "config": config, "quick": quick or None}
     )
     command = " ".join(["medgraft study", *as_flags({**named, **flags}, StudyOptions)])
     plan = plan_from_cli(output, data, flags, quick=quick, config_file=config, command=command)
-    rows = run_study(plan)
-    console.print(f"{len(rows)} runs; summary and plots in {output}")
+    launch = LaunchOptions(**options_of(typed, LaunchOptions))
+    rows = run_study(plan, make_launcher(launch, output, run_command))
+    if rows is not None:
+        console.print(f"{len(rows)} runs; summary and plots in {output}")
 
 
 @app.command(cls=SectionedCommand)
@@ -410,6 +434,7 @@ def compare(
 
 @app.command(cls=SectionedCommand)
 @schema_options(PredictOptions)
+@schema_options(PredictLaunchOptions)
 def predict(
     model: Annotated[
         list[Path],
@@ -434,18 +459,52 @@ def predict(
             "--output", "-o", help="Folder for the masks.", rich_help_panel="validation and output"
         ),
     ],
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            help="K/N: segment only share K (from 0) of N of the inputs and record it in "
+            "OUTPUT/shards/, for the merge that writes summary.csv: one task of --shards.",
+            rich_help_panel="cluster",
+        ),
+    ] = None,
     **options: Any,
 ) -> None:
     """Segment a file or every NIfTI / DICOM series / 2D image in a folder.
 
-    Under torchrun each process takes its share of the cases.
+    Under torchrun each process takes its share of the cases; with --launcher slurm, shards
+    of them are the tasks of a Slurm job array.
     """
     from medgraft.inference.batch import input_cases, run_batch
+    from medgraft.launchers import job_threads, pinned_threads, predict_in_shards
 
-    report = run_batch(model, input_cases(input), output, PredictOptions(**typed_options(options)))
+    typed = typed_options(options)
+    flags = options_of(typed, PredictOptions)
+    launch = PredictLaunchOptions(**options_of(typed, PredictLaunchOptions))
+    if shard is not None:  # a launcher's job: the launcher pinned the threads
+        part = shard_part(shard)
+        report = run_batch(model, input_cases(input), output, PredictOptions(**flags), part)
+        launched = None
+    elif launch.launcher == "slurm" or launch.shards:
+        report, launched = predict_in_shards(model, input, output, flags, launch, run_command)
+        if report is None:  # --no-wait: the same command gathers the shards later
+            return
+    else:
+        with pinned_threads(job_threads(launch)):
+            report = run_batch(model, input_cases(input), output, PredictOptions(**flags))
+        launched = None
     console.print(report.line())
-    if report.count("failed"):
+    for failure in launched.failed if launched else []:
+        err_console.print(f"[red]failed:[/] {escape(failure.line())}")
+    if report.count("failed") or (launched and launched.failed):
         raise typer.Exit(1)
+
+
+def shard_part(text: str) -> tuple[int, int]:
+    """``--shard K/N`` as (K, N), with 0 <= K < N."""
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise MedgraftError(f"--shard must be K/N with 0 <= K < N, not '{text}'")
+    return int(index), int(count)
 
 
 @app.command(cls=SectionedCommand)

@@ -5,7 +5,8 @@ Every init x label fraction x seed is an ordinary training run
 study: one validation set, and a training pool in a fixed random order of which fraction ``f``
 takes the first cases, so 10% ⊂ 25% ⊂ … ⊂ 100%.
 Resumable: a run that finished left a ``result.json`` and is skipped; one that was interrupted
-continues from its ``last.pt``.
+continues from its ``last.pt``. Each missing run is a ``medgraft train`` job of a launcher
+(``medgraft.launchers``): here in turn, or on a Slurm cluster.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import csv
 import json
 import os
 import platform
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from medgraft.config.loading import (
     options_sha256,
     overlay_options,
     resolve_options,
+    save_config,
 )
 from medgraft.config.reuse import reuse_finished_run
 from medgraft.config.schema import (
@@ -46,7 +47,7 @@ from medgraft.evaluation.stats import (
     mean_interval,
 )
 from medgraft.files import atomic_write, atomic_write_text, read_csv, write_csv
-from medgraft.training.trainer import run_training
+from medgraft.launchers import Job, Launcher
 
 SCRATCH = "none"
 IMAGENET = "imagenet"
@@ -169,17 +170,19 @@ def fraction_cases(pool: list[str], fraction: float) -> list[str]:
     return pool[: max(1, round(fraction * len(pool)))]
 
 
-def run_study(
-    plan: StudyPlan, trainer: Callable[[TrainConfig], object] | None = None
-) -> list[dict]:
-    """Train every missing combination (with ``trainer``, default :func:`run_training`), then write
-    results, summary and plots."""
-    plan.check()
-    trainer = trainer or run_training
-    output = Path(plan.output)
-    spec = discover_dataset(plan.data)
-    split = study_split(spec.training, plan)
-    rows = []
+@dataclass
+class PlannedRun:
+    """One init x fraction x seed of the plan: its row's keys and its training options."""
+
+    init: str
+    fraction: float
+    train_cases: int
+    config: TrainConfig
+
+
+def planned_runs(plan: StudyPlan, split: dict[str, list[str]]) -> list[PlannedRun]:
+    """Every run of the plan, in the order of its results; each fraction's split file written."""
+    output, runs = Path(plan.output), []
     for fraction in plan.fractions:
         cases = fraction_cases(split["pool"], fraction)
         split_file = output / "splits" / f"fraction-{fraction:g}.json"
@@ -189,13 +192,55 @@ def run_study(
             for seed in range(plan.seeds):
                 run_dir = output / "runs" / f"{init_label(init)}-f{fraction:g}-s{seed}"
                 config = run_config(plan, init, seed, split_file, run_dir)
-                row = _finished_run(config, plan.redo_changed)
-                if row is None:
-                    trainer(config)
-                    row = _record_run(config, init_label(init), fraction, len(cases))
-                rows.append(row)
-    write_results(rows, plan, output)
-    return rows
+                runs.append(PlannedRun(init_label(init), fraction, len(cases), config))
+    return runs
+
+
+def run_study(plan: StudyPlan, launcher: Launcher) -> list[dict] | None:
+    """Train every missing combination as a ``medgraft train`` job of ``launcher`` (here in
+    turn, or on Slurm), then write results, summary and plots; None while Slurm jobs are still
+    pending or running (``--no-wait``: the same command gathers them later)."""
+    plan.check()
+    output = Path(plan.output)
+    spec = discover_dataset(plan.data)
+    runs = planned_runs(plan, study_split(spec.training, plan))
+    rows = {run.config.output: _finished_run(run.config, plan.redo_changed) for run in runs}
+    jobs = [training_job(run.config) for run in runs if rows[run.config.output] is None]
+    if jobs:
+        launched = launcher.run(jobs)
+        launched.raise_failures()
+        if launched.waiting:
+            return None
+    finished = [
+        rows[run.config.output] or _record_run(run.config, run.init, run.fraction, run.train_cases)
+        for run in runs
+    ]
+    write_results(finished, plan, output)
+    return finished
+
+
+def training_job(config: TrainConfig) -> Job:
+    """``medgraft train`` of one run with exactly ``config``'s options (saved beside the run as
+    ``study_job.yaml``, since some options have no flag), finished once ``training_finished``."""
+    job_file = Path(config.output) / "study_job.yaml"
+    job_file.parent.mkdir(parents=True, exist_ok=True)
+    save_config(config, job_file)
+    return Job(
+        Path(config.output).name,
+        ["train", "--config", str(job_file.resolve())],
+        lambda: training_finished(config),
+    )
+
+
+def training_finished(config: TrainConfig) -> bool:
+    """Whether the run folder holds every epoch of a run trained with ``config``'s options
+    (its ``config.json`` records their fingerprint, ``metrics.csv`` a row per epoch)."""
+    run_dir = Path(config.output)
+    recorded, metrics = run_dir / "config.json", run_dir / "metrics.csv"
+    if not (recorded.exists() and metrics.exists()):
+        return False
+    trained_with = json.loads(recorded.read_text()).get("options_sha256")
+    return trained_with == options_sha256(config) and len(read_csv(metrics)) >= config.epochs
 
 
 def run_config(

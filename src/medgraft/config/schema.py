@@ -51,6 +51,7 @@ HELP_SECTIONS = (
     "augmentation",
     "validation and output",
     "compute",
+    "cluster",
 )
 """The sections of every command's ``--help``, in order: each flag is listed in one."""
 
@@ -544,6 +545,62 @@ class CompareOptions:
 
     metric: str = option(
         "dice", "Score to compare.", choices=HIGHER_IS_BETTER, section="validation and output"
+    )
+
+
+LAUNCHERS = ("local", "slurm")
+"""Where a command's jobs run: in turn in this process, or as a Slurm job array (submitit)."""
+
+
+@dataclass
+class LaunchOptions:
+    """Where ``medgraft study`` and ``medgraft predict`` run their jobs, and what each asks of
+    a Slurm cluster (``medgraft.launchers``)."""
+
+    launcher: str = option(
+        "local",
+        "Run the jobs here in turn, or submit them to Slurm as a job array (logs in "
+        "OUTPUT/slurm/); a rerun submits only what is missing.",
+        choices=LAUNCHERS,
+        section="cluster",
+    )
+    partition: str | None = option(
+        None, "Slurm partition (not given: the cluster's default).", section="cluster"
+    )
+    time: int = option(120, "Slurm time limit of each job, in minutes.", min=1, section="cluster")
+    cpus: int = option(4, "CPU cores of each Slurm job.", min=1, section="cluster")
+    gpus: int = option(0, "GPUs of each Slurm job.", min=0, section="cluster")
+    mem_gb: int | None = option(
+        None,
+        "Memory of each Slurm job in GB (not given: the cluster's default).",
+        min=1,
+        section="cluster",
+    )
+    threads: int | None = option(
+        None,
+        "Torch threads of every job, pinned by both launchers so a job computes the same "
+        "scores wherever it runs. Not given: --cpus (locally at most this machine's cores).",
+        min=1,
+        section="cluster",
+    )
+    wait: bool = option(
+        True,
+        "Wait for the Slurm jobs and gather their results; --no-wait prints the job ids and "
+        "returns, and the same command later gathers.",
+        section="cluster",
+    )
+
+
+@dataclass
+class PredictLaunchOptions(LaunchOptions):
+    """``medgraft predict``'s launch options: those of every launcher and the input's split."""
+
+    shards: int | None = option(
+        None,
+        "With --launcher slurm: split the inputs into this many array tasks, all writing into "
+        "--output (not given: one per 25 inputs).",
+        min=1,
+        section="cluster",
     )
 
 

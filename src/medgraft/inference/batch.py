@@ -7,14 +7,17 @@ writers (``data.writers``). Outputs are written under a temporary name and renam
 existing outputs are skipped unless ``overwrite``; a failing case is reported and the batch
 goes on. Next to the masks: ``summary.csv`` (a row per case) and ``report.html`` (the same cases
 with overlay thumbnails and flags, ``inference.qa_page``). Under torchrun each process takes its
-share of the cases.
+share of the cases; a shard (``--shard K/N``, one task of ``--launcher slurm``) records its
+cases in ``shards/``, and the shards' records are merged into one summary and page at the end.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +31,7 @@ from medgraft.data.io import case_id_of, find_format, list_scans, supported_kind
 from medgraft.data.scans import read_scan_for_model
 from medgraft.data.writers import CaseOutput, MaskWriter, chosen_writers
 from medgraft.errors import MedgraftError
-from medgraft.files import atomic_write, remove_stale_temporaries, write_csv
+from medgraft.files import atomic_write, atomic_write_text, remove_stale_temporaries, write_csv
 from medgraft.inference.postprocess import (
     keep_largest_component,
     label_sizes,
@@ -41,6 +44,8 @@ from medgraft.models.checkpoint import ensemble_checkpoints, load_finished_check
 from medgraft.runtime import amp_dtype, console, progress, rank_and_world, select_device
 
 SAFE_CHARACTERS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+SHARDS_FOLDER = "shards"
+"""Inside the output folder: one record per shard of a sharded batch."""
 
 
 @dataclass
@@ -63,7 +68,9 @@ class BatchReport:
     results: list[CaseResult]
     output: Path
     summary: Path
-    page: Path
+    """``summary.csv``, or the shard's record for a shard."""
+    page: Path | None
+    """``report.html``; none for a shard (the merge writes the batch's page)."""
 
     def count(self, status: str) -> int:
         return sum(r.status == status for r in self.results)
@@ -74,7 +81,7 @@ class BatchReport:
         return (
             f"segmented {len(self.results) - failed - skipped}/{len(self.results)} case(s) "
             f"into {self.output} ({skipped} skipped as already done, {failed} failed); "
-            f"summary: {self.summary}, to look at: {self.page}"
+            f"summary: {self.summary}" + (f", to look at: {self.page}" if self.page else "")
         )
 
 
@@ -213,11 +220,16 @@ def _predict_one(
 
 
 def run_batch(
-    models: list[Path], inputs: list[Path], output: Path, options: PredictOptions
+    models: list[Path],
+    inputs: list[Path],
+    output: Path,
+    options: PredictOptions,
+    part: tuple[int, int] | None = None,
 ) -> BatchReport:
-    """Segment this process's share of ``inputs`` with a progress bar; write ``summary.csv``."""
+    """Segment this process's share of ``inputs`` with a progress bar; write ``summary.csv``
+    and ``report.html``, or for shard ``part`` (index, count) its record only."""
     chosen_writers(options.writer_names)  # a bad name fails before any model is loaded
-    rank, world = rank_and_world()
+    rank, world = part or rank_and_world()
     share = shard(inputs, rank, world)
     members = [
         member for model in models for member in ensemble_checkpoints(model, options.checkpoint)
@@ -232,6 +244,23 @@ def run_batch(
             "note: the model was trained without flips, so predicting without "
             "mirroring TTA (it would average in predictions it never learned)"
         )
+    results = _segment_share(predictor, share, output, options)
+    for failed in (r for r in results if r.status == "failed"):
+        console.print(f"[red]failed:[/] {escape(failed.message)}")
+    labels, volumetric = predictor.inputs.labels, predictor.inputs.volumetric
+    if part is not None:
+        record = write_shard_record(results, share, output, part, labels, volumetric)
+        return BatchReport(results, output, record, None)
+    suffix = "" if world == 1 else f".rank{rank}"
+    summary, page = output / f"summary{suffix}.csv", output / f"report{suffix}.html"
+    write_summary(results, summary, labels, volumetric)
+    write_page(results, page, labels, volumetric)
+    return BatchReport(results, output, summary, page)
+
+
+def _segment_share(
+    predictor: Predictor, share: list[Path], output: Path, options: PredictOptions
+) -> list[CaseResult]:
     results, slices, started = [], 0, time.perf_counter()
     with progress(TextColumn("{task.fields[speed]}")) as bar:
         task = bar.add_task("segmenting", total=len(share), speed="")
@@ -240,12 +269,80 @@ def run_batch(
             slices += result.slices
             speed = slices / max(time.perf_counter() - started, 1e-9)
             bar.update(task, advance=1, speed=f"{speed:.1f} slices/s" if slices else "")
-    for failed in (r for r in results if r.status == "failed"):
-        console.print(f"[red]failed:[/] {escape(failed.message)}")
-    suffix = "" if world == 1 else f".rank{rank}"
-    summary, page = output / f"summary{suffix}.csv", output / f"report{suffix}.html"
-    write_summary(results, summary, predictor.inputs.labels, predictor.inputs.volumetric)
-    write_page(results, page, predictor.inputs.labels, predictor.inputs.volumetric)
+    return results
+
+
+def shard_record_path(output: Path, part: tuple[int, int]) -> Path:
+    index, count = part
+    return output / SHARDS_FOLDER / f"shard-{index}-of-{count}.json"
+
+
+def write_shard_record(
+    results: list[CaseResult],
+    share: list[Path],
+    output: Path,
+    part: tuple[int, int],
+    labels: dict[str, str],
+    volumetric: bool,
+) -> Path:
+    """What one shard did, thumbnails included, for :func:`merge_shards`; written last and
+    atomically, so its presence means the shard ran to its end."""
+    cases = []
+    for result in results:
+        case = asdict(result)
+        thumbnail = result.thumbnail
+        case["thumbnail"] = base64.b64encode(thumbnail).decode() if thumbnail else None
+        cases.append(case)
+    record = {
+        "inputs": [str(path) for path in share],
+        "labels": labels,
+        "volumetric": volumetric,
+        "results": cases,
+    }
+    path = shard_record_path(output, part)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_text(path, json.dumps(record))
+
+
+def read_shard_record(output: Path, part: tuple[int, int], inputs: list[Path]) -> dict | None:
+    """Shard ``part``'s record when it is one of these ``inputs``' shard (else None: a record
+    of another input folder or split is never merged)."""
+    path = shard_record_path(output, part)
+    if not path.exists():
+        return None
+    record = json.loads(path.read_text())
+    return record if record["inputs"] == [str(p) for p in shard(inputs, *part)] else None
+
+
+def shard_finished(output: Path, part: tuple[int, int], inputs: list[Path]) -> bool:
+    """Whether shard ``part`` of ``inputs`` ran to its end with every case segmented (or
+    already there): a failed case is tried again by the shard's next run."""
+    record = read_shard_record(output, part, inputs)
+    return record is not None and all(case["status"] != "failed" for case in record["results"])
+
+
+def merge_shards(output: Path, inputs: list[Path], count: int) -> BatchReport:
+    """``summary.csv`` and ``report.html`` of the whole batch from its ``count`` shards'
+    records (one row per input, in the inputs' order, as one run would write them)."""
+    records = [read_shard_record(output, (index, count), inputs) for index in range(count)]
+    missing = [index for index, record in enumerate(records) if record is None]
+    if missing:
+        raise MedgraftError(
+            f"{output / SHARDS_FOLDER}: shard(s) {missing} of {count} wrote no record; "
+            "run the command again to segment what is missing"
+        )
+    order = {str(path): position for position, path in enumerate(inputs)}
+    results = []
+    for record in records:
+        for case in record["results"]:
+            thumbnail = case["thumbnail"]
+            case["thumbnail"] = base64.b64decode(thumbnail) if thumbnail else None
+            results.append(CaseResult(**case))
+    results.sort(key=lambda result: order[result.input])
+    labels, volumetric = records[0]["labels"], records[0]["volumetric"]
+    summary, page = output / "summary.csv", output / "report.html"
+    write_summary(results, summary, labels, volumetric)
+    write_page(results, page, labels, volumetric)
     return BatchReport(results, output, summary, page)
 
 
