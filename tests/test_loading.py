@@ -85,6 +85,7 @@ def test_train_config_round_trips_with_every_field_changed(tmp_path: Path) -> No
         values[f.name] = "some/folder" if default is MISSING else _changed(default, f.type)
     values["slice_axis"] = "sagittal"  # one of a few names: checked when the config is built
     values["views"] = "coronal,axial"
+    values["dims"], values["conversion"] = 3, "inflate"  # 2 or 3; a registered conversion
     original = TrainConfig(**values)
     path = tmp_path / "config.yaml"
     save_config(original, path)
