@@ -8,17 +8,22 @@ from pathlib import Path
 import pytest
 
 from medgraft.files import read_csv
+from medgraft.lab import fold_profile
 from medgraft.lab.fold_profile import PHASES, PhaseClock, profile_fold
 
 
-def test_nested_phases_pause_the_outer_one() -> None:
+def test_nested_phases_pause_the_outer_one(monkeypatch) -> None:
+    """On a clock that advances one second per reading: each phase is charged exactly the
+    readings while it was innermost, so the outer ones pause (no timing of real work)."""
+    ticks = iter(range(100))
+    monkeypatch.setattr(fold_profile.time, "perf_counter", lambda: float(next(ticks)))
+    monkeypatch.setattr(fold_profile.time, "process_time", lambda: 0.0)
     clock = PhaseClock()
-    with clock.phase("other"):
-        with clock.phase("logs"), clock.phase("plots"):
-            sum(range(200_000))
-        sum(range(100_000))
-    assert all(clock.wall[p] > 0 and clock.cpu[p] >= 0 for p in ("other", "logs", "plots"))
-    assert clock.wall["logs"] < clock.wall["plots"]  # the plot's time is not the log's
+    with clock.phase("other"):  # reads 0
+        with clock.phase("logs"), clock.phase("plots"):  # reads 1, 2
+            pass  # plots ends at 3, logs at 4
+        # other resumes from 4 and ends at 5
+    assert (clock.wall["other"], clock.wall["logs"], clock.wall["plots"]) == (2.0, 2.0, 1.0)
     assert clock.wall["setup"] == 0.0
 
 
