@@ -197,3 +197,12 @@ def test_a_wrong_ablation_is_refused_naming_the_file_and_entry(
     with pytest.raises(MedgraftError, match=message) as refused:
         load_ablations(recipes, FOLDS, path)
     assert str(path) in str(refused.value)
+
+
+def test_crossval_takes_trains_options_but_those_it_sets_itself(runner):
+    result = invoke(runner, "crossval", "--help")
+    assert result.exit_code == 0, result.output
+    assert "--lr" in result.output and "--recipe" in result.output
+    assert "--redo-changed" in result.output and "[default: 5]" in result.output
+    for flag in ("--resume", "--overwrite", "--split-file", "--val-fraction"):
+        assert flag not in result.output, flag
