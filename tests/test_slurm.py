@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -166,7 +168,11 @@ def test_the_documented_multi_node_training_runs_on_one_node(
          str(REPOSITORY / "docs" / "train_multinode.sbatch"), "--data", str(micro_msd),
          "--output", str(run), "--epochs", "1", "--batch-size", "16", "--offline",
          "--device", "cpu"],
-        env={**slurm_cluster.env, "RDZV_PORT": str(free_port()), "NPROC_PER_NODE": "1"},
+        env={
+            **slurm_cluster.env, "RDZV_PORT": str(free_port()), "NPROC_PER_NODE": "1",
+            # as a user runs it: from the environment medgraft is installed in (its torchrun)
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{slurm_cluster.env['PATH']}",
+        },
         capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     show(request, f"multi-node training script: {submitted.stdout.strip()}")
