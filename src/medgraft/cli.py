@@ -361,6 +361,7 @@ def study(
 @app.command(cls=SectionedCommand)
 @schema_options(CrossvalOptions)
 @schema_options(TrainConfig, leave_out=CROSSVAL_LEAVES_OUT)
+@schema_options(LaunchOptions)
 def crossval(
     output: Annotated[
         Path,
@@ -387,20 +388,37 @@ def crossval(
 ) -> None:
     """Train every fold, score each fold's validation cases with its final model, summarise.
 
-    Reruns skip finished folds and continue interrupted ones.
+    Reruns skip finished folds and continue interrupted ones. With --launcher slurm each
+    missing fold (and view) trains as a job of one Slurm job array.
     """
     from medgraft.config.flags import as_flags
     from medgraft.crossval import CrossvalPlan, run_crossval
+    from medgraft.launchers import make_launcher
 
     typed = typed_options(options)
+    launch = LaunchOptions(**options_of(typed, LaunchOptions))
+    typed = {k: v for k, v in typed.items() if k not in {f.name for f in fields(LaunchOptions)}}
     own_names = {f.name for f in fields(CrossvalOptions)}
     own = CrossvalOptions(**{k: v for k, v in typed.items() if k in own_names})
     flags = {k: v for k, v in typed.items() if k not in own_names}
     named = typed_options({"output": output, "recipe": recipe, "config": config})
     command = " ".join(["medgraft crossval", *as_flags({**named, **flags, "folds": own.folds})])
     plan = CrossvalPlan(output, flags, recipe, config, own.folds, own.redo_changed, command=command)
-    console.print(run_crossval(plan), markup=False, highlight=False)
-    console.print(f"wrote {output / 'summary.md'}, cases.csv and folds.csv")
+    summary = run_crossval(plan, make_launcher(launch, output, run_command))
+    if summary is not None:
+        console.print(summary, markup=False, highlight=False)
+        console.print(f"wrote {output / 'summary.md'}, cases.csv and folds.csv")
+
+
+@app.command("crossval-train", hidden=True)
+def crossval_train(
+    job: Annotated[Path, typer.Option(help="A crossval training job's options (its YAML).")],
+) -> None:
+    """One training of ``medgraft crossval``, as its launcher runs it: timed into the run's
+    wall.json wherever it runs."""
+    from medgraft.crossval import run_job_file
+
+    run_job_file(job)
 
 
 @app.command(cls=SectionedCommand)

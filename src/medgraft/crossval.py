@@ -3,9 +3,12 @@ fold's validation cases segmented by that fold's final model (``last.pt``, its v
 through the predict path and scored at their own resolution, and the whole summarised with
 bootstrap intervals over cases.
 
-The trainings are a list of independent jobs (:class:`TrainJob`, one per fold and view) that
-:func:`run_jobs` runs in turn; whatever can run one job may run them instead (a cluster
-launcher), since each needs only its ``TrainConfig`` and the folder.
+The trainings are a list of independent jobs (:class:`TrainJob`, one per fold and view), each
+a ``medgraft crossval-train --job RUN/crossval_job.yaml`` command line of a launcher
+(``medgraft.launchers``): here in turn (``--launcher local``, the default), or as one Slurm job
+array (``--launcher slurm``; ``--no-wait`` returns at once and the same command later scores
+what finished). The job itself times its training into the run's ``wall.json``, so a fold's
+wall time is the same record wherever it trained.
 
 The folder (``--output``) holds what ``medgraft train --folds K --fold all`` writes there
 (``fold_k/``, or ``<view>/fold_k/``, and ``splits.json``), so ``medgraft predict --model OUT``
@@ -33,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from medgraft.config.loading import options_sha256
+from medgraft.config.loading import load_saved_config, options_sha256, save_config
 from medgraft.config.resolve import run_folder, train_configs
 from medgraft.config.reuse import reuse_finished_run
 from medgraft.config.schema import CrossvalOptions, PredictOptions, TrainConfig
@@ -45,10 +48,13 @@ from medgraft.evaluation.metrics import METRICS
 from medgraft.evaluation.stats import RESAMPLES, Interval, difference_interval, mean_interval
 from medgraft.files import atomic_write_text, read_csv, write_csv
 from medgraft.inference.batch import input_cases, run_batch
+from medgraft.launchers import Job, Launcher
 from medgraft.provenance import Heartbeat, Measurement, machine, shared
 from medgraft.runtime import console
 from medgraft.training.trainer import run_training
 
+JOB_FILE = "crossval_job.yaml"
+"""A training job's exact options, in its run folder: what ``medgraft crossval-train`` reads."""
 HEARTBEAT = "wall.running.json"
 """A training call's time so far, rewritten every 30 s; left behind only by a killed call."""
 WALL = "wall.json"
@@ -176,6 +182,9 @@ def run_job(job: TrainJob) -> None:
     """Train one job; its wall time and the cores other jobs used meanwhile are added to the
     run's ``wall.json``, and a heartbeat keeps them should the call be killed."""
     run = job.run
+    views = f", view {job.config.slice_axis}" if job.config.views else ""
+    action = "continuing" if job.config.resume else "training"
+    console.print(f"fold {job.fold}{views}: {action} in {run}")
     count_killed_call(run, job.fingerprint)
     run.mkdir(parents=True, exist_ok=True)
     beat = {"options_sha256": job.fingerprint}
@@ -185,12 +194,52 @@ def run_job(job: TrainJob) -> None:
 
 
 def run_jobs(jobs: list[TrainJob]) -> None:
-    """Run the jobs here, one after the other."""
+    """Run the jobs here, one after the other (the lab's way, without a launcher)."""
     for job in jobs:
-        views = f", view {job.config.slice_axis}" if job.config.views else ""
-        action = "continuing" if job.config.resume else "training"
-        console.print(f"fold {job.fold}{views}: {action} in {job.run}")
         run_job(job)
+
+
+def run_job_file(path: Path) -> None:
+    """``medgraft crossval-train``: the job :func:`launcher_job` saved at ``path``."""
+    config = TrainConfig(**load_saved_config(Path(path)))
+    run_job(TrainJob(config.fold, config, options_sha256(config)))
+
+
+def launcher_job(job: TrainJob) -> Job:
+    """``job`` as a launcher's command line, its options saved in the run folder (some have
+    no flag); finished once the run holds every epoch of those options."""
+    job_file = job.run / JOB_FILE
+    job.run.mkdir(parents=True, exist_ok=True)
+    save_config(job.config, job_file)
+    return Job(
+        f"fold_{job.fold}" + (f"-{job.config.slice_axis}" if job.config.views else ""),
+        ["crossval-train", "--job", str(job_file.resolve())],
+        lambda: run_finished(job.run, job.fingerprint),
+    )
+
+
+def run_finished(run: Path, fingerprint: str) -> bool:
+    """Whether ``run`` holds a ``last.pt`` and every epoch of a training of ``fingerprint``'s
+    options (as :func:`run_state` says ``finished``, without its deleting or refusing)."""
+    saved, metrics = run / "config.json", run / "metrics.csv"
+    if not (saved.exists() and metrics.exists() and (run / "last.pt").exists()):
+        return False
+    config = json.loads(saved.read_text())
+    epochs = config["train_config"]["epochs"]
+    return config.get("options_sha256") == fingerprint and len(read_csv(metrics)) >= epochs
+
+
+def planned_training(
+    plan: CrossvalPlan, folds: list[int] | None = None
+) -> tuple[dict[int, list[TrainConfig]], list[TrainJob]]:
+    """The runs of ``folds`` (default: all) and the trainings still missing of them."""
+    configs = plan.fold_configs()
+    configs = {f: c for f, c in configs.items() if folds is None or f in folds}
+    share_split(plan.output, configs, plan.folds)
+    jobs = training_jobs(configs, plan.redo_changed)
+    for fold in sorted(set(configs) - {job.fold for job in jobs}):
+        console.print(f"fold {fold}: finished, skipped")
+    return configs, jobs
 
 
 def train_folds(
@@ -199,12 +248,7 @@ def train_folds(
     run: Callable[[list[TrainJob]], None] = run_jobs,
 ) -> dict[int, list[TrainConfig]]:
     """Train what is missing of ``folds`` (default: all) with ``run``; returns their runs."""
-    configs = plan.fold_configs()
-    configs = {f: c for f, c in configs.items() if folds is None or f in folds}
-    share_split(plan.output, configs, plan.folds)
-    jobs = training_jobs(configs, plan.redo_changed)
-    for fold in sorted(set(configs) - {job.fold for job in jobs}):
-        console.print(f"fold {fold}: finished, skipped")
+    configs, jobs = planned_training(plan, folds)
     run(jobs)
     return configs
 
@@ -405,10 +449,18 @@ def fold_record(output: Path, fold: int, runs: list[Path]) -> dict:
     }
 
 
-def run_crossval(plan: CrossvalPlan, run: Callable[[list[TrainJob]], None] = run_jobs) -> str:
-    """Train what is missing (with ``run``), score every fold, write ``cases.csv``,
-    ``folds.csv``, ``plan.json`` and ``summary.md``; returns the summary."""
-    configs = train_folds(plan, run=run)
+def run_crossval(plan: CrossvalPlan, launcher: Launcher | None = None) -> str | None:
+    """Train what is missing (as jobs of ``launcher``; none: here, in turn), score every fold,
+    write ``cases.csv``, ``folds.csv``, ``plan.json`` and ``summary.md``; returns the summary,
+    or None while Slurm jobs are still pending or running (``--no-wait``)."""
+    configs, jobs = planned_training(plan)
+    if launcher is None:
+        run_jobs(jobs)
+    elif jobs:
+        launched = launcher.run([launcher_job(job) for job in jobs])
+        launched.raise_failures()
+        if launched.waiting:
+            return None
     cases, folds = [], []
     for fold, runs in sorted(configs.items()):
         folds.append(fold_record(plan.output, fold, [run_folder(c) for c in runs]))

@@ -554,7 +554,7 @@ LAUNCHERS = ("local", "slurm")
 
 @dataclass
 class LaunchOptions:
-    """Where ``medgraft study`` and ``medgraft predict`` run their jobs, and what each asks of
+    """Where ``medgraft study``, ``crossval`` and ``predict`` run their jobs, and what each asks of
     a Slurm cluster (``medgraft.launchers``)."""
 
     launcher: str = option(
