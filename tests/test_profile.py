@@ -19,10 +19,9 @@ def test_nested_phases_pause_the_outer_one(monkeypatch) -> None:
     monkeypatch.setattr(fold_profile.time, "perf_counter", lambda: float(next(ticks)))
     monkeypatch.setattr(fold_profile.time, "process_time", lambda: 0.0)
     clock = PhaseClock()
-    with clock.phase("other"):  # reads 0
-        with clock.phase("logs"), clock.phase("plots"):  # reads 1, 2
-            pass  # plots ends at 3, logs at 4
-        # other resumes from 4 and ends at 5
+    # enters read 0, 1, 2; plots ends at 3, logs at 4, then other resumes from 4, ends at 5
+    with clock.phase("other"), clock.phase("logs"), clock.phase("plots"):
+        pass
     assert (clock.wall["other"], clock.wall["logs"], clock.wall["plots"]) == (2.0, 2.0, 1.0)
     assert clock.wall["setup"] == 0.0
 
