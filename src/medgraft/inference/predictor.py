@@ -178,6 +178,14 @@ class Predictor:
                 move_slice_axis_last(probabilities, axis)[..., start:stop] = probs.half()
         return Segmentation(labels, probabilities, slices)
 
+    def _autocast(self) -> torch.autocast:
+        """Mixed precision as asked (``amp_dtype``), or plain float32."""
+        return torch.autocast(
+            self.device.type,
+            dtype=self.amp_dtype or torch.float32,
+            enabled=self.amp_dtype is not None,
+        )
+
     def _window_probabilities(self, volume: torch.Tensor, models: list[Segmenter]) -> torch.Tensor:
         """Mean softmax of 3D ``models`` (and mirrorings) over the (C, X, Y, Z) ``volume``, by
         MONAI's sliding windows of the training patch with Gaussian blending. The volume and
@@ -188,11 +196,7 @@ class Predictor:
         for model in models:
             for axes in self.flips:
                 inputs = batch.flip(axes) if axes else batch
-                with torch.autocast(
-                    self.device.type,
-                    dtype=self.amp_dtype or torch.float32,
-                    enabled=self.amp_dtype is not None,
-                ):
+                with self._autocast():
                     logits = sliding_window_inference(
                         inputs,
                         roi_size=self.inputs.patch,
@@ -231,11 +235,7 @@ class Predictor:
         for model in models:
             for axes in self.flips:
                 inputs = padded.flip(axes) if axes else padded
-                with torch.autocast(
-                    self.device.type,
-                    dtype=self.amp_dtype or torch.float32,
-                    enabled=self.amp_dtype is not None,
-                ):
+                with self._autocast():
                     logits = model(inputs)
                 probs = torch.softmax(logits.float(), dim=1)
                 probs = probs.flip(axes) if axes else probs
