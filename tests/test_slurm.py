@@ -166,8 +166,8 @@ def test_the_documented_multi_node_training_runs_on_one_node(
     submitted = subprocess.run(
         ["sbatch", "--wait", "--nodes", "1", "--cpus-per-task", "1", "--output", str(log),
          str(REPOSITORY / "docs" / "train_multinode.sbatch"), "--data", str(micro_msd),
-         "--output", str(run), "--epochs", "1", "--batch-size", "16", "--offline",
-         "--device", "cpu"],
+         "--output", str(run), "--recipe", "none", "--epochs", "1", "--batch-size", "16",
+         "--offline", "--device", "cpu"],
         env={
             **slurm_cluster.env, "RDZV_PORT": str(free_port()), "NPROC_PER_NODE": "1",
             # as a user runs it: from the environment medgraft is installed in (its torchrun)
